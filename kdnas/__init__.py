@@ -1,0 +1,37 @@
+"""kdnas: find the best small student architecture for a transformer encoder and distill it from a teacher.
+
+The public API is re-exported here; heavy modules (torch, transformers) load on first use.
+"""
+
+from __future__ import annotations
+
+from kdnas.errors import (
+    ArchError,
+    AssetError,
+    ConfigError,
+    DataError,
+    DistillError,
+    KdnasError,
+    LatencyError,
+    MissingExtraError,
+    ModelError,
+    SearchError,
+)
+from kdnas.space.arch import Arch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Arch",
+    "ArchError",
+    "AssetError",
+    "ConfigError",
+    "DataError",
+    "DistillError",
+    "KdnasError",
+    "LatencyError",
+    "MissingExtraError",
+    "ModelError",
+    "SearchError",
+    "__version__",
+]

@@ -1,0 +1,52 @@
+"""Config section `corpus`: where the distillation text comes from and how it is split and tokenized."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class CorpusConfig:
+    """The unlabeled text the student is distilled on."""
+
+    sources: list[str] = field(default_factory=lambda: ["wiki-vital-en"])
+    """Zoo names (`kdnas fetch --list`), paths to .txt / .jsonl / .csv files, or `hf:NAME[:CONFIG]:SPLIT` (needs `datasets`)."""
+    text_field: str = "text"
+    """JSONL field or CSV column holding the text."""
+    weights: list[float] | None = None
+    """Sampling weight per source (default: proportional to size, smoothed by `temperature`)."""
+    temperature: float = 0.7
+    """XLM-R style sampling: source i is drawn with probability proportional to size_i ** temperature."""
+    seq_len: int = 128
+    """Tokens per training sequence."""
+    mode: Literal["packed", "sentence"] = "packed"
+    """`packed`: documents concatenated and cut into full sequences; `sentence`: one padded sentence per row."""
+    heldout_fraction: float = 0.05
+    """Share of documents kept out of training, for held-out KD loss."""
+    proxy_fraction: float = 0.2
+    """Share of documents in the proxy set used to score candidates during search (disjoint from held-out)."""
+    max_documents: int | None = None
+    """Read at most this many documents per source (None: all)."""
+
+    def check(self) -> list[str]:
+        out = []
+        if not self.sources:
+            out.append("sources: give at least one corpus (e.g. wiki-vital-en)")
+        if self.weights is not None and len(self.weights) != len(self.sources):
+            out.append(f"weights: {len(self.weights)} weights for {len(self.sources)} sources")
+        if self.weights is not None and any(w <= 0 for w in self.weights):
+            out.append("weights: every weight must be > 0")
+        if not 0 < self.temperature <= 1:
+            out.append(f"temperature: {self.temperature} must be in (0, 1]")
+        if self.seq_len < 8:
+            out.append(f"seq_len: {self.seq_len} must be >= 8")
+        for name in ("heldout_fraction", "proxy_fraction"):
+            v = getattr(self, name)
+            if not 0 < v < 1:
+                out.append(f"{name}: {v} must be between 0 and 1")
+        if self.heldout_fraction + self.proxy_fraction >= 1:
+            out.append("proxy_fraction: proxy + held-out fractions must leave documents for training")
+        if self.max_documents is not None and self.max_documents < 1:
+            out.append(f"max_documents: {self.max_documents} must be >= 1")
+        return out

@@ -1,0 +1,77 @@
+"""Config section `distill`: losses, layer mapping, optimiser and token budgets for proxy and full distillation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+LOSSES = ("hidden", "attention", "relation", "embedding", "logits")
+
+
+@dataclass
+class DistillConfig:
+    """How a student is distilled from the teacher."""
+
+    losses: dict[str, float] = field(default_factory=lambda: {"hidden": 1.0, "relation": 1.0})
+    """Loss name -> weight. Names: hidden, attention, relation, embedding, logits."""
+    mapping: Literal["uniform", "last", "uniform+last"] = "uniform+last"
+    """Student layer i <- teacher layer floor(i*Lt/Ls) (uniform), Lt-Ls+i (last), or both concatenated."""
+    relation_heads: int = 12
+    """MiniLMv2 relation heads (teacher and student states are re-split into this many heads)."""
+    temperature: float = 1.0
+    """Softmax temperature for logit KD."""
+    init: Literal["inherit", "random"] = "inherit"
+    """Student initialisation: inherit (select layers and slice widths of the teacher) or random."""
+    layer_selection: Literal["uniform", "first", "last"] = "uniform"
+    """Which teacher layers an inherited student starts from."""
+    importance: Literal["magnitude", "activation"] = "magnitude"
+    """How heads, FFN neurons and hidden dims are ranked when slicing widths."""
+    batch_size: int = 32
+    """Sequences per optimiser step (before accumulation)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimiser step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.06
+    """Share of steps with linear warm-up."""
+    schedule: Literal["linear", "cosine"] = "cosine"
+    """Decay after warm-up."""
+    grad_clip: float = 1.0
+    """Max gradient norm (0 disables)."""
+    proxy_tokens: int = 150_000
+    """Token budget of the short proxy distillation of each search candidate."""
+    proxy_mode: Literal["standard", "flash"] = "standard"
+    """`flash`: AutoDistill's progressive layer-by-layer transfer instead of all layers at once."""
+    flash_steps_per_layer: int = 100
+    """Steps per layer in flash mode."""
+    full_tokens: int = 3_000_000
+    """Token budget of the full distillation of a recommended student."""
+    checkpoint_every: int = 200
+    """Optimiser steps between checkpoints (full distillation)."""
+    teacher_cache_mb: int = 2048
+    """Memory budget for the teacher-output cache (fp16, memory-mapped on disk)."""
+
+    def check(self) -> list[str]:
+        out = []
+        for k, w in self.losses.items():
+            if k not in LOSSES:
+                out.append(f"losses.{k}: unknown loss; use {', '.join(LOSSES)}")
+            elif w < 0:
+                out.append(f"losses.{k}: weight {w} must be >= 0")
+        if not any(w > 0 for w in self.losses.values()):
+            out.append("losses: at least one loss needs a positive weight")
+        for name in ("relation_heads", "batch_size", "grad_accum", "proxy_tokens", "full_tokens",
+                     "checkpoint_every", "flash_steps_per_layer", "teacher_cache_mb"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: {getattr(self, name)} must be >= 1")
+        if not 0 < self.lr < 1:
+            out.append(f"lr: {self.lr} must be in (0, 1)")
+        if not 0 <= self.warmup_ratio < 1:
+            out.append(f"warmup_ratio: {self.warmup_ratio} must be in [0, 1)")
+        if self.temperature <= 0:
+            out.append(f"temperature: {self.temperature} must be > 0")
+        if self.grad_clip < 0 or self.weight_decay < 0:
+            out.append("grad_clip, weight_decay: must be >= 0")
+        return out

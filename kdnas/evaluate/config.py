@@ -1,0 +1,45 @@
+"""Config section `evaluate`: downstream tasks and the fine-tuning protocol shared by teacher and students."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class EvaluateConfig:
+    """Downstream fine-tuning protocol (the same for the teacher, baselines and students)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["wiki-vital-en", "bbc-news"])
+    """Zoo task names or paths to CSV / JSONL task files."""
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4])
+    """Learning-rate grid; the best on dev is reported."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Fine-tuning seeds; mean and spread are reported."""
+    epochs: int = 3
+    """Max epochs (early stopping on dev)."""
+    batch_size: int = 32
+    """Fine-tuning batch size."""
+    max_len: int = 128
+    """Tokens per example."""
+    pooling: Literal["cls", "mean"] = "mean"
+    """Sentence representation fed to the classification head."""
+    task_distill: bool = False
+    """Second stage as in TinyBERT: train the student on the fine-tuned teacher's logits too."""
+    baselines: bool = True
+    """Also evaluate the manual baselines (every-other-layer teacher, TinyBERT shape)."""
+    max_train_examples: int | None = None
+    """Cap on training examples per task (None: all)."""
+
+    def check(self) -> list[str]:
+        out = []
+        if not self.tasks:
+            out.append("tasks: give at least one task (e.g. wiki-vital-en)")
+        if not self.lrs or any(not 0 < lr < 1 for lr in self.lrs):
+            out.append(f"lrs: {self.lrs} must be a non-empty list of learning rates in (0, 1)")
+        if not self.seeds:
+            out.append("seeds: give at least one seed")
+        for name in ("epochs", "batch_size", "max_len"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: {getattr(self, name)} must be >= 1")
+        return out

@@ -1,0 +1,56 @@
+"""Config section `target`: the hardware and shape the student will be served on, and latency budgets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
+
+
+@dataclass
+class TargetConfig:
+    """Where and how the student will run; latency is measured for exactly this."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Serving device."""
+    threads: int = 2
+    """Intra-op threads the model may use (pinned in the measuring worker)."""
+    batch_size: int = 1
+    """Serving batch size."""
+    seq_lens: list[int] = field(default_factory=lambda: [128])
+    """Sequence lengths to measure; the first one is the search objective."""
+    backend: str = "torch"
+    """Runtime: torch, onnxruntime (fp32, full graph optimisation) or onnxruntime-int8 (dynamic quantization)."""
+    attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
+    """torch backend only: `auto` measures eager and sdpa once per model and keeps the faster."""
+    budgets_ms: list[float] = field(default_factory=list)
+    """Latency budgets in ms; a student is recommended for each."""
+    speedups: list[float] = field(default_factory=lambda: [3.0, 7.0])
+    """Budgets as speed-up over the teacher on this target (7.0: at least 7x faster)."""
+    rel_ci: float = 0.03
+    """Stop repeating once the 95% CI of the median is within this relative width."""
+    max_time_s: float = 8.0
+    """Time cap per measurement (after warm-up)."""
+    timeout_s: float = 180.0
+    """Kill a measuring worker that takes longer than this."""
+
+    def check(self) -> list[str]:
+        out = []
+        if self.threads < 1:
+            out.append(f"threads: {self.threads} must be >= 1")
+        if self.batch_size < 1:
+            out.append(f"batch_size: {self.batch_size} must be >= 1")
+        if not self.seq_lens or any(s < 1 for s in self.seq_lens):
+            out.append(f"seq_lens: {self.seq_lens} must be a non-empty list of positive lengths")
+        if self.backend not in BACKENDS:
+            out.append(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if any(b <= 0 for b in self.budgets_ms):
+            out.append("budgets_ms: every budget must be > 0")
+        if any(s <= 1 for s in self.speedups):
+            out.append("speedups: every speed-up budget must be > 1 (e.g. 7.0 for 7x faster)")
+        if not 0 < self.rel_ci < 1:
+            out.append(f"rel_ci: {self.rel_ci} must be in (0, 1)")
+        if self.max_time_s <= 0 or self.timeout_s <= 0:
+            out.append("max_time_s, timeout_s: must be > 0")
+        return out

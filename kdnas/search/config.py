@@ -1,0 +1,61 @@
+"""Config section `search`: the search space, strategy, trial budget, reward and multi-fidelity settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STRATEGIES = ("kdnas", "bo", "tpe", "nsga2", "random")
+
+
+@dataclass
+class SearchConfig:
+    """How student architectures are searched."""
+
+    space: str = "default"
+    """`default` (derived from the teacher), `mobilebert`, or a path to a search-space YAML."""
+    strategy: str = "kdnas"
+    """kdnas (KD-NAS controller), bo (multi-objective Bayesian optimisation), tpe, nsga2 or random."""
+    n_trials: int = 24
+    """Candidates that get a proxy distillation."""
+    episode_size: int = 4
+    """kdnas: candidates per episode (the reward predictor is retrained after each)."""
+    pool_factor: int = 8
+    """kdnas: the pool sampled each episode is this many times the episode size."""
+    epsilon: float = 0.5
+    """kdnas: share of each episode filled at random at the start."""
+    epsilon_decay: float = 0.7
+    """kdnas: epsilon is multiplied by this after each episode."""
+    reward_alpha: float = -0.5
+    """KD-NAS reward exponent on the latency ratio (negative: faster is better)."""
+    reward_beta: float = 0.25
+    """KD-NAS reward latency target as a fraction of the teacher's latency."""
+    max_params_m: float | None = None
+    """Candidates with more parameters (millions) are never distilled."""
+    promote_fraction: float = 0.25
+    """Multi-fidelity: share of each round promoted to a longer proxy distillation (0 disables)."""
+    long_proxy_factor: float = 4.0
+    """Multi-fidelity: the long proxy gets this many times the proxy token budget."""
+    storage: str | None = None
+    """Optuna storage URL (default: SQLite in the run dir)."""
+
+    def check(self) -> list[str]:
+        out = []
+        if self.strategy not in STRATEGIES:
+            out.append(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.n_trials < 1:
+            out.append(f"n_trials: {self.n_trials} must be >= 1")
+        if self.episode_size < 1 or self.pool_factor < 1:
+            out.append("episode_size, pool_factor: must be >= 1")
+        if not 0 <= self.epsilon <= 1 or not 0 < self.epsilon_decay <= 1:
+            out.append("epsilon: must be in [0, 1] and epsilon_decay in (0, 1]")
+        if self.reward_alpha >= 0:
+            out.append(f"reward_alpha: {self.reward_alpha} must be negative (faster students score higher)")
+        if self.reward_beta <= 0:
+            out.append(f"reward_beta: {self.reward_beta} must be > 0")
+        if self.max_params_m is not None and self.max_params_m <= 0:
+            out.append(f"max_params_m: {self.max_params_m} must be > 0")
+        if not 0 <= self.promote_fraction < 1:
+            out.append(f"promote_fraction: {self.promote_fraction} must be in [0, 1)")
+        if self.long_proxy_factor < 1:
+            out.append(f"long_proxy_factor: {self.long_proxy_factor} must be >= 1")
+        return out
