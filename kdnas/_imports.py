@@ -28,7 +28,11 @@ def optional_import(module: str, *, extra: str | None = None, purpose: str = "")
     except ImportError as e:
         extra = extra or _EXTRA_OF.get(module, module.split(".")[0])
         why = f" (needed for {purpose})" if purpose else ""
-        hint = f'pip install -c constraints.txt "kdnas[{extra}]"' if extra != "datasets" else "pip install datasets"
+        hint = (
+            f'pip install -c constraints.txt "kdnas[{extra}]"'
+            if extra != "datasets"
+            else "pip install datasets"
+        )
         raise MissingExtraError(f"the optional package '{module}' is not installed{why}: {hint}") from e
 
 

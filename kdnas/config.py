@@ -7,8 +7,10 @@ can never execute code; strategies and backends are chosen by name from registri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import itertools
 import hashlib
 import json
 import types
@@ -55,7 +57,11 @@ class ExportConfig:
     """Replace an existing export dir instead of refusing."""
 
     def check(self) -> list[str]:
-        return [] if self.onnx or not self.int8 else ["int8: needs onnx: true (the int8 model is quantized from it)"]
+        return (
+            []
+            if self.onnx or not self.int8
+            else ["int8: needs onnx: true (the int8 model is quantized from it)"]
+        )
 
 
 @dataclass
@@ -147,7 +153,7 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
             return {}
-        k_tp, v_tp = get_args(tp) or (Any, Any)
+        _, v_tp = get_args(tp) or (Any, Any)
         return {k: _coerce(v, v_tp, f"{key}.{k}", problems) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -201,13 +207,18 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str, problems: list[str])
 def _check_all(obj: Any, prefix: str, problems: list[str], skip: tuple[str, ...] = ()) -> None:
     """Run every section's `check()` (cross-field rules), prefixing keys with the section path.
 
-    A section with a type problem is not checked (its rules assume the types are right).
+    Keys that already have a type problem are not reported twice; a check that trips over a wrongly typed
+    value is skipped (the type problem is already reported).
     """
     check = getattr(obj, "check", None)
-    if prefix and any(k.startswith(prefix) for k in skip):
-        pass
-    elif callable(check) and not (not prefix and skip and any("." not in k for k in skip)):
-        problems.extend(f"{prefix}{p}" for p in check())
+    if callable(check):
+        try:
+            found = [f"{prefix}{p}" for p in check()]
+        except (TypeError, ValueError, AttributeError):
+            found = []
+        problems.extend(
+            p for p in found if not any(p.startswith(k + ":") or p.startswith(k + ".") for k in skip)
+        )
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         if dataclasses.is_dataclass(v):
@@ -264,10 +275,8 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             out[key] = raw
         if isinstance(out[key], str):
-            try:
+            with contextlib.suppress(ValueError):
                 out[key] = float(out[key]) if any(c in out[key] for c in ".eE") else out[key]
-            except ValueError:
-                pass
     return out
 
 
@@ -325,7 +334,9 @@ def load(ref: str | None = None, overrides: dict[str, Any] | None = None) -> Run
 def diff(a: RunConfig, b: RunConfig) -> list[str]:
     """Human-readable differences between two configs (`key: old -> new`)."""
     fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
-    return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+    return [
+        f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)
+    ]
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -349,7 +360,7 @@ def field_docs(cls: type) -> dict[str, str]:
         return {}
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs: dict[str, str] = {}
-    for prev, node in zip(body, body[1:], strict=False):
+    for prev, node in itertools.pairwise(body):
         if (
             isinstance(prev, ast.AnnAssign)
             and isinstance(prev.target, ast.Name)

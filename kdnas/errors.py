@@ -15,9 +15,10 @@ class ConfigError(KdnasError):
 
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        head = "invalid config" if len(self.problems) != 1 else "invalid config"
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{head} ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}):\n{lines}")
+        super().__init__(
+            f"{head} ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}):\n{lines}"
+        )
 
 
 class AssetError(KdnasError):

@@ -39,7 +39,7 @@ def tiny_vocab() -> list[str]:
 
 def tiny_tokenizer(directory: str | Path | None = None) -> PreTrainedTokenizerBase:
     """A real BERT WordPiece tokenizer with a ~200-token vocabulary (no network); saved to `directory` if given."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     tok = BertTokenizerFast(
         vocab={w: i for i, w in enumerate(tiny_vocab())}, do_lower_case=True, model_max_length=128
@@ -55,12 +55,25 @@ def tiny_config(family: str = "bert", **overrides: Any) -> PretrainedConfig:
 
     vocab = len(tiny_vocab())
     base: dict[str, Any] = dict(
-        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=128, type_vocab_size=2, pad_token_id=0,
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+        pad_token_id=0,
     )
     if family == "distilbert":
-        base = dict(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=128,
-                    pad_token_id=0)
+        base = dict(
+            vocab_size=vocab,
+            dim=32,
+            n_layers=2,
+            n_heads=4,
+            hidden_dim=64,
+            max_position_embeddings=128,
+            pad_token_id=0,
+        )
     elif family in ("roberta", "xlm-roberta", "camembert"):
         base.update(max_position_embeddings=130, pad_token_id=1, type_vocab_size=1)
     elif family == "electra":
@@ -72,7 +85,9 @@ def tiny_config(family: str = "bert", **overrides: Any) -> PretrainedConfig:
     return AutoConfig.for_model(family, **base)
 
 
-def tiny_teacher(family: str = "bert", *, seed: int = 0, num_layers: int = 2, **overrides: Any) -> PreTrainedModel:
+def tiny_teacher(
+    family: str = "bert", *, seed: int = 0, num_layers: int = 2, **overrides: Any
+) -> PreTrainedModel:
     """A tiny random teacher in eval mode with eager attention (attention maps available)."""
     import torch
     from transformers import AutoModel
@@ -109,5 +124,7 @@ def tiny_batch(n: int = 4, seq_len: int = 16, vocab_size: int | None = None, see
 def write_tiny_corpus(path: str | Path, n_docs: int = 64) -> Path:
     """A small plain-text corpus file: one document per paragraph (blank-line separated)."""
     p = Path(path)
-    p.write_text("\n\n".join(TINY_TEXTS[i % len(TINY_TEXTS)] + f" Document {i}." for i in range(n_docs)) + "\n")
+    p.write_text(
+        "\n\n".join(TINY_TEXTS[i % len(TINY_TEXTS)] + f" Document {i}." for i in range(n_docs)) + "\n"
+    )
     return p

@@ -45,9 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull config overrides (`--section.key VALUE` or `--section.key=VALUE`) out of argv."""
+    rest: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--") and "." in a[2:].split("=", 1)[0]:
+            if "=" in a or i + 1 >= len(argv):
+                overrides.append(a)
+                i += 1
+            else:
+                overrides += [a, argv[i + 1]]
+                i += 2
+        else:
+            rest.append(a)
+            i += 1
+    return rest, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    rest, override_args = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(rest)
+    if override_args and not getattr(args, "accepts_overrides", False):
+        parser.error(f"config overrides ({' '.join(override_args)}) only apply to run, validate and search")
+    args.override_args = override_args
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
@@ -56,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if override_args:
+            from kdnas.config import parse_overrides
+
+            args.overrides = parse_overrides(override_args)
+        else:
+            args.overrides = {}
         return int(args.func(args) or 0)
     except KdnasError as e:
         print(f"error: {e}", file=sys.stderr)

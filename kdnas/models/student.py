@@ -18,12 +18,30 @@ if TYPE_CHECKING:
 _FIELDS: dict[str, tuple[str, str, str, str, str]] = {
     "bert": ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act"),
     "roberta": ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act"),
-    "xlm-roberta": ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act"),
-    "camembert": ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act"),
+    "xlm-roberta": (
+        "num_hidden_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+    ),
+    "camembert": (
+        "num_hidden_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+    ),
     "mpnet": ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act"),
     "electra": ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act"),
     "distilbert": ("n_layers", "dim", "n_heads", "hidden_dim", "activation"),
-    "mobilebert": ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act"),
+    "mobilebert": (
+        "num_hidden_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+    ),
 }
 SUPPORTED_FAMILIES = tuple(_FIELDS)
 # Families that share BERT's WordPiece vocabulary layout, so a MobileBERT-style student can reuse the tokenizer.
@@ -49,9 +67,13 @@ def arch_of(config: PretrainedConfig) -> Arch:
     activation = {"gelu_python": "gelu"}.get(activation, activation)
     if config.model_type == "mobilebert":
         return Arch(
-            num_layers=getattr(config, L), hidden_size=getattr(config, H), num_heads=getattr(config, A),
-            ffn_size=getattr(config, F), activation=activation if activation in ("gelu", "relu") else "gelu",
-            family="mobilebert", bottleneck_size=config.intra_bottleneck_size,
+            num_layers=getattr(config, L),
+            hidden_size=getattr(config, H),
+            num_heads=getattr(config, A),
+            ffn_size=getattr(config, F),
+            activation=activation if activation in ("gelu", "relu") else "gelu",
+            family="mobilebert",
+            bottleneck_size=config.intra_bottleneck_size,
             num_ffn_stacked=config.num_feedforward_networks,
         )
     return Arch(
@@ -77,7 +99,7 @@ def student_config(teacher_config: PretrainedConfig, arch: Arch) -> PretrainedCo
                 "is not one (use the default space)"
             )
         assert arch.bottleneck_size is not None and arch.num_ffn_stacked is not None
-        return MobileBertConfig(
+        return MobileBertConfig(  # type: ignore[call-arg]
             vocab_size=vocab,
             hidden_size=arch.hidden_size,
             embedding_size=min(128, arch.hidden_size),
@@ -97,9 +119,18 @@ def student_config(teacher_config: PretrainedConfig, arch: Arch) -> PretrainedCo
             trigram_input=False,
         )
     d: dict[str, Any] = teacher_config.to_dict()
-    for k in ("_name_or_path", "architectures", "transformers_version", "id2label", "label2id", "_attn_implementation"):
+    for k in (
+        "_name_or_path",
+        "architectures",
+        "transformers_version",
+        "id2label",
+        "label2id",
+        "_attn_implementation",
+    ):
         d.pop(k, None)
-    d.update({L: arch.num_layers, H: arch.hidden_size, A: arch.num_heads, F: arch.ffn_size, act: arch.activation})
+    d.update(
+        {L: arch.num_layers, H: arch.hidden_size, A: arch.num_heads, F: arch.ffn_size, act: arch.activation}
+    )
     d["vocab_size"] = vocab
     if teacher_config.model_type == "electra":
         d["embedding_size"] = min(d.get("embedding_size", arch.hidden_size), arch.hidden_size)
@@ -108,7 +139,11 @@ def student_config(teacher_config: PretrainedConfig, arch: Arch) -> PretrainedCo
 
 
 def build_student(
-    teacher_config: PretrainedConfig, arch: Arch, *, attn_implementation: str = "eager", seed: int | None = None
+    teacher_config: PretrainedConfig,
+    arch: Arch,
+    *,
+    attn_implementation: str = "eager",
+    seed: int | None = None,
 ) -> PreTrainedModel:
     """A randomly initialised student (the base encoder, no task head) of shape `arch`."""
     import torch

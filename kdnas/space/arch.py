@@ -70,7 +70,9 @@ class Arch:
 
     @property
     def head_dim(self) -> int:
-        width = self.bottleneck_size if self.family == "mobilebert" and self.bottleneck_size else self.hidden_size
+        width = (
+            self.bottleneck_size if self.family == "mobilebert" and self.bottleneck_size else self.hidden_size
+        )
         return width // self.num_heads
 
     @property
@@ -155,7 +157,9 @@ class Arch:
         fields: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             if "=" not in part:
-                raise ArchError(f"cannot parse arch {text!r}: {part!r} is not KEY=VALUE (e.g. L=4,H=256,A=4,F=1024)")
+                raise ArchError(
+                    f"cannot parse arch {text!r}: {part!r} is not KEY=VALUE (e.g. L=4,H=256,A=4,F=1024)"
+                )
             k, v = (s.strip() for s in part.split("=", 1))
             name = _SHORT.get(k.lower())
             if name is None:
@@ -174,8 +178,15 @@ class Arch:
         mb = text.startswith("mb-")
         body = text[3:] if mb else text
         fields: dict[str, Any] = {"family": "mobilebert"} if mb else {}
-        keys = {"L": "num_layers", "H": "hidden_size", "A": "num_heads", "F": "ffn_size", "V": "vocab_size",
-                "B": "bottleneck_size", "S": "num_ffn_stacked"}
+        keys = {
+            "L": "num_layers",
+            "H": "hidden_size",
+            "A": "num_heads",
+            "F": "ffn_size",
+            "V": "vocab_size",
+            "B": "bottleneck_size",
+            "S": "num_ffn_stacked",
+        }
         for part in body.split("-"):
             m = re.fullmatch(r"([LHAFVBS])(\d+)", part)
             if m:
@@ -183,5 +194,7 @@ class Arch:
             elif part in ACTIVATIONS:
                 fields["activation"] = part
             else:
-                raise ArchError(f"cannot parse arch {text!r}: use L=4,H=256,A=4,F=1024 or an id like L4-H256-A4-F1024-gelu")
+                raise ArchError(
+                    f"cannot parse arch {text!r}: use L=4,H=256,A=4,F=1024 or an id like L4-H256-A4-F1024-gelu"
+                )
         return cls.from_dict(fields)
