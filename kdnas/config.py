@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import itertools
 import hashlib
+import itertools
 import json
 import types
 import typing
@@ -155,7 +155,7 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
             return {}
         _, v_tp = get_args(tp) or (Any, Any)
         return {k: _coerce(v, v_tp, f"{key}.{k}", problems) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
             return tp()  # type: ignore[operator]

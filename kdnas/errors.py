@@ -17,7 +17,7 @@ class ConfigError(KdnasError):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(
-            f"{head} ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}):\n{lines}"
+            f"invalid config ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}):\n{lines}"
         )
 
 
