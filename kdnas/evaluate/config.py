@@ -30,6 +30,22 @@ class EvaluateConfig:
     """Also evaluate the manual baselines (every-other-layer teacher, TinyBERT shape)."""
     max_train_examples: int | None = None
     """Cap on training examples per task (None: all)."""
+    patience: int = 1
+    """Stop a run after this many epochs without a better dev score (the best epoch's weights are kept)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and LayerNorm weights)."""
+    warmup_fraction: float = 0.1
+    """Fraction of the steps with a linear lr warm-up (then linear decay to 0)."""
+    dropout: float = 0.1
+    """Dropout before the task head."""
+    eval_batch_size: int = 64
+    """Batch size for scoring dev and test."""
+    device: str = "cpu"
+    """Where fine-tuning runs: cpu, cuda, cuda:N or mps."""
+    kd_temperature: float = 2.0
+    """Task distillation: softmax temperature applied to teacher and student logits."""
+    kd_alpha: float = 0.5
+    """Task distillation: weight of the teacher-logit loss (1 - alpha on the labels)."""
 
     def check(self) -> list[str]:
         out = []
@@ -39,7 +55,16 @@ class EvaluateConfig:
             out.append(f"lrs: {self.lrs} must be a non-empty list of learning rates in (0, 1)")
         if not self.seeds:
             out.append("seeds: give at least one seed")
-        for name in ("epochs", "batch_size", "max_len"):
+        for name in ("epochs", "batch_size", "max_len", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 out.append(f"{name}: {getattr(self, name)} must be >= 1")
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            out.append(f"max_train_examples: {self.max_train_examples} must be >= 1 (or null for all)")
+        for name in ("weight_decay", "warmup_fraction", "dropout", "kd_alpha"):
+            if not 0 <= getattr(self, name) <= 1:
+                out.append(f"{name}: {getattr(self, name)} must be in [0, 1]")
+        if not (self.device in ("cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            out.append(f"device: {self.device!r} must be cpu, cuda, cuda:N or mps")
+        if self.kd_temperature <= 0:
+            out.append(f"kd_temperature: {self.kd_temperature} must be > 0")
         return out

