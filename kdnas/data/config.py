@@ -28,6 +28,10 @@ class CorpusConfig:
     """Share of documents in the proxy set used to score candidates during search (disjoint from held-out)."""
     max_documents: int | None = None
     """Read at most this many documents per source (None: all)."""
+    txt_documents: Literal["paragraph", "line"] = "paragraph"
+    """.txt files: `paragraph` = documents separated by blank lines; `line` = one document per line."""
+    exclude_task_eval: bool = True
+    """Zoo sources: leave out every document in the zoo task's dev/test split (the corpus is train-split only)."""
 
     def check(self) -> list[str]:
         out = []

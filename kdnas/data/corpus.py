@@ -1,0 +1,585 @@
+"""Distillation corpora: documents from text / JSONL / CSV files, zoo assets or `datasets`, read lazily, and
+`build_corpus`, which splits, tokenizes, mixes and caches them as proxy / train / held-out TokenBlocks.
+
+Splits go by a seeded hash of each document's key (`corpus_split_of`), so they never overlap; zoo sources
+also leave out every document of the zoo task's dev/test split (`task_split_of`), so the corpus is train-only.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdnas.data.config import CorpusConfig
+from kdnas.data.splits import corpus_split_of, task_split_of
+from kdnas.data.tokenize import (
+    PackedRows,
+    RowBuilder,
+    RowWriter,
+    SentenceRows,
+    TokenBlock,
+    encode,
+    load_block,
+    open_block,
+    specials_of,
+    split_sentences,
+    tokenizer_fingerprint,
+)
+from kdnas.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("proxy", "train", "heldout")
+CACHE_FORMAT = 1
+"""Bump when the cache layout or row building changes (old cache entries are then ignored)."""
+TEXT_SUFFIXES = (".txt", ".text", ".md")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+CSV_SUFFIXES = (".csv", ".tsv")
+_ENCODE_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: `key` decides its split (zoo: title or relative path; files: the text itself)."""
+
+    key: str
+    text: str
+    source: str
+
+
+@dataclass
+class CorpusSplits:
+    """Proxy (scores candidates during search), train (full distillation) and held-out (KD loss) rows."""
+
+    proxy: TokenBlock
+    train: TokenBlock
+    heldout: TokenBlock
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Per source and split: documents, rows, tokens; plus cache key/dir and whether it was a cache hit."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# reading documents
+
+
+def iter_documents(
+    source: str,
+    *,
+    text_field: str = "text",
+    txt_documents: str = "paragraph",
+    cache_dir: str | Path | None = None,
+    max_documents: int | None = None,
+    exclude_task_eval: bool = True,
+) -> Iterator[Document]:
+    """Documents of one source, read lazily.
+
+    `source` is a zoo corpus name (`wiki-vital-en`, `bbc-news`, ...), a file (.txt/.md: paragraphs or lines
+    per `txt_documents`; .jsonl: `text_field` of each object; .csv/.tsv: the `text_field` column), a dir of
+    such files, or `hf:NAME[:CONFIG]:SPLIT` (needs `datasets`). Blank documents are skipped. For zoo sources,
+    `exclude_task_eval` drops the documents of the zoo task's dev/test split.
+    """
+    docs = _iter_source(source, text_field, txt_documents, cache_dir, exclude_task_eval)
+    n = 0
+    for doc in docs:
+        if max_documents is not None and n >= max_documents:
+            break
+        n += 1
+        yield doc
+    if n == 0:
+        raise DataError(f"{source}: no documents (the source is empty or every document is blank)")
+
+
+def _iter_source(
+    source: str, text_field: str, txt_documents: str, cache_dir: str | Path | None, exclude_task_eval: bool
+) -> Iterator[Document]:
+    from kdnas import zoo
+
+    if source in zoo.ASSETS:
+        yield from _iter_zoo(source, cache_dir, exclude_task_eval)
+        return
+    if source.startswith("hf:"):
+        yield from _iter_hf(source, text_field)
+        return
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES + JSONL_SUFFIXES + CSV_SUFFIXES
+        )
+        if not files:
+            raise DataError(f"{path}: no .txt, .jsonl or .csv files in this dir")
+        for f in files:
+            yield from _iter_file(f, text_field, txt_documents)
+        return
+    if path.is_file():
+        yield from _iter_file(path, text_field, txt_documents)
+        return
+    corpora = [a.name for a in zoo.ASSETS.values() if a.has_role("corpus")]
+    raise DataError(
+        f"{source}: no such file or dir, and not a zoo corpus ({', '.join(corpora)}); give a .txt, .jsonl or "
+        ".csv file, a dir of them, a zoo name, or hf:NAME[:CONFIG]:SPLIT"
+    )
+
+
+def _iter_file(path: Path, text_field: str, txt_documents: str) -> Iterator[Document]:
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        yield from _iter_jsonl(path, text_field)
+    elif suffix in CSV_SUFFIXES:
+        yield from _iter_csv(path, text_field, delimiter="\t" if suffix == ".tsv" else ",")
+    elif txt_documents == "line":
+        src = str(path)
+        for _, line in _text_lines(path):
+            if line.strip():
+                yield Document(line.strip(), line.strip(), src)
+    elif txt_documents == "paragraph":
+        yield from _iter_paragraphs(path)
+    else:
+        raise DataError(f"txt_documents: {txt_documents!r} is not 'paragraph' or 'line'")
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line) with a clear DataError for binary or non-UTF-8 content."""
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            yield lineno, _decode_line(path, lineno, raw)
+
+
+def _decode_line(path: Path, lineno: int, raw: bytes) -> str:
+    if b"\x00" in raw:
+        raise DataError(
+            f"{path}:{lineno}: contains NUL bytes, so this looks like a binary file, not text; give a UTF-8 "
+            ".txt, .jsonl or .csv file"
+        )
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); convert the "
+            "file to UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`"
+        ) from None
+    return line.lstrip("\ufeff") if lineno == 1 else line
+
+
+def _iter_paragraphs(path: Path) -> Iterator[Document]:
+    src, para = str(path), []
+    for _, line in _text_lines(path):
+        if line.strip():
+            para.append(line.strip())
+        elif para:
+            text = " ".join(para)
+            yield Document(text, text, src)
+            para = []
+    if para:
+        text = " ".join(para)
+        yield Document(text, text, src)
+
+
+def _iter_jsonl(path: Path, text_field: str) -> Iterator[Document]:
+    src = str(path)
+    for lineno, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            hint = (
+                " (a JSON array is not JSONL: write one object per line)"
+                if lineno == 1 and line.lstrip().startswith("[")
+                else ""
+            )
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}){hint}") from None
+        if not isinstance(rec, dict):
+            raise DataError(
+                f"{path}:{lineno}: expected a JSON object with a {text_field!r} field, got {type(rec).__name__}"
+            )
+        value: Any = rec
+        for part in text_field.split("."):  # `a.b` reaches into nested objects
+            if not isinstance(value, dict) or part not in value:
+                fields = ", ".join(sorted(rec)) or "none"
+                raise DataError(
+                    f"{path}:{lineno}: no field {text_field!r} (fields: {fields}); set corpus.text_field"
+                )
+            value = value[part]
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise DataError(
+                f"{path}:{lineno}: field {text_field!r} is a {type(value).__name__}, expected text"
+            )
+        if value.strip():
+            yield Document(value.strip(), value.strip(), src)
+
+
+class _LineTracker:
+    """Binary lines -> decoded text for csv, with NUL / UTF-8 errors reported at the physical line."""
+
+    def __init__(self, path: Path):
+        self.path, self.lineno = path, 0
+        self._lines = path.open("rb")
+
+    def lines(self) -> Iterator[str]:
+        with self._lines:
+            for raw in self._lines:
+                self.lineno += 1
+                yield _decode_line(self.path, self.lineno, raw)
+
+
+def _iter_csv(path: Path, column: str, *, delimiter: str) -> Iterator[Document]:
+    src = str(path)
+    try:
+        tracker = _LineTracker(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    reader = csv.DictReader(tracker.lines(), delimiter=delimiter)
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise DataError(f"{path}: empty CSV (no header row)")
+        if column not in header:
+            raise DataError(
+                f"{path}: no column {column!r} (columns: {', '.join(header)}); set corpus.text_field"
+            )
+        for row in reader:
+            value = row.get(column)
+            if value and value.strip():
+                yield Document(value.strip(), value.strip(), src)
+    except csv.Error as e:
+        raise DataError(f"{path}:{tracker.lineno}: not valid CSV ({e})") from None
+
+
+def _iter_zoo(name: str, cache_dir: str | Path | None, exclude_task_eval: bool) -> Iterator[Document]:
+    from kdnas import zoo
+
+    asset = zoo.ASSETS[name]
+    if not asset.has_role("corpus"):
+        corpora = [a.name for a in zoo.ASSETS.values() if a.has_role("corpus")]
+        raise DataError(f"{name}: is a {asset.kind}, not a corpus; zoo corpora: {', '.join(corpora)}")
+    root = zoo.fetch(name, cache_dir=cache_dir)
+    keep = (lambda key: task_split_of(key) == "train") if exclude_task_eval else (lambda key: True)
+    if name.startswith("wiki-vital-"):
+        path = root / asset.meta["json"]
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(
+                f"{path}: cannot read ({e}); fetch it again: kdnas fetch --verify {name}"
+            ) from None
+        for title, art in data.items():  # the key is the title, as for the task (kdnas.data.tasks)
+            text = (art.get("extract") or "").strip() if isinstance(art, dict) else ""
+            if text and keep(title):
+                yield Document(title, text, name)
+    elif name == "bbc-news":
+        data_dir = root / asset.meta["data_dir"]
+        for f in sorted(data_dir.glob("*/*.txt")):
+            key = f.relative_to(data_dir).as_posix()  # as for the task
+            if not keep(key):
+                continue
+            raw = f.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:  # one file of the set is cp1252 (a `£`)
+                text = raw.decode("cp1252", errors="replace")
+            if text.strip():
+                yield Document(key, " ".join(p.strip() for p in text.split("\n") if p.strip()), name)
+    else:  # pragma: no cover - a corpus asset added to the zoo without a reader
+        raise DataError(f"{name}: kdnas has no reader for this zoo corpus")
+
+
+def _iter_hf(source: str, text_field: str) -> Iterator[Document]:
+    from kdnas._imports import optional_import
+
+    parts = source[3:].split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise DataError(
+            f"{source}: write hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT (e.g. hf:wikitext:wikitext-2-raw-v1:train)"
+        )
+    name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
+    datasets = optional_import("datasets", purpose=f"the corpus {source}")
+    try:
+        ds = datasets.load_dataset(name, config, split=split, streaming=True)
+    except Exception as e:  # datasets raises many types (network, missing config, ...)
+        raise DataError(f"{source}: cannot load with datasets ({type(e).__name__}: {e})") from None
+    for i, rec in enumerate(ds):
+        if text_field not in rec:
+            raise DataError(
+                f"{source}: record {i} has no field {text_field!r} (fields: {', '.join(rec)}); set corpus.text_field"
+            )
+        value = rec[text_field]
+        if isinstance(value, str) and value.strip():
+            yield Document(value.strip(), value.strip(), source)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# building token splits
+
+
+def build_corpus(
+    cfg: CorpusConfig, tokenizer: Any, *, seed: int = 0, cache_dir: str | Path | None = None
+) -> CorpusSplits:
+    """Read, split, tokenize and mix `cfg.sources` into proxy / train / held-out TokenBlocks (cached).
+
+    The token rows are written to memory-mapped .npy files under `<cache>/corpus/<key>/`, the key hashing
+    sources (and their file sizes / fetched checksums), tokenizer, seq_len, mode, seed, fractions and sampling,
+    so the same call again is a cache hit. Documents stream through, so corpora larger than RAM work.
+    """
+    problems = cfg.check()
+    if problems:
+        raise DataError("corpus config: " + "; ".join(problems))
+    from kdnas import zoo
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else zoo.cache_dir()
+    key_data = _cache_key_data(cfg, tokenizer, seed, root)
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
+    out_dir = root / "corpus" / key
+    cached = _load_cached(out_dir)
+    if cached is not None:
+        return cached
+    (root / "corpus").mkdir(parents=True, exist_ok=True)
+    tmp = root / "corpus" / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        stats = _build(cfg, tokenizer, seed, root, tmp)
+        stats.update(cache_key=key, key_data=key_data)
+        (tmp / "meta.json").write_text(json.dumps(stats, indent=1))
+        try:
+            tmp.rename(out_dir)
+        except OSError:  # another process built the same corpus first
+            if not (out_dir / "meta.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = _load_cached(out_dir)
+    assert result is not None
+    result.stats["cache_hit"] = False
+    return result
+
+
+def _load_cached(out_dir: Path) -> CorpusSplits | None:
+    try:
+        stats = json.loads((out_dir / "meta.json").read_text())
+        blocks = {s: load_block(out_dir, s) for s in SPLITS}
+    except (OSError, ValueError):
+        return None
+    if any(len(blocks[s]) != stats["splits"][s]["rows"] for s in SPLITS):
+        return None
+    stats.update(cache_hit=True, cache_dir=str(out_dir))
+    return CorpusSplits(proxy=blocks["proxy"], train=blocks["train"], heldout=blocks["heldout"], stats=stats)
+
+
+def _cache_key_data(cfg: CorpusConfig, tokenizer: Any, seed: int, root: Path) -> dict[str, Any]:
+    d = asdict(cfg)
+    d.update(
+        format=CACHE_FORMAT,
+        seed=seed,
+        tokenizer=tokenizer_fingerprint(tokenizer),
+        sources=[_source_fingerprint(s, root) for s in cfg.sources],
+    )
+    if len(cfg.sources) == 1:  # sampling cannot change a single source
+        d.pop("weights")
+        d.pop("temperature")
+    if not any(Path(s).suffix.lower() in TEXT_SUFFIXES or Path(s).is_dir() for s in cfg.sources):
+        d.pop("txt_documents")
+    return d
+
+
+def _source_fingerprint(source: str, root: Path) -> Any:
+    from kdnas import zoo
+
+    if source in zoo.ASSETS:
+        m = zoo.read_manifest(source, cache_dir=root) or {}
+        return [source, [s.get("sha256") for s in m.get("sources", [])]]
+    path = Path(source).expanduser()
+    if path.is_file():
+        st = path.stat()
+        return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return [str(path.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
+    return source
+
+
+def _build(cfg: CorpusConfig, tokenizer: Any, seed: int, root: Path, tmp: Path) -> dict[str, Any]:
+    t0 = time.monotonic()
+    sp = specials_of(tokenizer)
+    per_source: list[dict[str, Any]] = []
+    writers: list[dict[str, RowWriter]] = []
+    lengths: list[dict[str, np.ndarray]] = []
+    for si, source in enumerate(cfg.sources):
+        ws = {s: RowWriter(tmp / f"src{si}.{s}.bin", cfg.seq_len, sp.pad) for s in SPLITS}
+        builders: dict[str, RowBuilder] = {
+            s: (PackedRows if cfg.mode == "packed" else SentenceRows)(ws[s], sp) for s in SPLITS
+        }
+        docs = {s: 0 for s in SPLITS}
+        chars = 0
+        docs_iter = iter_documents(
+            source,
+            text_field=cfg.text_field,
+            txt_documents=cfg.txt_documents,
+            cache_dir=root,
+            max_documents=cfg.max_documents,
+            exclude_task_eval=cfg.exclude_task_eval,
+        )
+        for batch in _chunks(docs_iter, _ENCODE_BATCH):
+            splits = [
+                corpus_split_of(
+                    d.key, seed=seed, heldout_fraction=cfg.heldout_fraction, proxy_fraction=cfg.proxy_fraction
+                )
+                for d in batch
+            ]
+            chars += sum(len(d.text) for d in batch)
+            if cfg.mode == "packed":
+                for split, ids in zip(splits, encode(tokenizer, [d.text for d in batch])):
+                    builders[split].add(ids)
+                    docs[split] += 1
+            else:
+                sents = [split_sentences(d.text) for d in batch]
+                flat = encode(tokenizer, [s for ss in sents for s in ss])
+                at = 0
+                for split, ss in zip(splits, sents):
+                    builders[split].add_sentences(flat[at : at + len(ss)])
+                    at += len(ss)
+                    docs[split] += 1
+        for b in builders.values():
+            b.finish()
+        lens = {s: ws[s].close() for s in SPLITS}
+        writers.append(ws)
+        lengths.append(lens)
+        info: dict[str, Any] = {
+            "source": source,
+            "documents": sum(docs.values()),
+            "chars": chars,
+            "splits": {
+                s: {"documents": docs[s], "rows": ws[s].rows, "tokens": int(lens[s].sum())} for s in SPLITS
+            },
+        }
+        per_source.append(info)
+        log.info(
+            "corpus: %s: %d documents, %s tokens", source, info["documents"],
+            f"{sum(v['tokens'] for v in info['splits'].values()):,}",
+        )  # fmt: skip
+    _check_sizes(cfg, per_source)
+    splits_stats = {}
+    for split_i, split in enumerate(SPLITS):
+        sizes = [w[split].rows for w in writers]
+        counts = mix_counts(sizes, cfg.weights, cfg.temperature)
+        rng = np.random.default_rng([seed, split_i, 0x6B646E61])
+        src_idx, row_idx = _mix_indices(sizes, counts, rng)
+        ids_out = open_block(tmp, split, len(src_idx), cfg.seq_len)
+        lens_out = np.empty(len(src_idx), dtype=np.int32)
+        sources_mm = [w[split].memmap() for w in writers]
+        for start in range(0, len(src_idx), 4096):
+            s_chunk, r_chunk = src_idx[start : start + 4096], row_idx[start : start + 4096]
+            buf = np.empty((len(s_chunk), cfg.seq_len), dtype=ids_out.dtype)
+            for si in np.unique(s_chunk):
+                m = s_chunk == si
+                buf[m] = sources_mm[si][r_chunk[m]]
+                lens_out[start : start + 4096][m] = lengths[si][split][r_chunk[m]]
+            ids_out[start : start + len(s_chunk)] = buf
+        ids_out.flush()
+        del ids_out, sources_mm
+        np.save(tmp / f"{split}.lengths.npy", lens_out)
+        splits_stats[split] = {
+            "rows": len(src_idx),
+            "tokens": int(lens_out.sum(dtype=np.int64)),
+            "rows_per_source": [int(c) for c in counts],
+        }
+    for w in writers:
+        for rw in w.values():
+            rw.path.unlink()
+    return {
+        "sources": per_source,
+        "splits": splits_stats,
+        "seq_len": cfg.seq_len,
+        "mode": cfg.mode,
+        "seed": seed,
+        "build_s": round(time.monotonic() - t0, 2),
+    }
+
+
+def _check_sizes(cfg: CorpusConfig, per_source: list[dict[str, Any]]) -> None:
+    totals = {s: sum(p["splits"][s]["rows"] for p in per_source) for s in SPLITS}
+    if all(totals.values()):
+        return
+    docs = sum(p["documents"] for p in per_source)
+    tokens = sum(p["splits"][s]["tokens"] for p in per_source for s in SPLITS)
+    by_split = ", ".join(
+        f"{s} {sum(p['splits'][s]['documents'] for p in per_source)} documents -> {totals[s]} rows"
+        for s in SPLITS
+    )
+    raise DataError(
+        f"corpus too small: {docs} documents ({tokens:,} tokens in full rows) from {', '.join(cfg.sources)} give "
+        f"{by_split} at seq_len {cfg.seq_len} ({cfg.mode}); every split needs at least one row: add text, lower "
+        "corpus.seq_len, or raise corpus.heldout_fraction / proxy_fraction"
+        + (f", or raise corpus.max_documents ({cfg.max_documents})" if cfg.max_documents else "")
+    )
+
+
+def mix_counts(sizes: list[int], weights: list[float] | None, temperature: float) -> list[int]:
+    """Rows to draw from each source so the total stays sum(sizes) (XLM-R sampling).
+
+    Source i gets probability weights[i] / sum(weights), or size_i ** temperature / sum_j size_j ** temperature
+    when no weights are given (temperature 1: proportional to size; lower flattens towards small sources).
+    Sources with no rows get none. Rounding by largest remainder.
+    """
+    total = sum(sizes)
+    if total == 0:
+        return [0] * len(sizes)
+    raw = [
+        (w if weights is not None else n**temperature) if n > 0 else 0.0
+        for n, w in zip(sizes, weights or sizes)
+    ]
+    norm = sum(raw)
+    exact = [r / norm * total for r in raw]
+    counts = [int(x) for x in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: counts[i] - exact[i])[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _mix_indices(
+    sizes: list[int], counts: list[int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(source index, row index) of every output row, shuffled: sub-sampled or up-sampled (repeats) per source."""
+    src, rows = [], []
+    for si, (n, c) in enumerate(zip(sizes, counts)):
+        if c == 0:
+            continue
+        if c <= n:
+            pick = np.sort(rng.choice(n, size=c, replace=False)) if c < n else np.arange(n)
+        else:  # whole copies, then a sample without replacement for the remainder
+            pick = np.concatenate([np.tile(np.arange(n), c // n), rng.choice(n, size=c % n, replace=False)])
+        src.append(np.full(c, si, dtype=np.int64))
+        rows.append(pick.astype(np.int64))
+    if not src:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = rng.permutation(sum(counts))
+    return np.concatenate(src)[order], np.concatenate(rows)[order]
+
+
+def _chunks(it: Iterable[Document], n: int) -> Iterator[list[Document]]:
+    buf: list[Document] = []
+    for x in it:
+        buf.append(x)
+        if len(buf) >= n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
