@@ -1,0 +1,265 @@
+"""The model card (README.md with HF model-card YAML front matter) written into every exported folder.
+
+It says what the student is, how fast and how good it is against its teacher, where it came from, how to load it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from kdnas.export.exporter import ExportResult
+    from kdnas.space.arch import Arch
+
+
+@dataclass
+class TaskScore:
+    """A downstream score of the student and of its teacher on one task."""
+
+    task: str
+    """Task name, e.g. bbc-news."""
+    metric: str
+    """Metric name, e.g. accuracy or spearman."""
+    student: float
+    """The student's score on the task's test split."""
+    teacher: float
+    """The teacher's score on the same split."""
+    retention: float | None = None
+    """student / teacher; computed when None."""
+
+    @property
+    def retention_value(self) -> float | None:
+        if self.retention is not None:
+            return self.retention
+        return self.student / self.teacher if self.teacher else None
+
+
+@dataclass
+class ModelCardInfo:
+    """What the exporter cannot see in the model itself: where it came from and how good it is."""
+
+    name: str | None = None
+    """Title of the card (default: the export folder's name)."""
+    teacher: str | None = None
+    """The teacher it was distilled from (zoo name or hub id)."""
+    base_model: str | None = None
+    """Hub id of the teacher for the `base_model` front-matter key (HF links the two)."""
+    license: str = "apache-2.0"
+    """License of the weights (a student inherits its teacher's license terms)."""
+    language: list[str] = field(default_factory=list)
+    """ISO language codes of the training corpus."""
+    tags: list[str] = field(default_factory=list)
+    """Extra tags for the front matter (kdnas, distillation and onnx are always added)."""
+    arch: Arch | None = None
+    """The student's shape (read from the model config when None)."""
+    scores: list[TaskScore] = field(default_factory=list)
+    """Downstream scores against the teacher."""
+    teacher_latency_ms: dict[str, float] = field(default_factory=dict)
+    """Teacher median latency per backend on the same target, for speed-ups."""
+    proxy_kd_loss: float | None = None
+    """The student's held-out KD loss against the teacher (normalised; 0 would be a perfect copy)."""
+    budget_ms: float | None = None
+    """The latency budget this student was recommended for."""
+    config_hash: str | None = None
+    """Hash of the run config that produced it."""
+    seed: int | None = None
+    """Run seed."""
+    run_name: str | None = None
+    """Name of the kdnas run."""
+    hardware: str | None = None
+    """Where latency was measured (default: this machine's fingerprint)."""
+    distill_settings: dict[str, Any] = field(default_factory=dict)
+    """The distillation config used (section `distill`)."""
+    search_settings: dict[str, Any] = field(default_factory=dict)
+    """The search config used (section `search`)."""
+    notes: str = ""
+    """Free text appended to the card."""
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the export."""
+    out = {}
+    for pkg in ("kdnas", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _settings(d: dict[str, Any]) -> str:
+    return "```yaml\n" + yaml.safe_dump(d, sort_keys=False).rstrip() + "\n```"
+
+
+def render_card(
+    info: ModelCardInfo, result: ExportResult, *, name: str, family: str, input_names: list[str]
+) -> str:
+    """The README.md text for an exported folder, from the card info and the measured export result."""
+    arch = info.arch
+    title = info.name or name
+    front: dict[str, Any] = {"license": info.license, "library_name": "transformers"}
+    if info.language:
+        front["language"] = info.language
+    if info.base_model:
+        front["base_model"] = info.base_model
+    tags = ["kdnas", "distillation", "knowledge-distillation", family]
+    if result.files.get("onnx"):
+        tags.append("onnx")
+    front["tags"] = list(dict.fromkeys(tags + info.tags))
+    front["pipeline_tag"] = "feature-extraction"
+    parts = ["---\n" + yaml.safe_dump(front, sort_keys=False) + "---", f"# {title}"]
+
+    origin = f" distilled from **{info.teacher}**" if info.teacher else ""
+    parts.append(
+        f"A {family} encoder{origin}, found by architecture search and knowledge distillation with "
+        "[kdnas](https://github.com/kdnas/kdnas). It outputs token embeddings (`last_hidden_state`); "
+        "pool them (e.g. mean over real tokens) for sentence embeddings, or fine-tune it with a task head."
+    )
+
+    rows = [["family", family]]
+    if arch is not None:
+        rows += [
+            ["arch id", f"`{arch.arch_id}`"],
+            ["layers", str(arch.num_layers)],
+            ["hidden size", str(arch.hidden_size)],
+            ["attention heads", str(arch.num_heads)],
+            ["FFN size", str(arch.ffn_size)],
+            ["activation", arch.activation],
+        ]
+        if arch.family == "mobilebert":
+            rows += [
+                ["bottleneck size", str(arch.bottleneck_size)],
+                ["stacked FFNs", str(arch.num_ffn_stacked)],
+            ]
+    rows += [
+        ["parameters", f"{result.params_total / 1e6:.2f} M"],
+        ["non-embedding parameters", f"{result.params_non_embedding / 1e6:.2f} M"],
+    ]
+    if info.budget_ms is not None:
+        rows.append(["recommended for budget", f"{info.budget_ms:g} ms"])
+    if info.proxy_kd_loss is not None:
+        rows.append(["held-out KD loss vs teacher", f"{info.proxy_kd_loss:.4f}"])
+    parts.append("## Architecture\n\n" + _table(["", ""], rows))
+
+    if result.latency:
+        any_fig = next(iter(result.latency.values()))
+        lat_rows = []
+        for backend, fig in result.latency.items():
+            t = info.teacher_latency_ms.get(backend)
+            lat_rows.append(
+                [
+                    backend,
+                    f"{fig.median_ms:.2f}",
+                    f"{fig.p90_ms:.2f}",
+                    f"{t / fig.median_ms:.1f}x" if t else "n/a",
+                ]
+            )
+        hw = info.hardware or result.hardware
+        parts.append(
+            f"## Latency\n\nMeasured on {hw} with {any_fig.threads} threads, batch {any_fig.batch_size}, "
+            f"sequence length {any_fig.seq_len}, each backend in its own process.\n\n"
+            + _table(["backend", "median ms", "p90 ms", "speed-up vs teacher"], lat_rows)
+        )
+    if result.checks:
+        chk_rows = [
+            [
+                f,
+                f"{c.max_abs_diff:.2e}",
+                f"{c.mean_cosine:.5f}",
+                ("pass" if c.passed else "FAIL") + f" ({c.threshold})",
+            ]
+            for f, c in result.checks.items()
+        ]
+        parts.append(
+            "## ONNX numerics\n\n`last_hidden_state` of each ONNX file against PyTorch on a padded batch of "
+            "real sentences (real tokens only).\n\n"
+            + _table(["file", "max abs diff", "mean cosine", "check"], chk_rows)
+        )
+
+    if info.scores:
+        q_rows = []
+        for s in info.scores:
+            r = s.retention_value
+            q_rows.append(
+                [s.task, s.metric, f"{s.student:.4f}", f"{s.teacher:.4f}", _fmt(r and 100 * r, ".1f") + "%"]
+            )
+        rets = [r for s in info.scores if (r := s.retention_value) is not None]
+        avg = f"\n\nAverage retention: **{100 * sum(rets) / len(rets):.1f}%** of the teacher." if rets else ""
+        parts.append(
+            "## Quality\n\n" + _table(["task", "metric", "student", "teacher", "retention"], q_rows) + avg
+        )
+
+    parts.append(_usage(name, input_names, bool(result.files.get("onnx"))))
+
+    if info.distill_settings or info.search_settings:
+        train = "## Training\n\n"
+        if info.search_settings:
+            train += "Search settings:\n\n" + _settings(info.search_settings) + "\n\n"
+        if info.distill_settings:
+            train += "Distillation settings:\n\n" + _settings(info.distill_settings)
+        parts.append(train.rstrip())
+
+    prov = [["date", result.created]]
+    if info.run_name:
+        prov.append(["run", info.run_name])
+    if info.config_hash:
+        prov.append(["config hash", f"`{info.config_hash}`"])
+    if info.seed is not None:
+        prov.append(["seed", str(info.seed)])
+    prov.append(["hardware", info.hardware or result.hardware])
+    prov += [[k, v] for k, v in result.versions.items()]
+    parts.append("## Provenance\n\n" + _table(["", ""], prov))
+    if info.notes:
+        parts.append(info.notes)
+    return "\n\n".join(parts) + "\n"
+
+
+def _usage(dirname: str, input_names: list[str], onnx: bool) -> str:
+    names = json.dumps(input_names)
+    s = f"""## How to use
+
+With transformers only (no kdnas needed):
+
+```python
+from transformers import AutoModel, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("path/to/{dirname}")
+model = AutoModel.from_pretrained("path/to/{dirname}").eval()
+batch = tokenizer(["A sentence to embed."], return_tensors="pt")
+hidden = model(**batch).last_hidden_state  # [batch, seq, hidden]
+```"""
+    if onnx:
+        s += f"""
+
+With onnxruntime (`model.onnx` fp32, `model-int8.onnx` dynamic int8; batch and sequence axes are dynamic):
+
+```python
+import onnxruntime as ort
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("path/to/{dirname}")
+session = ort.InferenceSession("path/to/{dirname}/model.onnx", providers=["CPUExecutionProvider"])
+batch = tokenizer(["A sentence to embed."], return_tensors="np")
+hidden = session.run(["last_hidden_state"], {{k: batch[k] for k in {names}}})[0]
+```"""
+    return s
+
+
+def today() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

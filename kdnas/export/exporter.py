@@ -1,0 +1,267 @@
+"""`export_model`: an HF folder (model, tokenizer, config), ONNX fp32 and int8, checks, timings and a model card.
+
+Everything is written into a temporary sibling dir and renamed into place, so a crash never leaves half an export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdnas.export import onnx as onnx_mod
+from kdnas.export.card import ModelCardInfo, library_versions, render_card, today
+from kdnas.export.onnx import ExportError, NumericsCheck
+from kdnas.export.timing import LatencyFigure, hardware_fingerprint, measure_export
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from kdnas.latency.config import TargetConfig
+
+log = logging.getLogger(__name__)
+
+# Keys that must never reach an exported config.json: they would make transformers look for code elsewhere.
+_FORBIDDEN_CONFIG_KEYS = ("auto_map", "kdnas", "custom_pipelines")
+
+
+@dataclass
+class ExportResult:
+    """What `export_model` wrote and measured (also saved as export.json in the folder)."""
+
+    out_dir: Path
+    """The export folder."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Role -> file name in the folder: config, weights, tokenizer, onnx, int8, card."""
+    checks: dict[str, NumericsCheck] = field(default_factory=dict)
+    """ONNX file name -> numerics against PyTorch."""
+    latency: dict[str, LatencyFigure] = field(default_factory=dict)
+    """Backend -> measured latency."""
+    params_total: int = 0
+    """All parameters."""
+    params_non_embedding: int = 0
+    """Parameters outside the embedding block (what the transformer layers cost)."""
+    opset: int | None = None
+    """ONNX opset of model.onnx."""
+    hardware: str = ""
+    """Fingerprint of the machine that measured latency."""
+    versions: dict[str, str] = field(default_factory=dict)
+    """Library versions at export time."""
+    created: str = ""
+    """Export date (UTC)."""
+    warnings: list[str] = field(default_factory=list)
+    """Things the user should know (e.g. int8 lost more accuracy than expected)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "files": self.files,
+            "checks": {k: v.to_dict() for k, v in self.checks.items()},
+            "latency": {k: v.to_dict() for k, v in self.latency.items()},
+            "params_total": self.params_total,
+            "params_non_embedding": self.params_non_embedding,
+            "opset": self.opset,
+            "hardware": self.hardware,
+            "versions": self.versions,
+            "created": self.created,
+            "warnings": self.warnings,
+        }
+
+
+def param_counts(model: PreTrainedModel) -> tuple[int, int]:
+    """(total, non-embedding) parameter counts; embeddings are the parameters under the `embeddings` block."""
+    total = sum(p.numel() for p in model.parameters())
+    emb_module = getattr(model, "embeddings", None)
+    if emb_module is not None:
+        emb = sum(p.numel() for p in emb_module.parameters())
+    else:
+        emb = sum(p.numel() for p in model.get_input_embeddings().parameters())
+    return total, total - emb
+
+
+def export_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    *,
+    onnx: bool = True,
+    int8: bool = True,
+    overwrite: bool = False,
+    card: ModelCardInfo | None = None,
+    target: TargetConfig | None = None,
+    measure: bool = True,
+) -> ExportResult:
+    """Export `model` (an HF base encoder) and `tokenizer` into `out_dir`; return what was written and measured.
+
+    Writes config.json + model.safetensors + tokenizer files (loadable by `AutoModel`/`AutoTokenizer` alone),
+    model.onnx (fp32, must match PyTorch to 1e-3) and model-int8.onnx (dynamic int8, warned below cosine 0.98),
+    export.json (checks, latency, provenance) and README.md (the model card). Latency is measured on `target`
+    (default: CPU, 2 threads, batch 1, sequence 128) unless `measure=False`.
+    Raises ExportError if `out_dir` exists and `overwrite` is False, or if a check fails.
+    """
+    out = Path(out_dir)
+    if int8 and not onnx:
+        raise ExportError(
+            "int8 export needs the fp32 ONNX file it is quantized from: drop --no-onnx or add --no-int8"
+        )
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists: choose another --out or pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory; remove it or choose another --out")
+    if onnx:  # fail before any work if the extra is missing
+        from kdnas._imports import optional_import
+
+        for mod in ("onnx", "onnxscript", "onnxruntime"):
+            optional_import(mod, purpose="ONNX export (or pass --no-onnx)")
+    _check_config(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the export should get normal permissions
+    try:
+        result = _write(
+            model,
+            tokenizer,
+            tmp,
+            name=out.name,
+            onnx=onnx,
+            int8=int8,
+            card=card,
+            target=target,
+            measure=measure,
+        )
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.out_dir = out
+    (out / "export.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+def _check_config(model: PreTrainedModel) -> None:
+    d = model.config.to_dict()
+    bad = [k for k in _FORBIDDEN_CONFIG_KEYS if k in d]
+    if bad:
+        raise ExportError(
+            f"the model config has {bad}: the export would need custom code to load; "
+            "export a student built by kdnas.models (plain transformers families only)"
+        )
+
+
+def _write(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    d: Path,
+    *,
+    name: str,
+    onnx: bool,
+    int8: bool,
+    card: ModelCardInfo | None,
+    target: TargetConfig | None,
+    measure: bool,
+) -> ExportResult:
+    from kdnas.latency.config import TargetConfig
+
+    target = target or TargetConfig()
+    was_training = model.training
+    model.eval()
+    result = ExportResult(
+        out_dir=d, hardware=hardware_fingerprint(), versions=library_versions(), created=today()
+    )
+    result.params_total, result.params_non_embedding = param_counts(model)
+
+    model.save_pretrained(d, safe_serialization=True)
+    tokenizer.save_pretrained(d)
+    result.files.update(config="config.json", weights="model.safetensors", tokenizer="tokenizer_config.json")
+
+    names = onnx_mod.input_names(model, tokenizer)
+    if onnx:
+        batch = onnx_mod.check_batch(tokenizer, names)
+        ref = onnx_mod.torch_hidden(model, batch)
+        fp32 = d / "model.onnx"
+        result.opset = onnx_mod.export_fp32(model, names, batch, fp32)
+        result.files["onnx"] = fp32.name
+        chk = onnx_mod.check(fp32, ref, batch, int8=False)
+        result.checks[fp32.name] = chk
+        if not chk.passed:
+            raise ExportError(
+                f"model.onnx differs from PyTorch by {chk.max_abs_diff:.2e} (> {onnx_mod.FP32_MAX_ABS}); the ONNX "
+                "conversion is wrong for this model: export with --no-onnx and report the model family"
+            )
+        if int8:
+            q = d / "model-int8.onnx"
+            onnx_mod.quantize_int8(fp32, q)
+            result.files["int8"] = q.name
+            chk = onnx_mod.check(q, ref, batch, int8=True)
+            result.checks[q.name] = chk
+            if not chk.passed:
+                msg = (
+                    f"model-int8.onnx mean cosine to PyTorch is {chk.mean_cosine:.4f} (< {onnx_mod.INT8_MIN_COSINE}): "
+                    "dynamic int8 loses accuracy on this model; prefer model.onnx or check task scores with int8"
+                )
+                log.warning(msg)
+                result.warnings.append(msg)
+    if was_training:
+        model.train()
+
+    if measure:
+        backends = (
+            ["torch"] + (["onnxruntime"] if onnx else []) + (["onnxruntime-int8"] if onnx and int8 else [])
+        )
+        result.latency = _measure(d, backends, target)
+
+    from kdnas.models.student import arch_of
+
+    info = card or ModelCardInfo()
+    if info.arch is None:
+        with contextlib.suppress(Exception):  # an unsupported family still exports; the card lacks the arch
+            info = _with_arch(info, arch_of(model.config))
+    text = render_card(info, result, name=name, family=str(model.config.model_type), input_names=names)
+    (d / "README.md").write_text(text, encoding="utf-8")
+    result.files["card"] = "README.md"
+    return result
+
+
+def _with_arch(info: ModelCardInfo, arch: Any) -> ModelCardInfo:
+    import dataclasses
+
+    return dataclasses.replace(info, arch=arch)
+
+
+def _measure(d: Path, backends: list[str], target: TargetConfig) -> dict[str, LatencyFigure]:
+    """Latency per backend on the target's first shape. Swap point for `kdnas.latency` once it measures dirs."""
+    if target.device != "cpu":
+        log.warning("export timing measures CPU only; target device %s is not timed here", target.device)
+    return measure_export(
+        d,
+        backends,
+        threads=target.threads,
+        batch_size=target.batch_size,
+        seq_len=target.seq_lens[0],
+        max_time_s=min(target.max_time_s, 5.0),
+        timeout_s=target.timeout_s,
+    )
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished `tmp` dir to `out`; an existing `out` is moved aside first and deleted after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

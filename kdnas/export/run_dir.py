@@ -1,0 +1,194 @@
+"""`kdnas export` on a run dir (every recommended student) or on one HF model dir.
+
+Run-dir layout read here: summary.json `students` (name, model_dir, budget_label, budget_ms, kd_loss), each
+student's HF folder (default students/<name>/model), config.yaml, teacher.json, search.json, retention.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdnas.export.card import ModelCardInfo, TaskScore
+from kdnas.export.exporter import ExportResult, export_model
+from kdnas.export.onnx import ExportError
+
+if TYPE_CHECKING:
+    from kdnas.config import RunConfig
+    from kdnas.latency.config import TargetConfig
+
+log = logging.getLogger(__name__)
+
+STUDENTS_DIR = "students"
+"""Run-dir folder holding one folder per distilled student."""
+STUDENT_MODEL = "model"
+"""Inside `students/<name>/`: the student's HF folder (model + tokenizer + config)."""
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def is_run_dir(path: Path) -> bool:
+    return (
+        (path / "config.yaml").is_file()
+        or (path / STUDENTS_DIR).is_dir()
+        or (path / "summary.json").is_file()
+    )
+
+
+def load_model_dir(model_dir: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) from an HF folder, with eager attention (needed for a faithful ONNX graph check)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as e:
+        raise ExportError(
+            f"{model_dir}: no usable tokenizer ({e}); save the teacher's tokenizer into the folder "
+            "(tokenizer.save_pretrained) so the export is usable on its own"
+        ) from None
+    try:
+        model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{model_dir}: cannot load the model with transformers.AutoModel ({e})") from None
+    return model, tok
+
+
+def export_model_dir(
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    onnx: bool = True,
+    int8: bool = True,
+    overwrite: bool = False,
+    card: ModelCardInfo | None = None,
+    target: TargetConfig | None = None,
+    measure: bool = True,
+) -> ExportResult:
+    """Export one HF model folder (e.g. students/<name>/model of a run) into `out`."""
+    src = Path(model_dir)
+    if Path(out).resolve() == src.resolve():
+        raise ExportError(f"--out {out} is the model dir itself; choose another folder")
+    model, tok = load_model_dir(src)
+    return export_model(model, tok, out, onnx=onnx, int8=int8, overwrite=overwrite, card=card, target=target,
+                        measure=measure)  # fmt: skip
+
+
+def recommended_students(run_dir: Path) -> list[dict[str, Any]]:
+    """The students to export: summary.json `students`, or every students/*/model when there is no summary."""
+    from kdnas.report.data import SUMMARY_FILE, read_json
+
+    summary = run_dir / SUMMARY_FILE
+    if summary.is_file():
+        data = read_json(summary)
+        students = data.get("students") if isinstance(data, dict) else None
+        if not isinstance(students, list) or not all(isinstance(s, dict) and s.get("name") for s in students):
+            raise ExportError(f'{summary}: expected {{"students": [{{"name": ..., ...}}, ...]}}')
+        out = []
+        for s in students:
+            d = dict(s)
+            d["model_dir"] = str(run_dir / s.get("model_dir", f"{STUDENTS_DIR}/{s['name']}/{STUDENT_MODEL}"))
+            out.append(d)
+        return out
+    found = sorted(p for p in (run_dir / STUDENTS_DIR).glob(f"*/{STUDENT_MODEL}") if is_model_dir(p))
+    return [{"name": p.parent.name, "model_dir": str(p)} for p in found]
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    onnx: bool = True,
+    int8: bool = True,
+    overwrite: bool = False,
+    target: TargetConfig | None = None,
+    measure: bool = True,
+) -> list[ExportResult]:
+    """Export every recommended student of a run into `out/<name>`, each with a card from the run's results."""
+    run = Path(run_dir)
+    students = recommended_students(run)
+    if not students:
+        raise ExportError(
+            f"{run}: no distilled students to export (no summary.json students and no "
+            f"{STUDENTS_DIR}/*/{STUDENT_MODEL}); finish the run first (`kdnas run --resume {run}`)"
+        )
+    missing = [s["model_dir"] for s in students if not is_model_dir(Path(s["model_dir"]))]
+    if missing:
+        raise ExportError(f"{run}: student model dirs missing (no config.json): {', '.join(missing)}")
+    cfg = _run_config(run)
+    if target is None and cfg is not None:
+        target = cfg.target
+    dests = [Path(out) / s["name"] for s in students]
+    clash = [str(d) for d in dests if d.exists()]
+    if clash and not overwrite:  # refuse before exporting anything
+        raise ExportError(f"{', '.join(clash)} already exist: choose another --out or pass --overwrite")
+    results = []
+    for s, dest in zip(students, dests):
+        log.info("exporting %s -> %s", s["name"], dest)
+        card = card_info_from_run(run, s, cfg)
+        results.append(export_model_dir(s["model_dir"], dest, onnx=onnx, int8=int8, overwrite=overwrite,
+                                        card=card, target=target, measure=measure))  # fmt: skip
+    return results
+
+
+def _run_config(run: Path) -> RunConfig | None:
+    from kdnas import config as config_mod
+
+    if not (run / "config.yaml").is_file():
+        return None
+    return config_mod.load(str(run / "config.yaml"))
+
+
+def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None) -> ModelCardInfo:
+    """Card facts for one student from the run's files (every file optional except the student itself)."""
+    from kdnas.report.data import RETENTION_FILES, SEARCH_FILES, TEACHER_FILE, first_existing, read_json
+
+    info = ModelCardInfo(name=student["name"], budget_ms=student.get("budget_ms"),
+                         proxy_kd_loss=student.get("kd_loss"), run_name=run.resolve().name)  # fmt: skip
+    if cfg is not None:
+        info.teacher = cfg.teacher.name
+        info.config_hash = cfg.hash()
+        info.seed = cfg.seed
+        d = cfg.to_dict()
+        info.distill_settings = d.get("distill", {})
+        info.search_settings = d.get("search", {})
+    if (run / TEACHER_FILE).is_file():
+        info.teacher = read_json(run / TEACHER_FILE).get("teacher", info.teacher)
+    if info.teacher:
+        info.base_model, lic = _teacher_hub_id(info.teacher)
+        if lic:
+            info.license = lic
+    search_path = first_existing(run, SEARCH_FILES)
+    if search_path is not None:
+        t_lat = read_json(search_path).get("teacher_latency_ms")
+        if isinstance(t_lat, int | float):
+            info.teacher_latency_ms[cfg.target.backend if cfg else "torch"] = float(t_lat)
+    ret_path = first_existing(run, RETENTION_FILES)
+    if ret_path is not None:
+        table = read_json(ret_path)
+        rows = {r.get("model"): r for r in table.get("rows", [])}
+        mine, teacher = rows.get(student["name"]), rows.get(table.get("teacher"))
+        if mine and teacher:
+            for task, score in mine.get("scores", {}).items():
+                if task in teacher.get("scores", {}):
+                    info.scores.append(TaskScore(task, table.get("metrics", {}).get(task, "score"), score,
+                                                 teacher["scores"][task], mine.get("retention", {}).get(task)))  # fmt: skip
+    return info
+
+
+def _teacher_hub_id(teacher: str) -> tuple[str | None, str | None]:
+    """(hub id, license) of a teacher: a hub id is itself; a zoo teacher may record one in its meta."""
+    if "/" in teacher and not Path(teacher).exists():
+        return teacher, None
+    try:
+        from kdnas import zoo
+
+        asset = zoo.ASSETS.get(teacher)
+    except Exception:  # the zoo is optional for a card
+        return None, None
+    if asset is None:
+        return None, None
+    lic = getattr(asset, "license", None)
+    return asset.meta.get("hub_id"), lic.lower() if isinstance(lic, str) else None

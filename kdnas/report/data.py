@@ -1,0 +1,301 @@
+"""What a report shows (`ReportData`: trials, teacher, baselines, budgets, recommendations, retention) and
+`load_report_data`, which reads it from a run dir's files (search.json, teacher.json, retention.json, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdnas.errors import KdnasError
+
+# The run-dir files a report reads (all JSON; only the search results are required).
+SEARCH_FILES = ("search.json", "search/search.json", "search/results.json")
+"""`SearchResult.write_json` output (kdnas.search.results): trials, pareto, recommendations, teacher latency."""
+TEACHER_FILE = "teacher.json"
+"""The inspect stage's teacher summary: teacher name, arch_id, params."""
+BASELINES_FILE = "baselines.json"
+"""Optional: a list of {name, latency_ms, kd_loss, params_m, arch_id} for the manual baselines."""
+RETENTION_FILES = ("retention.json", "evaluate/retention.json")
+"""Optional: `RetentionTable.write_json` output (kdnas.evaluate.retention)."""
+SUMMARY_FILE = "summary.json"
+"""Optional: {"students": [{name, model_dir, budget_label, budget_ms, arch_id, latency_ms, kd_loss}, ...]}."""
+
+COMPLETE = "complete"
+
+
+class ReportError(KdnasError):
+    """A report cannot be made (no run dir, no search results, unreadable JSON)."""
+
+
+@dataclass
+class TrialRow:
+    """One search trial as plotted: x = latency_ms, y = kd_loss (the short proxy loss every trial has)."""
+
+    number: int
+    """Trial number."""
+    state: str
+    """complete, failed, filtered, duplicate or running."""
+    arch_id: str | None = None
+    """The arch's stable id."""
+    latency_ms: float | None = None
+    """Latency on the target (measured or predicted)."""
+    kd_loss: float | None = None
+    """Proxy KD loss after the short distillation (one fidelity for all points, as the front uses)."""
+    kd_loss_long: float | None = None
+    """Proxy KD loss after the long distillation (promoted trials only)."""
+    params_m: float | None = None
+    """Parameters in millions."""
+    reason: str | None = None
+    """Why a trial failed or was filtered."""
+
+    @property
+    def plottable(self) -> bool:
+        return _finite(self.latency_ms) and _finite(self.kd_loss)
+
+
+@dataclass
+class RefPoint:
+    """A model plotted for reference: the teacher or a manual baseline."""
+
+    name: str
+    """Label on the plot."""
+    latency_ms: float | None
+    """Latency on the same target as the trials."""
+    kd_loss: float | None = None
+    """Proxy KD loss against the teacher (0 for the teacher itself; None if never measured)."""
+    params_m: float | None = None
+    """Parameters in millions."""
+    arch_id: str | None = None
+    """Shape, if known."""
+
+
+@dataclass
+class RecommendationRow:
+    """The arch recommended for one latency budget."""
+
+    budget_label: str
+    """How the budget was given (`12 ms`, `7x`)."""
+    budget_ms: float
+    """The budget in ms."""
+    arch_id: str | None = None
+    """Recommended arch (None: no evaluated arch meets the budget)."""
+    latency_ms: float | None = None
+    """Its latency."""
+    kd_loss: float | None = None
+    """Its proxy KD loss (long fidelity when it had one)."""
+    params_m: float | None = None
+    """Its parameters in millions."""
+    trial: int | None = None
+    """The trial that evaluated it."""
+    reason: str | None = None
+    """Why nothing was recommended."""
+
+
+@dataclass
+class RetentionEntry:
+    """One model's downstream scores against the teacher."""
+
+    model: str
+    """Model name (teacher, a baseline or a student)."""
+    scores: dict[str, float]
+    """Task -> test score (main metric)."""
+    retention: dict[str, float | None]
+    """Task -> score / teacher score."""
+    avg_retention: float | None = None
+    """Mean retention over tasks."""
+    latency_ms: float | None = None
+    """Latency on the target."""
+    speedup: float | None = None
+    """Teacher latency / this model's latency."""
+    params: int | None = None
+    """Parameter count."""
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows; built by `load_report_data(run_dir)` or by hand (tests, notebooks)."""
+
+    trials: list[TrialRow]
+    """Every trial of the search."""
+    teacher: RefPoint | None = None
+    """The teacher (plotted at kd_loss 0)."""
+    baselines: list[RefPoint] = field(default_factory=list)
+    """Manual baselines."""
+    budgets_ms: list[float] = field(default_factory=list)
+    """Latency budgets, drawn as vertical lines."""
+    recommendations: list[RecommendationRow] = field(default_factory=list)
+    """One per budget."""
+    retention: list[RetentionEntry] = field(default_factory=list)
+    """Downstream results, teacher first (empty before evaluation)."""
+    tasks: list[str] = field(default_factory=list)
+    """Task order for the retention table."""
+    title: str = "kdnas run"
+    """Heading of the report."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Extra facts shown in the summary (strategy, hypervolume, counts, ...)."""
+
+    def front(self) -> list[TrialRow]:
+        """Pareto front of (kd_loss, latency_ms) over completed trials, one per arch, fastest first."""
+        from kdnas.search.results import pareto_mask
+
+        seen: dict[str, TrialRow] = {}
+        for t in self.trials:
+            if t.state == COMPLETE and t.plottable:
+                seen.setdefault(t.arch_id or f"trial-{t.number}", t)
+        done = list(seen.values())
+        if not done:
+            return []
+        mask = pareto_mask([[t.kd_loss, t.latency_ms] for t in done])  # type: ignore[arg-type]
+        return sorted((t for t, m in zip(done, mask) if m), key=lambda t: (t.latency_ms, t.kd_loss))
+
+    def budget_label(self, budget_ms: float) -> str:
+        for r in self.recommendations:
+            if math.isclose(r.budget_ms, budget_ms, rel_tol=1e-9):
+                return r.budget_label
+        return f"{budget_ms:g} ms"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReportData:
+        def ref(x: dict[str, Any] | None) -> RefPoint | None:
+            return RefPoint(**x) if x else None
+
+        return cls(
+            trials=[TrialRow(**t) for t in d.get("trials", [])],
+            teacher=ref(d.get("teacher")),
+            baselines=[RefPoint(**b) for b in d.get("baselines", [])],
+            budgets_ms=[float(b) for b in d.get("budgets_ms", [])],
+            recommendations=[RecommendationRow(**r) for r in d.get("recommendations", [])],
+            retention=[RetentionEntry(**r) for r in d.get("retention", [])],
+            tasks=list(d.get("tasks", [])),
+            title=d.get("title", "kdnas run"),
+            meta=dict(d.get("meta", {})),
+        )
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"{path}: cannot read ({e})") from None
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path}: not valid JSON ({e}); re-run the stage that writes it") from None
+
+
+def first_existing(run_dir: Path, names: tuple[str, ...]) -> Path | None:
+    return next((run_dir / n for n in names if (run_dir / n).is_file()), None)
+
+
+def load_report_data(run_dir: str | Path) -> ReportData:
+    """Read a run dir's search results (required) plus teacher, baselines and retention files (optional)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ReportError(f"{run}: no such run dir (pass the dir `kdnas run` wrote, e.g. runs/default)")
+    search_path = first_existing(run, SEARCH_FILES)
+    if search_path is None:
+        raise ReportError(
+            f"{run}: no search results ({' or '.join(SEARCH_FILES)}); run the search stage first "
+            f"(`kdnas run --resume {run}`)"
+        )
+    search = read_json(search_path)
+    if not isinstance(search, dict) or not isinstance(search.get("trials"), list):
+        raise ReportError(f"{search_path}: expected a search result with a `trials` list")
+
+    trials = [_trial(t) for t in search["trials"]]
+    recs = [_recommendation(r) for r in search.get("recommendations", [])]
+    teacher_info = read_json(run / TEACHER_FILE) if (run / TEACHER_FILE).is_file() else {}
+    t_params = teacher_info.get("params")
+    teacher = RefPoint(
+        name=f"teacher ({teacher_info.get('teacher', 'teacher')})" if teacher_info else "teacher",
+        latency_ms=search.get("teacher_latency_ms"),
+        kd_loss=0.0,
+        params_m=t_params / 1e6 if isinstance(t_params, int | float) else None,
+        arch_id=teacher_info.get("arch_id"),
+    )
+    baselines: list[RefPoint] = []
+    if (run / BASELINES_FILE).is_file():
+        raw = read_json(run / BASELINES_FILE)
+        items = raw.get("baselines", []) if isinstance(raw, dict) else raw
+        baselines = [RefPoint(**{k: b.get(k) for k in ("name", "latency_ms", "kd_loss", "params_m", "arch_id")})
+                     for b in items]  # fmt: skip
+
+    retention: list[RetentionEntry] = []
+    tasks: list[str] = []
+    ret_path = first_existing(run, RETENTION_FILES)
+    if ret_path is not None:
+        table = read_json(ret_path)
+        tasks = list(table.get("tasks", []))
+        for r in table.get("rows", []):
+            retention.append(RetentionEntry(
+                model=r["model"], scores=r.get("scores", {}), retention=r.get("retention", {}),
+                avg_retention=r.get("avg_retention"), latency_ms=r.get("latency_ms"), speedup=r.get("speedup"),
+                params=r.get("params"),
+            ))  # fmt: skip
+        # baselines named in the retention table but absent from baselines.json still get a point when timed
+        known = {b.name for b in baselines} | {table.get("teacher")}
+        students = {s.get("name") for s in _summary_students(run)}
+        for r in retention:
+            if r.model not in known and r.model not in students and r.latency_ms is not None:
+                baselines.append(RefPoint(name=r.model, latency_ms=r.latency_ms))
+
+    meta: dict[str, Any] = {"search_file": str(search_path.relative_to(run))}
+    for k in ("strategy", "hypervolume", "counts", "kendall_tau_short_long", "stopped_reason", "study_name"):
+        if search.get(k) is not None:
+            meta[k] = search[k]
+    return ReportData(
+        trials=trials,
+        teacher=teacher if teacher.latency_ms is not None else None,
+        baselines=baselines,
+        budgets_ms=[r.budget_ms for r in recs],
+        recommendations=recs,
+        retention=retention,
+        tasks=tasks,
+        title=f"kdnas run {run.resolve().name}",
+        meta=meta,
+    )
+
+
+def _summary_students(run: Path) -> list[dict[str, Any]]:
+    if not (run / SUMMARY_FILE).is_file():
+        return []
+    s = read_json(run / SUMMARY_FILE)
+    return [x for x in s.get("students", []) if isinstance(x, dict)] if isinstance(s, dict) else []
+
+
+def _trial(t: dict[str, Any]) -> TrialRow:
+    arch_id = t.get("arch_id")
+    return TrialRow(
+        number=int(t.get("number", -1)),
+        state=str(t.get("state", "unknown")),
+        arch_id=arch_id,
+        latency_ms=t.get("latency_ms"),
+        kd_loss=t.get("kd_loss_short", t.get("kd_loss")),
+        kd_loss_long=t.get("kd_loss_long"),
+        params_m=t.get("params_m"),
+        reason=t.get("reason"),
+    )
+
+
+def _recommendation(r: dict[str, Any]) -> RecommendationRow:
+    b = r.get("budget") or {}
+    ms = float(b.get("latency_ms", r.get("budget_ms", math.nan)))
+    return RecommendationRow(
+        budget_label=str(b.get("label") or f"{ms:g} ms"),
+        budget_ms=ms,
+        arch_id=r.get("arch_id"),
+        latency_ms=r.get("latency_ms"),
+        kd_loss=r.get("kd_loss"),
+        params_m=r.get("params_m"),
+        trial=r.get("trial"),
+        reason=r.get("reason"),
+    )
