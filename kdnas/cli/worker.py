@@ -1,17 +1,23 @@
-"""`kdnas worker`: not built yet (see the open issues)."""
+"""`kdnas worker`: internal entry of isolated worker processes (started by kdnas itself, not by users).
+
+`kdnas worker latency --job JOB --out OUT` runs one latency job (kdnas/latency/worker.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="(not built yet)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_run)
+    p = sub.add_parser("worker", help="(internal) run an isolated measuring job", description=__doc__)
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    lat = kinds.add_parser("latency", help="measure latency: read a JSON job, write JSON lines")
+    lat.add_argument("--job", required=True, help="the JSON job file")
+    lat.add_argument("--out", required=True, help="where to append one JSON line per finished measurement")
+    lat.set_defaults(func=_latency)
 
 
-def _run(args: argparse.Namespace) -> int:
-    print("kdnas worker: this stage is not built yet", file=sys.stderr)
-    return 3
+def _latency(args: argparse.Namespace) -> int:
+    from kdnas.latency.worker import run_job
+
+    return run_job(args.job, args.out)

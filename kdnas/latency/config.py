@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
+# Names of the registered backends (kdnas/latency/backends.py); `fake` is the test double of kdnas.latency.testing.
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "torch-cuda", "fake")
 
 
 @dataclass
@@ -33,7 +34,13 @@ class TargetConfig:
     max_time_s: float = 8.0
     """Time cap per measurement (after warm-up)."""
     timeout_s: float = 180.0
-    """Kill a measuring worker that takes longer than this."""
+    """Kill a measuring worker that finishes no measurement for this long (start-up and imports included)."""
+    warmup_s: float = 0.3
+    """Untimed forward passes before timing (at least 2, for at least this long)."""
+    min_repeats: int = 10
+    """Timed forward passes before the stop rule is checked."""
+    cache_dir: str | None = None
+    """Latency cache and predictors dir (default `<kdnas cache>/latency`)."""
 
     def check(self) -> list[str]:
         out = []
@@ -53,4 +60,12 @@ class TargetConfig:
             out.append(f"rel_ci: {self.rel_ci} must be in (0, 1)")
         if self.max_time_s <= 0 or self.timeout_s <= 0:
             out.append("max_time_s, timeout_s: must be > 0")
+        if self.warmup_s < 0:
+            out.append(f"warmup_s: {self.warmup_s} must be >= 0")
+        if self.min_repeats < 3:
+            out.append(f"min_repeats: {self.min_repeats} must be >= 3")
+        if self.device == "cuda" and self.backend not in ("torch", "torch-cuda", "fake"):
+            out.append(f"backend: {self.backend!r} runs on cpu only; with device: cuda use torch")
+        if self.device == "cpu" and self.backend == "torch-cuda":
+            out.append("backend: torch-cuda needs device: cuda")
         return out

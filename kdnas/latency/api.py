@@ -1,0 +1,253 @@
+"""High-level measuring: archs, model dirs and teachers on a target, through the cache and isolated workers.
+
+`measure_many` is the engine; `measure_archs` / `measure_arch` / `measure_model_dir` / `measure_teacher` are the
+calls the search, the export and the CLI use.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from kdnas.errors import ConfigError, KdnasError, LatencyError
+from kdnas.latency.backends import LatencyBackend, get_backend
+from kdnas.latency.cache import LatencyCache, backend_key
+from kdnas.latency.config import TargetConfig
+from kdnas.latency.fingerprint import fingerprint
+from kdnas.latency.result import LatencyResult, Shape
+from kdnas.latency.runner import run_worker
+from kdnas.latency.spec import ModelSpec, max_positions
+from kdnas.latency.stats import TimingSettings
+from kdnas.space.arch import Arch
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+log = logging.getLogger(__name__)
+
+CacheArg = LatencyCache | bool | None
+Outcome = dict[tuple[int, str, Shape], "LatencyResult | LatencyError"]
+
+
+def load_teacher_config(ref: Any) -> PretrainedConfig:
+    """A teacher's HF config from a config object, a zoo name, a model dir or a hub id (weights not loaded)."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    if isinstance(ref, PretrainedConfig):
+        return ref
+    try:
+        from kdnas.zoo import resolve_model_ref
+
+        where: Any = resolve_model_ref(ref)
+    except ImportError:
+        where = str(ref)
+    try:
+        return AutoConfig.from_pretrained(str(where))
+    except (OSError, ValueError) as e:
+        raise LatencyError(f"cannot read the config of teacher {ref!r}: {e}") from e
+
+
+def resolve_backend(name: str, device: str) -> str:
+    """The registry name for `name` on `device` (torch on cuda is torch-cuda)."""
+    return "torch-cuda" if name == "torch" and device == "cuda" else name
+
+
+def settings_of(target: TargetConfig) -> TimingSettings:
+    return TimingSettings(warmup_s=target.warmup_s, min_repeats=target.min_repeats, rel_ci=target.rel_ci,
+                          max_time_s=target.max_time_s)
+
+
+def shapes_of(target: TargetConfig) -> list[Shape]:
+    return [Shape(target.batch_size, s) for s in target.seq_lens]
+
+
+def open_cache(cache: CacheArg, target: TargetConfig | None = None) -> LatencyCache | None:
+    """None -> the default cache (or target.cache_dir), False -> no cache, a LatencyCache -> itself."""
+    if cache is False:
+        return None
+    if isinstance(cache, LatencyCache):
+        return cache
+    return LatencyCache(target.cache_dir if target and target.cache_dir else None)
+
+
+def check_inputs(specs: Sequence[ModelSpec], target: TargetConfig, backends: Sequence[str],
+                 shapes: Sequence[Shape]) -> list[type[LatencyBackend]]:
+    """Every problem we can see before starting a worker, as a KdnasError."""
+    problems = target.check()
+    if problems:
+        raise ConfigError([f"target.{p}" for p in problems])
+    if not shapes:
+        raise LatencyError("no shapes to measure: give at least one batch size and sequence length")
+    for sh in shapes:
+        if sh.batch_size < 1 or sh.seq_len < 1:
+            raise LatencyError(f"shape {sh}: batch size and sequence length must be >= 1")
+    classes = []
+    for name in backends:
+        cls = get_backend(resolve_backend(name, target.device))
+        cls.check(target.device)
+        classes.append(cls)
+    longest = max(sh.seq_len for sh in shapes)
+    for spec in specs:
+        limit = max_positions(spec.hf_config())
+        if limit is not None and longest > limit:
+            raise LatencyError(
+                f"{spec.label}: sequence length {longest} is longer than the model's {limit} positions "
+                f"(max_position_embeddings); use seq_len <= {limit}"
+            )
+    return classes
+
+
+def measure_many(
+    specs: Sequence[ModelSpec],
+    target: TargetConfig,
+    *,
+    backends: Sequence[str] | None = None,
+    shapes: Sequence[Shape] | None = None,
+    cache: CacheArg = None,
+    backend_options: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Outcome:
+    """Measure every spec x backend x shape; returns {(spec index, backend, shape): result or LatencyError}.
+
+    Cache hits are returned without measuring; the rest of each backend runs in one fresh worker (re-started
+    for the remaining models if one crashes or hangs). `backend_options` go to the backend constructor.
+    """
+    backends = list(backends or [target.backend])
+    # the int8 graph is quantized from the fp32 one: measuring fp32 first lets the int8 worker reuse its export
+    backends.sort(key=lambda b: b == "onnxruntime-int8")
+    shapes = list(shapes or shapes_of(target))
+    classes = check_inputs(specs, target, backends, shapes)
+    db = open_cache(cache, target)
+    fp = fingerprint(target.threads, target.device).id
+    out: Outcome = {}
+    keys = [s.key for s in specs]
+    with tempfile.TemporaryDirectory(prefix="kdnas-onnx-") as onnx_dir:
+        for name, cls in zip(backends, classes):
+            opts: dict[str, Any] = dict(backend_options or {})
+            if cls.name.startswith("torch"):
+                opts.setdefault("attn", target.attn_implementation)
+            if cls.name.startswith("onnxruntime"):
+                opts.setdefault("workdir", onnx_dir)
+            bkey = backend_key(cls.name, opts.get("attn"))
+            todo: dict[int, list[Shape]] = {}
+            for i, spec in enumerate(specs):
+                for sh in shapes:
+                    hit = db.get(fp, bkey, keys[i], sh.batch_size, sh.seq_len) if db else None
+                    if hit is not None:
+                        out[(i, name, sh)] = hit
+                    else:
+                        todo.setdefault(i, []).append(sh)
+            if not todo:
+                continue
+            if progress:
+                n = sum(len(v) for v in todo.values())
+                progress(f"{name}: measuring {n} model x shape(s) in a fresh worker ({target.threads} threads)")
+            fresh = _run_backend(cls, specs, todo, target, fp, opts)
+            for (i, sh), r in fresh.items():
+                out[(i, name, sh)] = r
+                if isinstance(r, LatencyResult) and db is not None:
+                    db.put(fp, bkey, keys[i], r)
+    return out
+
+
+def _run_backend(cls: type[LatencyBackend], specs: Sequence[ModelSpec], todo: dict[int, list[Shape]],
+                 target: TargetConfig, fp: str, opts: dict[str, Any]) -> dict[tuple[int, Shape], Any]:
+    res: dict[tuple[int, Shape], Any] = {}
+    settings = settings_of(target)
+    if not cls.isolate:
+        backend = cls(threads=target.threads, device=target.device, settings=settings, fingerprint_id=fp, **opts)
+        for i, shs in todo.items():
+            for sh in shs:
+                try:
+                    res[(i, sh)] = backend.measure(specs[i], sh)
+                except KdnasError as e:
+                    res[(i, sh)] = LatencyError(f"{specs[i].label} on {cls.name} at {sh}: {e}")
+        return res
+    pending = dict(todo)
+    while pending:
+        order = list(pending)
+        job = {
+            "backend": cls.name, "device": target.device, "threads": target.threads, "fingerprint": fp,
+            "options": opts, "settings": vars(settings),
+            "items": [{"spec": specs[i].to_dict(), "shapes": [[s.batch_size, s.seq_len] for s in pending[i]]}
+                      for i in order],
+        }
+        outcome = run_worker(job, timeout_s=target.timeout_s)
+        done: set[tuple[int, Shape]] = set()
+        for rec in outcome.records:
+            i, sh = order[rec["item"]], Shape(*rec["shape"])
+            done.add((i, sh))
+            if "result" in rec:
+                res[(i, sh)] = LatencyResult.from_dict(rec["result"])
+            else:
+                res[(i, sh)] = LatencyError(f"{specs[i].label} on {cls.name} at {sh}: {rec['error']}")
+        remaining = {i: [s for s in pending[i] if (i, s) not in done] for i in order}
+        remaining = {i: v for i, v in remaining.items() if v}
+        if not remaining:
+            break
+        if outcome.error is None:  # finished without reporting some: should not happen
+            outcome.error = "the worker finished without reporting these"
+        # the model the worker was on when it died gets the blame; the others get a fresh worker
+        culprit = next(iter(remaining))
+        for sh in remaining.pop(culprit):
+            res[(culprit, sh)] = LatencyError(f"{specs[culprit].label} on {cls.name} at {sh}: {outcome.error}")
+        if outcome.startup_s is None:  # died before measuring anything: the others would too
+            for i, shs in remaining.items():
+                for sh in shs:
+                    res[(i, sh)] = LatencyError(f"{specs[i].label} on {cls.name} at {sh}: {outcome.error}")
+            break
+        pending = remaining
+    return res
+
+
+def _unwrap(results: list[Any], on_error: str) -> list[Any]:
+    if on_error == "raise":
+        for r in results:
+            if isinstance(r, LatencyError):
+                raise r
+    return results
+
+
+def measure_archs(
+    teacher_config: Any,
+    archs: Sequence[Arch],
+    target: TargetConfig,
+    *,
+    cache: CacheArg = None,
+    on_error: Literal["raise", "return"] = "raise",
+    progress: Callable[[str], None] | None = None,
+) -> list[Any]:
+    """Latency of each arch (a student of the teacher) on the target's backend at its first shape.
+
+    One worker for all archs (cache hits skipped). `on_error="return"` puts a LatencyError in the list for an
+    arch that failed instead of raising, so a search can record that trial as failed and go on.
+    """
+    tcfg = load_teacher_config(teacher_config)
+    specs = [ModelSpec.for_arch(tcfg, a) for a in archs]
+    shape = shapes_of(target)[0]
+    out = measure_many(specs, target, shapes=[shape], cache=cache, progress=progress)
+    return _unwrap([out[(i, target.backend, shape)] for i in range(len(specs))], on_error)
+
+
+def measure_arch(teacher_config: Any, arch: Arch, target: TargetConfig, *, cache: CacheArg = None) -> LatencyResult:
+    """Latency of one student arch on the target (see measure_archs)."""
+    return measure_archs(teacher_config, [arch], target, cache=cache)[0]
+
+
+def measure_model_dir(path: str | Path, target: TargetConfig, *, cache: CacheArg = None) -> LatencyResult:
+    """Latency of a saved model (its own weights; its model.onnx / model-int8.onnx for the onnx backends)."""
+    spec = ModelSpec.for_dir(path)
+    shape = shapes_of(target)[0]
+    r = measure_many([spec], target, shapes=[shape], cache=cache)[(0, target.backend, shape)]
+    return _unwrap([r], "raise")[0]
+
+
+def measure_teacher(teacher_config_or_dir: Any, target: TargetConfig, *, cache: CacheArg = None) -> LatencyResult:
+    """Latency of the teacher on the target, from its config with random weights (same cost as trained ones)."""
+    spec = ModelSpec.for_config(load_teacher_config(teacher_config_or_dir))
+    shape = shapes_of(target)[0]
+    r = measure_many([spec], target, shapes=[shape], cache=cache)[(0, target.backend, shape)]
+    return _unwrap([r], "raise")[0]
