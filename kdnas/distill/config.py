@@ -18,6 +18,8 @@ class DistillConfig:
     """Student layer i <- teacher layer floor(i*Lt/Ls) (uniform), Lt-Ls+i (last), or both concatenated."""
     relation_heads: int = 12
     """MiniLMv2 relation heads (teacher and student states are re-split into this many heads)."""
+    relation_layers: Literal["last", "all"] = "last"
+    """Relation loss on the last student layer only (MiniLMv2) or on every student layer via `mapping`."""
     temperature: float = 1.0
     """Softmax temperature for logit KD."""
     init: Literal["inherit", "random"] = "inherit"
@@ -46,6 +48,8 @@ class DistillConfig:
     """`flash`: AutoDistill's progressive layer-by-layer transfer instead of all layers at once."""
     flash_steps_per_layer: int = 100
     """Steps per layer in flash mode."""
+    flash_lower_lr: float = 0.0
+    """Flash mode: lr multiplier for the layers below the one being transferred (0 freezes them)."""
     full_tokens: int = 3_000_000
     """Token budget of the full distillation of a recommended student."""
     checkpoint_every: int = 200
@@ -72,6 +76,8 @@ class DistillConfig:
             out.append(f"warmup_ratio: {self.warmup_ratio} must be in [0, 1)")
         if self.temperature <= 0:
             out.append(f"temperature: {self.temperature} must be > 0")
+        if not 0 <= self.flash_lower_lr <= 1:
+            out.append(f"flash_lower_lr: {self.flash_lower_lr} must be in [0, 1]")
         if self.grad_clip < 0 or self.weight_decay < 0:
             out.append("grad_clip, weight_decay: must be >= 0")
         return out

@@ -1,0 +1,207 @@
+"""The distiller: a small nn.Module holding the student, the trainable student->teacher projections and the
+q/k/v hooks, which turns one batch (plus the teacher's outputs for it) into the weighted KD loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kdnas.distill import losses as L
+from kdnas.distill.config import DistillConfig
+from kdnas.distill.mapping import capture_qkv, layer_map
+from kdnas.distill.teacher_cache import TeacherInfo, TeacherNeeds, attention_probs_from_qk, base_encoder
+from kdnas.errors import DistillError
+
+
+def mlm_head(model: Any) -> Callable[[Tensor], Tensor] | None:
+    """The MLM head of an HF masked-LM model as a function hidden [B, S, H] -> logits [B, S, V]; None for a
+    base encoder. The head's parameters are frozen (requires_grad=False): it only scores, never learns."""
+    if not isinstance(model, nn.Module) and hasattr(model, "model"):
+        model = model.model
+    fn: Callable[[Tensor], Tensor] | None = None
+    mods: list[nn.Module] = []
+    if hasattr(model, "cls") and isinstance(model.cls, nn.Module):  # bert, mobilebert
+        mods, fn = [model.cls], model.cls
+    elif hasattr(model, "lm_head") and isinstance(model.lm_head, nn.Module):  # roberta, xlm-r, mpnet
+        mods, fn = [model.lm_head], model.lm_head
+    elif hasattr(model, "vocab_projector"):  # distilbert
+        m = model
+        mods = [m.vocab_transform, m.vocab_layer_norm, m.vocab_projector]
+
+        def fn(h: Tensor) -> Tensor:
+            return m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h))))
+
+    elif hasattr(model, "generator_lm_head"):  # electra
+        m = model
+        mods = [m.generator_predictions, m.generator_lm_head]
+
+        def fn(h: Tensor) -> Tensor:
+            return m.generator_lm_head(m.generator_predictions(h))
+
+    for mod in mods:
+        mod.requires_grad_(False)
+    return fn
+
+
+def student_shape(student: nn.Module) -> tuple[int, int, int]:
+    """(layers, hidden width of hidden_states, attention heads) of a student encoder."""
+    cfg = base_encoder(student).config
+    layers = getattr(cfg, "num_hidden_layers", None) or cfg.n_layers
+    hidden = cfg.dim if cfg.model_type == "distilbert" else cfg.hidden_size
+    heads = getattr(cfg, "num_attention_heads", None) or cfg.n_heads
+    return int(layers), int(hidden), int(heads)
+
+
+class Distiller(nn.Module):
+    """Student + projections + loss. `forward(input_ids, attention_mask, teacher_out, variances)` returns
+    (weighted loss, {component: loss}).
+
+    Projections are `nn.Linear(Hs, k * Ht)` per student layer (k = 1, or 2 for `uniform+last` where the two
+    teacher states are concatenated), plus one for the embedding output and one for logit KD through the
+    teacher's MLM head. They train with the student and are saved in its checkpoints.
+    """
+
+    def __init__(
+        self, student: nn.Module, teacher: TeacherInfo, cfg: DistillConfig, *, flash: bool = False,
+        teacher_head: Callable[[Tensor], Tensor] | None = None,
+    ):
+        super().__init__()
+        self.student = student
+        self.cfg = cfg
+        self.teacher = teacher
+        self.flash = flash
+        self.weights = {k: float(w) for k, w in cfg.losses.items() if w > 0}
+        if not self.weights:
+            raise DistillError("distill.losses: at least one loss needs a positive weight")
+        ls, hs, self.student_heads = student_shape(student)
+        self.num_layers = ls
+        self.map = layer_map(ls, teacher.num_layers, cfg.mapping)
+        ht = teacher.hidden_size
+        # a tuple, so the heads (modules of the student/teacher) are not registered twice in the state dict
+        self._heads: tuple[Callable[[Tensor], Tensor] | None, Callable[[Tensor], Tensor] | None] = (
+            mlm_head(student),
+            teacher_head,
+        )
+        if "logits" in self.weights and teacher_head is None:
+            raise DistillError(
+                "distill.losses.logits needs a teacher with an MLM head: load it with AutoModelForMaskedLM (or "
+                "drop the logits loss)"
+            )
+        proj: dict[str, nn.Module] = {}
+        if "hidden" in self.weights or flash:
+            for i, tl in enumerate(self.map, 1):
+                proj[f"hidden_{i}"] = nn.Linear(hs, len(tl) * ht)
+        if "embedding" in self.weights:
+            proj["embedding"] = nn.Linear(hs, ht)
+        if "logits" in self.weights and self._heads[0] is None:
+            proj["logits"] = nn.Linear(hs, ht)
+        self.proj = nn.ModuleDict(proj)
+        self.relation_layers = [ls] if cfg.relation_layers == "last" else list(range(1, ls + 1))
+
+    # ---------------------------------------------------------------------------------------------------------
+    def needs(self) -> TeacherNeeds:
+        """What the teacher must provide for the active losses (and for flash mode)."""
+        lt = self.teacher.num_layers
+        hidden: set[int] = set()
+        qkv: set[int] = set()
+        attn: set[int] = set()
+        if "hidden" in self.weights or self.flash:
+            hidden |= {t for tl in self.map for t in tl}
+        if "embedding" in self.weights:
+            hidden.add(0)
+        if "logits" in self.weights:
+            hidden.add(lt)
+        if "relation" in self.weights:
+            qkv |= {t for i in self.relation_layers for t in self.map[i - 1]}
+        if "attention" in self.weights or self.flash:
+            attn |= {t for tl in self.map for t in tl}
+        return TeacherNeeds(hidden=tuple(sorted(hidden)), qkv=tuple(sorted(qkv)), attn=tuple(sorted(attn)))
+
+    def phase_weights(self, flash_layer: int | None) -> dict[str, float]:
+        if flash_layer is None:
+            return self.weights
+        return {"hidden": self.weights.get("hidden", 1.0), "attention": self.weights.get("attention", 1.0)}
+
+    def _teacher_probs(self, teacher_out: dict[str, Tensor], layer: int, mask: Tensor) -> Tensor:
+        if f"attn.{layer}" in teacher_out:
+            return teacher_out[f"attn.{layer}"]
+        q, k = teacher_out[f"q.{layer}"], teacher_out[f"k.{layer}"]
+        return attention_probs_from_qk(q, k, mask, self.teacher.num_heads)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, teacher_out: dict[str, Tensor],
+        variances: dict[str, float], *, flash_layer: int | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """input_ids, attention_mask: [B, S]; teacher_out: items from the teacher cache for these rows
+        (hidden.L [B, S, Ht], q.L/k.L/v.L [B, S, Dt], attn.L [B, At, S, S]); variances: hidden.L -> the
+        teacher variance. flash_layer: only that student layer's hidden + attention losses (flash mode)."""
+        weights = self.phase_weights(flash_layer)
+        layers = [flash_layer] if flash_layer is not None else list(range(1, self.num_layers + 1))
+        mask = attention_mask
+        rel_layers = self.relation_layers if "relation" in weights else []
+        base = base_encoder(self.student)
+        with capture_qkv(base, rel_layers) as cap:
+            out = base(
+                input_ids=input_ids, attention_mask=mask, output_hidden_states=True,
+                output_attentions="attention" in weights,
+            )
+        hs = out.hidden_states  # (Ls + 1) x [B, S, Hs]
+        comps: dict[str, Tensor] = {}
+        if "hidden" in weights:
+            terms = []
+            for i in layers:
+                tl = self.map[i - 1]
+                target = torch.cat([teacher_out[f"hidden.{t}"] for t in tl], -1)  # [B, S, k*Ht]
+                var = sum(variances[f"hidden.{t}"] for t in tl) / len(tl)
+                terms.append(L.hidden_mse(self.proj[f"hidden_{i}"](hs[i]), target, mask, variance=var))
+            comps["hidden"] = torch.stack(terms).mean()
+        if "attention" in weights:
+            terms = []
+            for i in layers:
+                for t in self.map[i - 1]:
+                    terms.append(L.attention_kl(out.attentions[i - 1], self._teacher_probs(teacher_out, t, mask), mask))
+            comps["attention"] = torch.stack(terms).mean()
+        if "relation" in weights:
+            terms = []
+            for i in rel_layers:
+                for t in self.map[i - 1]:
+                    t_qkv = [teacher_out[f"{r}.{t}"] for r in "qkv"]
+                    terms.append(L.relation_kl(cap[i], t_qkv, mask, heads=self.cfg.relation_heads))
+            comps["relation"] = torch.stack(terms).mean()
+        if "embedding" in weights:
+            pred = self.proj["embedding"](hs[0])
+            comps["embedding"] = L.hidden_mse(pred, teacher_out["hidden.0"], mask, variance=variances["hidden.0"])
+        if "logits" in weights:
+            last = teacher_out[f"hidden.{self.teacher.num_layers}"]
+            s_head, t_head = self._heads
+            assert t_head is not None
+            with torch.no_grad():
+                t_logits = t_head(last)  # [B, S, V]
+            # the student's own MLM head if it has one, else the frozen teacher head on the projected state
+            s_logits = s_head(hs[-1]) if s_head is not None else t_head(self.proj["logits"](hs[-1]))
+            comps["logits"] = L.logit_kd(s_logits, t_logits, mask, temperature=self.cfg.temperature)
+        return L.combine(comps, weights), comps
+
+    def layer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by group for flash mode: `emb`, `layer.1` .. `layer.Ls`, `proj.hidden_i`, `rest`."""
+        from kdnas.distill.mapping import encoder_layers
+
+        groups: dict[str, list[nn.Parameter]] = {}
+        seen: set[int] = set()
+        base = base_encoder(self.student)
+        for i, block in enumerate(encoder_layers(base), 1):
+            ps = [p for p in block.parameters() if p.requires_grad]
+            groups[f"layer.{i}"] = ps
+            seen |= {id(p) for p in ps}
+        emb = getattr(base, "embeddings", None)
+        groups["emb"] = [p for p in (emb.parameters() if emb is not None else []) if id(p) not in seen]
+        seen |= {id(p) for p in groups["emb"]}
+        for name, mod in self.proj.items():
+            groups[f"proj.{name}"] = list(mod.parameters())
+            seen |= {id(p) for p in groups[f"proj.{name}"]}
+        groups["rest"] = [p for p in self.parameters() if id(p) not in seen and p.requires_grad]
+        return {k: v for k, v in groups.items() if v}

@@ -1,0 +1,141 @@
+"""Held-out KD loss of a distilled student: the training loss on unseen rows, comparable across architectures.
+
+Uses the projections learned during distillation, or fits least-squares ones on the held-out states.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kdnas.distill.config import DistillConfig
+from kdnas.distill.distiller import Distiller, mlm_head
+from kdnas.distill.teacher_cache import (
+    CachedTeacher,
+    TeacherCache,
+    as_block,
+    base_encoder,
+    ephemeral_teacher,
+    teacher_info,
+)
+from kdnas.errors import DistillError
+
+
+def _targets(d: Distiller, t_out: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Projection name -> the teacher tensor it maps to ([B, S, D])."""
+    out = {}
+    for name in d.proj:
+        if name.startswith("hidden_"):
+            tl = d.map[int(name.split("_")[1]) - 1]
+            out[name] = torch.cat([t_out[f"hidden.{t}"] for t in tl], -1)
+        elif name == "embedding":
+            out[name] = t_out["hidden.0"]
+        elif name == "logits":
+            out[name] = t_out[f"hidden.{d.teacher.num_layers}"]
+    return out
+
+
+def _inputs(d: Distiller, hs: tuple[Tensor, ...]) -> dict[str, Tensor]:
+    out = {}
+    for name in d.proj:
+        if name.startswith("hidden_"):
+            out[name] = hs[int(name.split("_")[1])]
+        elif name == "embedding":
+            out[name] = hs[0]
+        elif name == "logits":
+            out[name] = hs[-1]
+    return out
+
+
+@torch.no_grad()
+def fit_projections(d: Distiller, handle: CachedTeacher, batch_size: int, *, ridge: float = 1e-6) -> None:
+    """Set every projection of `d` to the least-squares map (with bias) from the student's states to the
+    teacher's, over the real tokens of `handle`'s rows: W = (X^T X + ridge * tr/n I)^-1 X^T Y."""
+    xtx: dict[str, Tensor] = {}
+    xty: dict[str, Tensor] = {}
+    base = base_encoder(d.student)
+    n = handle.num_rows
+    for start in range(0, n, batch_size):
+        rows = torch.arange(start, min(n, start + batch_size))
+        ids, mask = handle.input_ids[rows], handle.attention_mask[rows]
+        t_out = handle.fetch(rows)
+        hs = base(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        m = mask.bool()
+        xs, ys = _inputs(d, hs), _targets(d, t_out)
+        for name in d.proj:
+            x = xs[name][m].double()  # [T, Hs]
+            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # [T, Hs + 1]
+            y = ys[name][m].double()  # [T, D]
+            xtx[name] = xtx.get(name, 0) + x.T @ x
+            xty[name] = xty.get(name, 0) + x.T @ y
+    for name, lin in d.proj.items():
+        a = xtx[name]
+        a = a + torch.eye(len(a), dtype=a.dtype) * ridge * (a.trace() / len(a))
+        w = torch.linalg.solve(a, xty[name])  # [Hs + 1, D]
+        assert isinstance(lin, nn.Linear)
+        lin.weight.copy_(w[:-1].T.to(lin.weight.dtype))
+        lin.bias.copy_(w[-1].to(lin.bias.dtype))
+
+
+@torch.no_grad()
+def heldout_kd_loss(
+    teacher: Any,
+    student: nn.Module,
+    heldout: Any,
+    cfg: DistillConfig,
+    *,
+    projections: Distiller | nn.ModuleDict | None = None,
+    teacher_cache: TeacherCache | str | None = None,
+    batch_size: int | None = None,
+    components: dict[str, float] | None = None,
+) -> float:
+    """The weighted KD loss of `cfg.losses` on `heldout` (student in eval mode, no dropout), averaged per real
+    token. Comparable across students: every term is normalised (docs/distillation.md).
+
+    projections: the distiller (or its `.proj`) trained with the student; None fits least-squares projections
+    on `heldout` in closed form (the best linear read-out, so the loss measures what the student's states
+    contain rather than how well a projection was trained). components: filled with per-component values.
+    """
+    info = teacher_info(teacher)
+    base_encoder(teacher).eval()
+    with torch.random.fork_rng(devices=[]):  # the throw-away projection init must not move the caller's RNG
+        d = Distiller(student, info, cfg, teacher_head=mlm_head(teacher))
+    ids, mask = as_block(heldout)
+    bs = batch_size or cfg.batch_size
+    if teacher_cache is None:
+        handle = ephemeral_teacher(teacher, (ids, mask), d.needs(), batch_size=bs)
+    else:
+        cache = teacher_cache if isinstance(teacher_cache, TeacherCache) else TeacherCache(teacher_cache)
+        handle = cache.prepare(teacher, (ids, mask), d.needs(), batch_size=bs)
+    was_training = student.training
+    student.eval()
+    try:
+        if projections is not None:
+            proj = projections.proj if isinstance(projections, Distiller) else projections
+            missing = set(d.proj) - set(proj)
+            if missing:
+                raise DistillError(
+                    f"the projections given lack {', '.join(sorted(missing))} (trained with other losses or "
+                    "mapping?); pass projections=None to fit them on the held-out split"
+                )
+            for name in d.proj:
+                d.proj[name].load_state_dict(proj[name].state_dict())
+        elif len(d.proj):
+            fit_projections(d, handle, bs)
+        total, count = 0.0, 0.0
+        sums: dict[str, float] = {}
+        for start in range(0, len(ids), bs):
+            rows = torch.arange(start, min(len(ids), start + bs))
+            loss, comps = d(ids[rows], mask[rows], handle.fetch(rows), handle.variances)
+            ntok = float(mask[rows].sum())
+            total += float(loss) * ntok
+            count += ntok
+            for k, v in comps.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * ntok
+    finally:
+        student.train(was_training)
+    if components is not None:
+        components.update({k: v / count for k, v in sums.items()})
+    return total / count

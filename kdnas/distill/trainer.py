@@ -1,0 +1,398 @@
+"""The distillation loop: AdamW with warm-up and decay, clipping, accumulation, token/step budgets, flash mode,
+atomic checkpoints with exact resume, NaN/inf detection and a progress bar. Entry point: `distill()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from kdnas.distill.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from kdnas.distill.config import DistillConfig
+from kdnas.distill.distiller import Distiller, mlm_head
+from kdnas.distill.teacher_cache import (
+    CachedTeacher,
+    TeacherCache,
+    as_block,
+    base_encoder,
+    block_hash,
+    teacher_info,
+)
+from kdnas.errors import ConfigError, DistillError
+
+log = logging.getLogger(__name__)
+
+TRAIN_LOG = "train_log.jsonl"
+_MANY_EPOCHS = 5
+_FINAL_WINDOW = 10
+
+
+@dataclass
+class DistillResult:
+    """What a distillation run produced. Losses are training losses (normalised as in docs/distillation.md)."""
+
+    final_loss: float
+    """Mean total loss over the last (up to) 10 steps of the last stage; nan if no step ran."""
+    loss_by_component: dict[str, float]
+    """Same window, per loss component (hidden, relation, ...)."""
+    history: list[dict[str, Any]]
+    """One entry per optimiser step: step, stage, loss, loss_<component>, lr, tokens, grad_norm."""
+    steps: int
+    """Optimiser steps done (including those before a resume)."""
+    tokens: int
+    """Real (non-padding) tokens the student has seen."""
+    seconds: float
+    """Training wall time, summed over resumed sessions (teacher-cache building excluded)."""
+    tokens_per_s: float
+    """tokens / seconds."""
+    failed: str | None = None
+    """Why the run stopped (non-finite loss or gradient), or None."""
+    loss_by_stage: dict[str, float] = field(default_factory=dict)
+    """Final loss of each stage (flash mode: layer1..layerL then all; standard: all)."""
+    total_steps: int = 0
+    """Steps the budget asked for; `steps < total_steps` without `failed` means stopped early (resumable)."""
+    setup_seconds: float = 0.0
+    """Time spent preparing the teacher cache in this session."""
+    distiller: Distiller | None = field(default=None, repr=False, compare=False)
+    """The trained distiller (student + projections), for `heldout_kd_loss(..., projections=...)`."""
+
+    def to_dict(self, *, history: bool = True) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "distiller"}
+        if not history:
+            d.pop("history")
+        return d
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    steps: int
+    flash_layer: int | None
+
+
+def plan_stages(total_steps: int, num_layers: int, cfg: DistillConfig, mode: str) -> list[Stage]:
+    """standard: one stage. flash: `flash_steps_per_layer` per student layer (shrunk so that at least a
+    1/(L+1) share is left), then an all-layer stage with the remaining steps."""
+    if mode != "flash":
+        return [Stage("all", total_steps, None)]
+    per = min(cfg.flash_steps_per_layer, total_steps // (num_layers + 1))
+    if per < cfg.flash_steps_per_layer:
+        warnings.warn(
+            f"flash mode: the budget of {total_steps} steps allows only {per} steps per layer "
+            f"(flash_steps_per_layer={cfg.flash_steps_per_layer}); raise the token budget for a full schedule",
+            stacklevel=3,
+        )
+    stages = [Stage(f"layer{i}", per, i) for i in range(1, num_layers + 1) if per > 0]
+    return [*stages, Stage("all", total_steps - per * len(stages), None)]
+
+
+def lr_factor(step: int, steps: int, cfg: DistillConfig) -> float:
+    """Multiplier of the peak lr at 0-based `step` of a stage of `steps`: linear warm-up, then decay to 0."""
+    warm = round(cfg.warmup_ratio * steps)
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, steps - warm)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
+def _ensure_eager(student: nn.Module) -> None:
+    """Eager attention: on CPU it is much faster than sdpa for small encoders and returns attention maps."""
+    cfg = base_encoder(student).config
+    if getattr(cfg, "_attn_implementation", "eager") != "eager" and hasattr(student, "set_attn_implementation"):
+        student.set_attn_implementation("eager")
+
+
+def _cached_teacher(
+    teacher: Any, data: Any, distiller: Distiller, cfg: DistillConfig, cache: Any, stack: contextlib.ExitStack,
+    progress: bool,
+) -> CachedTeacher:
+    needs = distiller.needs()
+    if isinstance(cache, CachedTeacher):
+        ids, mask = as_block(data)
+        if block_hash(ids, mask) != block_hash(cache.input_ids, cache.attention_mask):
+            raise DistillError("the teacher cache handle was prepared for different data; prepare it for this block")
+        missing = [i for i in needs.items(cache.info) if i not in cache.items]
+        if missing:
+            raise DistillError(f"the teacher cache handle lacks {', '.join(missing)}; prepare it with these needs")
+        return cache
+    if cache is None:
+        cache = TeacherCache(stack.enter_context(tempfile.TemporaryDirectory(prefix="kdnas-tcache-")),
+                             budget_mb=cfg.teacher_cache_mb)
+    elif not isinstance(cache, TeacherCache):
+        cache = TeacherCache(cache, budget_mb=cfg.teacher_cache_mb)
+    return cache.prepare(teacher, data, needs, batch_size=cfg.batch_size, progress=progress)
+
+
+def _param_groups(distiller: Distiller, cfg: DistillConfig) -> list[dict[str, Any]]:
+    groups = []
+    for name, params in distiller.layer_groups().items():
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        for suffix, ps, wd in (("", decay, cfg.weight_decay), (".nd", no_decay, 0.0)):
+            if ps:
+                groups.append({"params": ps, "name": name + suffix, "weight_decay": wd, "lr": cfg.lr})
+    return groups
+
+
+def _stage_mult(group: str, stage: Stage, cfg: DistillConfig) -> float:
+    """lr multiplier of a parameter group in a stage (flash: the current layer learns, lower ones slowly)."""
+    if stage.flash_layer is None:
+        return 1.0
+    g = group.removesuffix(".nd")
+    if g == f"layer.{stage.flash_layer}" or g == f"proj.hidden_{stage.flash_layer}":
+        return 1.0
+    if g == "emb" or (g.startswith("layer.") and int(g.split(".")[1]) < stage.flash_layer):
+        return cfg.flash_lower_lr
+    return 0.0
+
+
+def _fingerprint(cfg: DistillConfig, student: nn.Module, teacher_fp: str, data_hash: str, **extra: Any) -> str:
+    h = hashlib.sha256()
+    student_cfg = base_encoder(student).config.to_dict()
+    for k in ("_name_or_path", "transformers_version", "_attn_implementation"):
+        student_cfg.pop(k, None)
+    payload = {"cfg": dataclasses.asdict(cfg), "student": student_cfg, "teacher": teacher_fp, "data": data_hash,
+               **extra}
+    h.update(json.dumps(payload, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def _window_mean(entries: list[dict[str, Any]], key: str) -> float:
+    vals = [e[key] for e in entries[-_FINAL_WINDOW:] if key in e]
+    return float(sum(vals) / len(vals)) if vals else float("nan")
+
+
+def _summary(history: list[dict[str, Any]], stages: list[Stage]) -> tuple[float, dict[str, float], dict[str, float]]:
+    by_stage = {s.name: [e for e in history if e["stage"] == s.name] for s in stages}
+    last = next((by_stage[s.name] for s in reversed(stages) if by_stage[s.name]), [])
+    comps = sorted({k[5:] for e in last for k in e if k.startswith("loss_")})
+    return (
+        _window_mean(last, "loss"),
+        {c: _window_mean(last, f"loss_{c}") for c in comps},
+        {name: _window_mean(es, "loss") for name, es in by_stage.items() if es},
+    )
+
+
+def distill(
+    teacher: Any,
+    student: nn.Module,
+    data: Any,
+    cfg: DistillConfig,
+    *,
+    tokens: int | None = None,
+    steps: int | None = None,
+    mode: Literal["standard", "flash"] | None = None,
+    teacher_cache: TeacherCache | CachedTeacher | str | Path | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> DistillResult:
+    """Distill `teacher` into `student` (trained in place) on the token block `data`.
+
+    teacher: an HF encoder (base or masked-LM; its MLM head enables the logits loss) or a `Teacher`.
+    data: a TokenBlock-like object with input_ids/attention_mask [N, S] (or a dict / (ids, mask) pair).
+    tokens | steps: the budget (default `cfg.proxy_tokens`); tokens count real (non-padding) tokens.
+    mode: standard or flash (default `cfg.proxy_mode`). teacher_cache: a TeacherCache or its dir (reused across
+    candidates), a prepared CachedTeacher, or None for a temporary one. out_dir: checkpoints every
+    `cfg.checkpoint_every` steps and at the end, plus train_log.jsonl. resume: continue from out_dir's
+    checkpoint (exactly: the same losses as an uninterrupted run). stop_after_steps: checkpoint and return
+    after this many steps in total (the run can be resumed later).
+    The student is left in eval mode. A non-finite loss or gradient ends the run with `failed` set.
+    """
+    problems = cfg.check()
+    if problems:
+        raise ConfigError([f"distill.{p}" for p in problems])
+    if tokens is not None and steps is not None:
+        raise DistillError("give a budget in tokens or in steps, not both")
+    if (tokens is not None and tokens < 1) or (steps is not None and steps < 1):
+        raise DistillError(f"the budget must be positive (tokens={tokens}, steps={steps})")
+    if resume and out_dir is None:
+        raise DistillError("resume needs the out_dir of the run to continue")
+    mode = mode or cfg.proxy_mode
+    ids, mask = as_block(data)
+    n_rows = ids.shape[0]
+    base_encoder(teacher).eval()
+    _ensure_eager(student)
+    info = teacher_info(teacher)
+
+    with contextlib.ExitStack() as stack, torch.random.fork_rng(devices=[]):
+        stack.enter_context(_deterministic())
+        torch.manual_seed(seed)
+        distiller = Distiller(student, info, cfg, flash=mode == "flash", teacher_head=mlm_head(teacher))
+        t0 = time.perf_counter()
+        handle = _cached_teacher(teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress)
+        setup_s = time.perf_counter() - t0
+
+        batch = cfg.batch_size
+        if n_rows < batch:
+            warnings.warn(
+                f"the corpus has {n_rows} rows, fewer than one batch ({batch}); using batches of {n_rows}",
+                stacklevel=2,
+            )
+            batch = n_rows
+        rows_per_step = batch * cfg.grad_accum
+        tokens_per_row = float(mask.sum()) / n_rows
+        if steps is None:
+            budget = tokens if tokens is not None else cfg.proxy_tokens
+            steps = max(1, math.ceil(budget / (rows_per_step * tokens_per_row)))
+        per_epoch = n_rows // batch
+        epochs = steps * cfg.grad_accum / per_epoch
+        if epochs > _MANY_EPOCHS:
+            warnings.warn(
+                f"the budget ({steps} steps) needs {epochs:.1f} epochs over {n_rows} rows; the student will overfit "
+                "the corpus: use a bigger corpus or a smaller budget",
+                stacklevel=2,
+            )
+        stages = plan_stages(steps, distiller.num_layers, cfg, mode)
+        fp = _fingerprint(cfg, student, info.fingerprint, block_hash(ids, mask), seed=seed, steps=steps, mode=mode)
+
+        def rows_of(micro: int) -> Tensor:
+            epoch, pos = divmod(micro, per_epoch)
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            return torch.randperm(n_rows, generator=g)[pos * batch : (pos + 1) * batch]
+
+        opt = torch.optim.AdamW(_param_groups(distiller, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        start, seen_tokens, seconds = 0, 0, 0.0
+        history: list[dict[str, Any]] = []
+        ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+        if resume and ckpt_path is not None:
+            if ckpt_path.is_file():
+                state = load_checkpoint(ckpt_path)
+                if state.get("fingerprint") != fp:
+                    raise DistillError(
+                        f"checkpoint {ckpt_path} was written by a different run (config, budget, seed, data or "
+                        "student differ); delete it to start afresh, or use the original settings"
+                    )
+                distiller.load_state_dict(state["distiller"])
+                opt.load_state_dict(state["optimizer"])
+                torch.set_rng_state(state["rng"])
+                start, seen_tokens, seconds = state["step"], state["tokens"], state["seconds"]
+                history = state["history"]
+                log.info("resuming %s at step %d of %d", out_dir, start, steps)
+            else:
+                log.warning("no checkpoint in %s: starting from step 0", out_dir)
+        log_file = None
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            log_file = stack.enter_context(open(Path(out_dir) / TRAIN_LOG, "w"))  # noqa: SIM115
+            for e in history:
+                log_file.write(json.dumps(e) + "\n")
+
+        def checkpoint(step: int) -> None:
+            if ckpt_path is None:
+                return
+            save_checkpoint(ckpt_path, {
+                "fingerprint": fp, "step": step, "tokens": seen_tokens, "seconds": seconds, "history": history,
+                "distiller": distiller.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+            })
+            if log_file is not None:
+                log_file.flush()
+
+        from tqdm.auto import tqdm
+
+        bar = stack.enter_context(tqdm(total=steps, initial=start, desc="distill", unit="step", disable=not progress))
+        stage_start = {s.name: sum(x.steps for x in stages[:i]) for i, s in enumerate(stages)}
+        trainable = {p: p.requires_grad for p in distiller.parameters()}
+        failed: str | None = None
+        last = min(steps, stop_after_steps) if stop_after_steps is not None else steps
+        distiller.train()
+        session_t0, session_tokens = time.perf_counter(), 0
+        step = start
+        current: Stage | None = None
+        try:
+            for step in range(start, last):
+                stage = next(s for s in stages if stage_start[s.name] <= step < stage_start[s.name] + s.steps)
+                if stage is not current:
+                    current = stage
+                    for g in opt.param_groups:  # frozen groups skip backward work entirely
+                        frozen = _stage_mult(g["name"], stage, cfg) == 0.0
+                        for p in g["params"]:
+                            p.requires_grad_(trainable[p] and not frozen)
+                t_step = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                loss_sum, comp_sums, step_tokens = 0.0, dict.fromkeys(distiller.phase_weights(stage.flash_layer), 0.0), 0
+                for a in range(cfg.grad_accum):
+                    rows = rows_of(step * cfg.grad_accum + a)
+                    t_out = handle.fetch(rows)
+                    loss, comps = distiller(ids[rows], mask[rows], t_out, handle.variances,
+                                            flash_layer=stage.flash_layer)
+                    if not torch.isfinite(loss):
+                        bad = [k for k, v in comps.items() if not torch.isfinite(v)]
+                        failed = f"non-finite loss ({float(loss)}) at step {step + 1}: component(s) {', '.join(bad)}"
+                        break
+                    (loss / cfg.grad_accum).backward()
+                    loss_sum += float(loss.detach()) / cfg.grad_accum
+                    for k, v in comps.items():
+                        comp_sums[k] += float(v.detach()) / cfg.grad_accum
+                    step_tokens += int(mask[rows].sum())
+                if failed:
+                    break
+                params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+                clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if params else 0.0
+                if not math.isfinite(gnorm):
+                    failed = f"non-finite gradient norm at step {step + 1} (loss {loss_sum:.4g})"
+                    break
+                lr = cfg.lr * lr_factor(step - stage_start[stage.name], stage.steps, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = lr * _stage_mult(g["name"], stage, cfg)
+                opt.step()
+                seen_tokens += step_tokens
+                session_tokens += step_tokens
+                seconds += time.perf_counter() - t_step
+                entry = {"step": step + 1, "stage": stage.name, "loss": loss_sum,
+                         **{f"loss_{k}": v for k, v in comp_sums.items()},
+                         "lr": lr, "grad_norm": gnorm, "tokens": seen_tokens}
+                history.append(entry)
+                if log_file is not None:
+                    log_file.write(json.dumps(entry) + "\n")
+                tok_s = session_tokens / max(1e-9, time.perf_counter() - session_t0)
+                bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{tok_s:.0f}", refresh=False)
+                bar.update(1)
+                if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < last:
+                    checkpoint(step + 1)
+            else:
+                step = last
+                checkpoint(last)
+        finally:
+            for p, flag in trainable.items():
+                p.requires_grad_(flag)
+            distiller.eval()
+        if failed:
+            log.warning("distillation failed: %s", failed)
+    final, by_comp, by_stage = _summary(history, stages)
+    done = len(history)
+    return DistillResult(
+        final_loss=final, loss_by_component=by_comp, history=history, steps=done, tokens=seen_tokens,
+        seconds=seconds, tokens_per_s=seen_tokens / seconds if seconds > 0 else 0.0, failed=failed,
+        loss_by_stage=by_stage, total_steps=steps, setup_seconds=setup_s, distiller=distiller,
+    )
