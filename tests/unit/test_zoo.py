@@ -296,3 +296,17 @@ def _dead_pid() -> int:
         except PermissionError:
             pass
         pid -= 1
+
+
+def test_concurrent_fetch_keeps_the_first_complete_entry(tmp_path: Path, index: FakeIndex) -> None:
+    asset = teacher_asset()
+    installed: list[int] = []
+
+    def other_process_wins(source: zoo.Source, dest: Path) -> Path:
+        d = zoo.fetch(asset, cache_dir=tmp_path, downloader=index, progress=False)  # finishes first
+        installed.append((d / zoo.MANIFEST).stat().st_ino)
+        return index(source, dest)
+
+    d = zoo.fetch(asset, cache_dir=tmp_path, downloader=other_process_wins, progress=False)
+    assert (d / zoo.MANIFEST).stat().st_ino == installed[0]  # not replaced under the other process
+    assert not [p for p in (tmp_path / "zoo").iterdir() if p.name.startswith(".")]
