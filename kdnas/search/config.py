@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 STRATEGIES = ("kdnas", "bo", "tpe", "nsga2", "random")
+OBJECTIVES = ("kd_loss", "latency_ms", "params_m")
 
 
 @dataclass
@@ -18,7 +19,7 @@ class SearchConfig:
     n_trials: int = 24
     """Candidates that get a proxy distillation."""
     episode_size: int = 4
-    """kdnas: candidates per episode (the reward predictor is retrained after each)."""
+    """Candidates per round (kdnas: per episode, the reward predictor is retrained after each); promotion is per round."""
     pool_factor: int = 8
     """kdnas: the pool sampled each episode is this many times the episode size."""
     epsilon: float = 0.5
@@ -37,6 +38,12 @@ class SearchConfig:
     """Multi-fidelity: the long proxy gets this many times the proxy token budget."""
     storage: str | None = None
     """Optuna storage URL (default: SQLite in the run dir)."""
+    objectives: list[str] = field(default_factory=lambda: ["kd_loss", "latency_ms"])
+    """Objectives of the Optuna study, all minimised: kd_loss, latency_ms, params_m."""
+    n_startup_trials: int = 6
+    """bo, tpe, nsga2: uniform random valid archs evaluated before the strategy's model takes over."""
+    latency_margin: float = 0.1
+    """A latency-predictor filter rules a candidate out only above the loosest budget times (1 + this)."""
 
     def check(self) -> list[str]:
         out = []
@@ -56,6 +63,13 @@ class SearchConfig:
             out.append(f"max_params_m: {self.max_params_m} must be > 0")
         if not 0 <= self.promote_fraction < 1:
             out.append(f"promote_fraction: {self.promote_fraction} must be in [0, 1)")
+        out += [f"objectives: {o!r} is not one of {', '.join(OBJECTIVES)}" for o in self.objectives if o not in OBJECTIVES]
+        if "kd_loss" not in self.objectives or len(set(self.objectives)) != len(self.objectives):
+            out.append(f"objectives: {self.objectives} must include kd_loss once (e.g. [kd_loss, latency_ms])")
+        if self.n_startup_trials < 1:
+            out.append(f"n_startup_trials: {self.n_startup_trials} must be >= 1")
+        if self.latency_margin < 0:
+            out.append(f"latency_margin: {self.latency_margin} must be >= 0")
         if self.long_proxy_factor < 1:
             out.append(f"long_proxy_factor: {self.long_proxy_factor} must be >= 1")
         return out

@@ -1,0 +1,211 @@
+"""The KD-NAS controller as an Optuna sampler: a small MLP learns the reward from the arch encoding after each
+episode; each episode takes the top-k of a large random pool by predicted reward and fills the rest at random.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from kdnas.search.samplers import seen_arch_ids
+from kdnas.space.arch import Arch
+
+if TYPE_CHECKING:
+    from kdnas.space.space import SearchSpace
+
+
+class RewardPredictor:
+    """An MLP `encoding -> reward`, retrained from scratch on every observation (there are few; it is cheap).
+
+    Rewards are standardised before fitting; `predict` returns rewards on the original scale.
+    """
+
+    def __init__(self, dim: int, *, hidden_size: int = 32, steps: int = 200, lr: float = 1e-2,
+                 weight_decay: float = 1e-3, seed: int = 0):
+        self.dim, self.hidden_size, self.steps, self.lr, self.weight_decay = dim, hidden_size, steps, lr, weight_decay
+        self.seed = seed
+        self._net: Any = None
+        self._mean, self._std = 0.0, 1.0
+        self.train_loss: float | None = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> RewardPredictor:
+        """Fit on `x` [N, dim] (the arch encodings) and `y` [N] (observed rewards)."""
+        import torch
+
+        with _one_thread(torch):  # a tiny net: more threads only spin (and fight other work for cores)
+            return self._fit(torch, x, y)
+
+    def _fit(self, torch: Any, x: np.ndarray, y: np.ndarray) -> RewardPredictor:
+        gen = torch.Generator().manual_seed(self.seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(self.dim, self.hidden_size),
+            torch.nn.Tanh(),
+            torch.nn.Linear(self.hidden_size, self.hidden_size),
+            torch.nn.Tanh(),
+            torch.nn.Linear(self.hidden_size, 1),
+        )
+        with torch.no_grad():
+            for p in net.parameters():  # seeded init without touching the global torch RNG
+                p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1])))
+        self._mean = float(np.mean(y))
+        self._std = float(np.std(y)) or 1.0
+        xt = torch.as_tensor(x, dtype=torch.float32)  # [N, dim]
+        yt = torch.as_tensor((y - self._mean) / self._std, dtype=torch.float32)  # [N]
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        for _ in range(self.steps):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(xt).squeeze(-1), yt)
+            loss.backward()
+            opt.step()
+        self.train_loss = float(loss.item())
+        self._net = net.eval()
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted rewards [N] for encodings `x` [N, dim]."""
+        import torch
+
+        if self._net is None:
+            raise RuntimeError("RewardPredictor.predict before fit")
+        with torch.no_grad(), _one_thread(torch):
+            out = self._net(torch.as_tensor(x, dtype=torch.float32)).squeeze(-1).numpy()
+        return out * self._std + self._mean
+
+
+@contextlib.contextmanager
+def _one_thread(torch: Any) -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@dataclass
+class Episode:
+    """What the controller decided for one episode (kept for reports and tests)."""
+
+    index: int
+    epsilon: float
+    n_observed: int
+    top: list[str] = field(default_factory=list)
+    """Arch ids taken by predicted reward."""
+    random: list[str] = field(default_factory=list)
+    """Arch ids filled at random."""
+    predicted: list[float] = field(default_factory=list)
+    """Predicted rewards of `top`."""
+    train_loss: float | None = None
+
+
+class KDNASSampler(BaseSampler):
+    """KD-NAS controller over a `SearchSpace`.
+
+    Episode e (after the first, all random): fit the reward predictor on every completed trial's `reward` user
+    attr, sample `pool_factor * episode_size` unseen valid archs, take the top `episode_size - n_random` by
+    predicted reward and fill `n_random` at random, where `n_random` is `epsilon * epsilon_decay**e *
+    episode_size` (stochastically rounded). Each trial takes the next arch of the current episode's plan.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        episode_size: int = 4,
+        pool_factor: int = 8,
+        epsilon: float = 0.5,
+        epsilon_decay: float = 0.7,
+        reward_attr: str = "reward",
+        hidden_size: int = 32,
+        train_steps: int = 200,
+        seed: int | None = None,
+    ):
+        if episode_size < 1 or pool_factor < 1:
+            raise ValueError("episode_size and pool_factor must be >= 1")
+        self._space = space
+        self.episode_size, self.pool_factor = episode_size, pool_factor
+        self.epsilon, self.epsilon_decay = epsilon, epsilon_decay
+        self.reward_attr = reward_attr
+        self.hidden_size, self.train_steps = hidden_size, train_steps
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._queue: list[Arch] = []
+        self.episodes: list[Episode] = []
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+
+    def reseed_rng(self) -> None:
+        self._rng = np.random.default_rng()
+        self._fallback.reseed_rng()
+
+    def observations(self, study: Study) -> tuple[list[Arch], np.ndarray]:
+        """(archs, rewards) of the completed trials that carry a reward."""
+        archs, rewards = [], []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            r = t.user_attrs.get(self.reward_attr)
+            if r is None or "arch" not in t.user_attrs or not math.isfinite(r):
+                continue
+            archs.append(Arch.from_dict(t.user_attrs["arch"]))
+            rewards.append(float(r))
+        return archs, np.asarray(rewards, dtype=np.float64)
+
+    def plan_episode(self, study: Study) -> Episode:
+        archs, rewards = self.observations(study)
+        index = len(archs) // self.episode_size
+        eps = self.epsilon * self.epsilon_decay**index
+        seen = seen_arch_ids(study) | {a.arch_id for a in self._queue}
+        k = self.episode_size
+        ep = Episode(index=index, epsilon=eps, n_observed=len(archs))
+        if len(archs) < 2 or len(set(rewards.tolist())) < 2:
+            n_random = k
+        else:
+            frac = eps * k
+            n_random = int(frac) + int(self._rng.random() < frac - int(frac))
+        chosen: list[Arch] = []
+        if n_random < k:
+            pool = self._space.sample_many(self.pool_factor * k, self._rng, exclude=seen)
+            if pool:
+                pred = RewardPredictor(
+                    self._space.encoding_dim, hidden_size=self.hidden_size, steps=self.train_steps,
+                    seed=int(self._rng.integers(2**31)),
+                ).fit(self._space.encode_many(archs), rewards)
+                scores = pred.predict(self._space.encode_many(pool))
+                order = np.argsort(-scores, kind="stable")[: k - n_random]
+                chosen = [pool[i] for i in order]
+                ep.top = [a.arch_id for a in chosen]
+                ep.predicted = [float(scores[i]) for i in order]
+                ep.train_loss = pred.train_loss
+        fill = self._space.sample_many(k - len(chosen), self._rng, exclude=seen | {a.arch_id for a in chosen})
+        ep.random = [a.arch_id for a in fill]
+        self._queue.extend(chosen + fill)
+        self.episodes.append(ep)
+        return ep
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._space.distributions()
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        if not self._queue:
+            self.plan_episode(study)
+        if not self._queue:  # every arch of the space has been tried: repeat one
+            self._queue.extend(self._space.sample_many(1, self._rng))
+        arch = self._queue.pop(0)
+        return {k: v for k, v in self._space.params_of(arch).items() if k in search_space}
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)

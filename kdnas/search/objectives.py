@@ -1,0 +1,96 @@
+"""What a search optimises: the objectives (proxy KD loss, latency, params), the KD-NAS scalar reward, latency
+budgets (in ms or as speed-up over the teacher) and the constraints the samplers see.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kdnas.errors import SearchError
+
+OBJECTIVES: dict[str, str] = {
+    "kd_loss": "held-out proxy KD loss (normalised; lower is better)",
+    "latency_ms": "median latency on the target (ms)",
+    "params_m": "parameters (millions, embeddings included)",
+}
+REWARD_FLOOR = 0.01
+
+
+def kdnas_reward(
+    kd_loss: float, latency_ms: float, teacher_latency_ms: float, *, alpha: float = -0.5, beta: float = 0.25
+) -> float:
+    """KD-NAS reward `R = max(0.01, 1 - L) * (lat_student / (beta * lat_teacher)) ** alpha`.
+
+    L is the normalised held-out proxy KD loss (0: the student reproduces the teacher). `beta` is the latency
+    target as a fraction of the teacher's (0.25: 4x faster); at exactly that latency the latency factor is 1.
+    `alpha` < 0 trades accuracy for speed: each halving of latency multiplies R by 2**-alpha (alpha=-0.5:
+    x1.41). The floor 0.01 keeps R positive for very poor students so the speed term still ranks them.
+    """
+    if alpha >= 0:
+        raise SearchError(f"reward alpha {alpha} must be negative (faster students score higher)")
+    if beta <= 0 or teacher_latency_ms <= 0 or latency_ms <= 0:
+        raise SearchError(
+            f"reward needs positive beta and latencies (beta={beta}, student {latency_ms} ms, teacher {teacher_latency_ms} ms)"
+        )
+    return max(REWARD_FLOOR, 1.0 - kd_loss) * (latency_ms / (beta * teacher_latency_ms)) ** alpha
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A latency budget: a student is recommended for each."""
+
+    latency_ms: float
+    """The budget in ms on the target."""
+    label: str
+    """How the user gave it: `12 ms` or `7x` (speed-up over the teacher)."""
+    speedup: float | None = None
+    """The speed-up over the teacher, when the budget was given as one."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"latency_ms": self.latency_ms, "label": self.label, "speedup": self.speedup}
+
+
+def resolve_budgets(
+    *, budgets_ms: Sequence[float] = (), speedups: Sequence[float] = (), teacher_latency_ms: float | None = None
+) -> list[Budget]:
+    """Budgets in ms plus speed-ups over the teacher (`7.0`: at least 7x faster), tightest last."""
+    out = [Budget(float(b), f"{b:g} ms") for b in budgets_ms]
+    if speedups:
+        if not teacher_latency_ms or teacher_latency_ms <= 0:
+            raise SearchError("speed-up budgets need the teacher's latency on the target; measure it first")
+        out += [Budget(teacher_latency_ms / s, f"{s:g}x", speedup=float(s)) for s in speedups]
+    for b in out:
+        if not b.latency_ms > 0 or not math.isfinite(b.latency_ms):
+            raise SearchError(f"latency budget {b.label} must be a positive number of ms")
+    return sorted(out, key=lambda b: -b.latency_ms)
+
+
+def check_objectives(objectives: Sequence[str]) -> list[str]:
+    """Problems with a list of objective names (empty when fine)."""
+    out = [f"objectives: {o!r} is not one of {', '.join(OBJECTIVES)}" for o in objectives if o not in OBJECTIVES]
+    if "kd_loss" not in objectives:
+        out.append("objectives: must include kd_loss (the search is for accurate students)")
+    if len(set(objectives)) != len(objectives):
+        out.append("objectives: listed twice")
+    return out
+
+
+def objective_values(objectives: Sequence[str], *, kd_loss: float, latency_ms: float, params_m: float) -> list[float]:
+    """The values told to Optuna for these objectives (all minimised)."""
+    vals = {"kd_loss": kd_loss, "latency_ms": latency_ms, "params_m": params_m}
+    return [float(vals[o]) for o in objectives]
+
+
+def constraint_values(
+    *, latency_ms: float, params_m: float, max_latency_ms: float | None, max_params_m: float | None
+) -> dict[str, float]:
+    """Optuna constraint values (feasible when <= 0), one per active cap: for `trial.set_constraint`."""
+    out = {}
+    if max_latency_ms is not None:
+        out["latency_ms"] = latency_ms - max_latency_ms
+    if max_params_m is not None:
+        out["params_m"] = params_m - max_params_m
+    return out

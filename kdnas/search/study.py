@@ -1,0 +1,435 @@
+"""One search = one Optuna study: candidates proposed by the strategy, filtered by the cheap cost hooks, given a
+short proxy distillation, the best of each round promoted to a long one; resumable from any Optuna storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from kdnas.errors import ArchError, ConfigError, SearchError
+from kdnas.search.candidate import CandidateEvaluator, CandidateResult, Fidelity
+from kdnas.search.config import SearchConfig
+from kdnas.search.objectives import Budget, constraint_values, kdnas_reward, objective_values
+from kdnas.search.results import (
+    SearchResult,
+    TrialRecord,
+    default_reference,
+    hypervolume_2d,
+    kendall_tau,
+    nondominated_rank,
+    pareto_records,
+    recommend,
+)
+from kdnas.search.samplers import NEEDS_STARTUP, make_sampler, seen_arch_ids
+from kdnas.space.arch import Arch
+from kdnas.space.space import SearchSpace
+
+log = logging.getLogger(__name__)
+TrialCallback = Callable[[TrialRecord], None]
+RESULT_FILE = "search.json"
+
+
+def storage_url(cfg: SearchConfig, storage: str | None, run_dir: str | Path | None) -> str | None:
+    """The storage to use: the explicit one, then `search.storage`, then SQLite in the run dir (None: in memory)."""
+    if storage or cfg.storage:
+        return storage or cfg.storage
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(Path(run_dir) / 'search.db').resolve()}"
+    return None
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url` (in memory for None); SearchError if it cannot be opened."""
+    if url is None:
+        return optuna.storages.InMemoryStorage()
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as e:  # sqlalchemy/driver errors vary by backend; all mean the same to the user
+        raise SearchError(
+            f"cannot open the search storage {url!r}: {type(e).__name__}: {e}. Use an Optuna storage URL such as "
+            "sqlite:///runs/NAME/search.db (the directory must exist) or postgresql://user:pass@host/db"
+        ) from None
+
+
+def _evaluate(
+    evaluator: CandidateEvaluator, arch: Arch, fidelity: Fidelity, tokens: int
+) -> tuple[CandidateResult | None, str | None]:
+    """Run one evaluation; a failure becomes a reason string (the search goes on)."""
+    try:
+        res = evaluator.evaluate(arch, fidelity=fidelity, tokens=tokens)
+    except MemoryError:
+        return None, "out of memory (MemoryError)"
+    except Exception as e:  # any candidate failure is recorded on its trial; the study continues
+        name = type(e).__name__
+        if "OutOfMemory" in name or "out of memory" in str(e).lower():
+            return None, f"out of memory: {name}: {e}"
+        return None, f"{name}: {e}"
+    if res.kd_loss is None or not math.isfinite(res.kd_loss):
+        return None, f"kd_loss is {res.kd_loss} (the proxy distillation diverged)"
+    if not (math.isfinite(res.latency_ms) and res.latency_ms > 0):
+        return None, f"latency_ms is {res.latency_ms} (the latency measurement failed)"
+    return res, None
+
+
+def trial_record(t: FrozenTrial) -> TrialRecord | None:
+    """The TrialRecord of one trial of a search study (None for a waiting trial)."""
+    if t.state == TrialState.WAITING:
+        return None
+    a = t.user_attrs
+    state = {
+        TrialState.RUNNING: "running",
+        TrialState.PRUNED: "filtered",
+        TrialState.FAIL: "failed",
+        TrialState.COMPLETE: "duplicate" if "duplicate_of" in a else "complete",
+    }[t.state]
+    return TrialRecord(
+        number=t.number,
+        state=state,
+        arch=Arch.from_dict(a["arch"]) if "arch" in a else None,
+        kd_loss_short=a.get("kd_loss_short"),
+        kd_loss_long=a.get("kd_loss_long"),
+        latency_ms=a.get("latency_ms"),
+        params_m=a.get("params_m"),
+        reward=a.get("reward"),
+        reason=a.get("fail_reason") or a.get("filtered_reason") or a.get("long_fail_reason"),
+        round=a.get("round"),
+    )
+
+
+def read_records(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of a search study as a TrialRecord (waiting trials left out)."""
+    return [r for t in study.get_trials(deepcopy=False) if (r := trial_record(t)) is not None]
+
+
+def _is_evaluated(t: FrozenTrial) -> bool:
+    """Did this trial cost a distillation (completed or failed once evaluated)?"""
+    if t.state == TrialState.COMPLETE:
+        return "duplicate_of" not in t.user_attrs
+    return t.state == TrialState.FAIL and bool(t.user_attrs.get("evaluated"))
+
+
+@dataclass
+class _Pending:
+    trial: optuna.Trial
+    arch: Arch
+    result: CandidateResult
+    reward: float
+
+
+class _Search:
+    """The state of one `run_search` call (kept in a class so the round logic reads top to bottom)."""
+
+    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage, space: SearchSpace, evaluator: CandidateEvaluator, cfg: SearchConfig,
+                 *, tokens: int, teacher_latency_ms: float, max_latency_ms: float | None,
+                 callback: TrialCallback | None):
+        self.study, self.storage, self.space, self.evaluator, self.cfg = study, storage, space, evaluator, cfg
+        self.tokens, self.teacher_latency_ms = tokens, teacher_latency_ms
+        self.max_latency_ms = max_latency_ms
+        self.max_params_m = space.constraints.max_params_m
+        self.callback = callback
+        self.session_evaluated = 0
+        self.session_ok = 0
+        self.last_failure: str | None = None
+
+    def _notify(self, trial_id: int) -> None:
+        if self.callback is None:
+            return
+        rec = trial_record(self.storage.get_trial(trial_id))
+        if rec is not None:
+            self.callback(rec)
+
+    def values(self, kd_loss: float, latency_ms: float, params_m: float) -> list[float]:
+        return objective_values(self.cfg.objectives, kd_loss=kd_loss, latency_ms=latency_ms, params_m=params_m)
+
+    def reward(self, kd_loss: float, latency_ms: float) -> float:
+        return kdnas_reward(kd_loss, latency_ms, self.teacher_latency_ms,
+                            alpha=self.cfg.reward_alpha, beta=self.cfg.reward_beta)
+
+    def complete(self, trial: optuna.Trial, latency_ms: float, params_m: float, kd_loss: float) -> None:
+        cons = constraint_values(latency_ms=latency_ms, params_m=params_m,
+                                 max_latency_ms=self.max_latency_ms, max_params_m=self.max_params_m)
+        for k, v in cons.items():
+            trial.set_constraint(k, v)
+        self.study.tell(trial, self.values(kd_loss, latency_ms, params_m))
+        self._notify(trial._trial_id)
+
+    def resume(self) -> None:
+        """Trials left RUNNING by a killed process: complete those whose short proxy finished, re-queue the rest."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            a = t.user_attrs
+            trial = optuna.Trial(self.study, t._trial_id)
+            if all(k in a for k in ("kd_loss_short", "latency_ms", "params_m")):
+                trial.set_user_attr("resumed", True)
+                self.complete(trial, a["latency_ms"], a["params_m"], a["kd_loss_short"])
+                log.info("resumed trial %d (%s) from its recorded short proxy", t.number, a.get("arch_id"))
+                continue
+            trial.set_user_attr("fail_reason", "interrupted before its short proxy distillation finished; re-queued")
+            self.study.tell(trial, state=TrialState.FAIL)
+            if t.params:
+                self.study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
+                log.info("re-queued interrupted trial %d (%s)", t.number, a.get("arch_id"))
+
+    def enqueue_startup(self, seed: int) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        have = sum(_is_evaluated(t) for t in trials) + sum(t.state == TrialState.WAITING for t in trials)
+        need = self.cfg.n_startup_trials - have
+        if need <= 0:
+            return
+        rng = np.random.default_rng(seed)
+        for arch in self.space.sample_many(need, rng, exclude=seen_arch_ids(self.study)):
+            self.study.enqueue_trial(self.space.params_of(arch), user_attrs={"startup": True})
+
+    def run(self, n_trials: int) -> str | None:
+        """Evaluate until `n_trials` candidates have been distilled; returns why it stopped early, if it did."""
+        trials = self.study.get_trials(deepcopy=False)
+        evaluated = sum(_is_evaluated(t) for t in trials)
+        done = {t.user_attrs["arch_id"]: t for t in trials if t.state == TrialState.COMPLETE
+                and "duplicate_of" not in t.user_attrs and "arch_id" in t.user_attrs}
+        rounds = [t.user_attrs.get("round", -1) for t in trials]
+        round_idx = max(rounds, default=-1) + 1
+        max_proposals = 20 * n_trials + 100
+        proposals = 0
+        total = self.space.size() if self.space.enumerable() else None
+        while evaluated < n_trials:
+            k = min(self.cfg.episode_size, n_trials - evaluated)
+            pending: list[_Pending] = []
+            in_round: set[str] = set()
+            n_round = 0
+            stop: str | None = None
+            while n_round < k:
+                if total is not None and len(done) + len(in_round) >= total:
+                    stop = f"every arch of the space ({total}) has been evaluated"
+                    break
+                if proposals >= max_proposals:
+                    stop = (f"the strategy proposed {proposals} candidates that were ruled out or already "
+                            "evaluated; stopping early (relax the constraints or enlarge the space)")
+                    break
+                proposals += 1
+                trial = self.study.ask()
+                trial.set_user_attr("round", round_idx)
+                try:
+                    arch = self.space.suggest(trial)
+                except (ArchError, ValueError) as e:
+                    trial.set_user_attr("filtered_reason", f"cannot build an arch: {e}")
+                    self.study.tell(trial, state=TrialState.PRUNED)
+                    self._notify(trial._trial_id)
+                    continue
+                trial.set_user_attr("arch_id", arch.arch_id)
+                trial.set_user_attr("arch", arch.to_dict())
+                why = self.space.violations(arch)
+                if why:
+                    trial.set_user_attr("filtered_reason", "; ".join(why))
+                    self.study.tell(trial, state=TrialState.PRUNED)
+                    self._notify(trial._trial_id)
+                    continue
+                if arch.arch_id in done:  # the sampler learns the known values again; no distillation
+                    src = done[arch.arch_id]
+                    trial.set_user_attr("duplicate_of", src.number)
+                    for key in ("kd_loss_short", "kd_loss_long", "latency_ms", "params_m", "reward", "fidelity"):
+                        if key in src.user_attrs:
+                            trial.set_user_attr(key, src.user_attrs[key])
+                    sa = src.user_attrs
+                    self.complete(trial, sa["latency_ms"], sa["params_m"], sa["kd_loss_short"])
+                    continue
+                if arch.arch_id in in_round:
+                    trial.set_user_attr("filtered_reason", "duplicate of a candidate of the same round")
+                    self.study.tell(trial, state=TrialState.PRUNED)
+                    self._notify(trial._trial_id)
+                    continue
+                in_round.add(arch.arch_id)
+                n_round += 1
+                evaluated += 1
+                self.session_evaluated += 1
+                res, err = _evaluate(self.evaluator, arch, "short", self.tokens)
+                trial.set_user_attr("evaluated", True)
+                if res is None:
+                    self.last_failure = err
+                    trial.set_user_attr("fail_reason", err)
+                    self.study.tell(trial, state=TrialState.FAIL)
+                    self._notify(trial._trial_id)
+                    log.warning("trial %d (%s) failed: %s", trial.number, arch.arch_id, err)
+                    if self.session_ok == 0 and self.session_evaluated >= max(3, self.cfg.episode_size):
+                        raise SearchError(
+                            f"the first {self.session_evaluated} candidates all failed; the last with: {err}. "
+                            "Fix that before searching (failed trials are kept in the study)"
+                        )
+                    continue
+                self.session_ok += 1
+                reward = self.reward(res.kd_loss, res.latency_ms)
+                for key, v in (("kd_loss_short", res.kd_loss), ("latency_ms", res.latency_ms),
+                               ("params_m", res.params_m), ("reward", reward), ("tokens_short", self.tokens),
+                               ("fidelity", "short"), ("extra_short", res.extra)):
+                    trial.set_user_attr(key, v)
+                pending.append(_Pending(trial, arch, res, reward))
+            self.promote(pending)
+            for p in pending:
+                self.complete(p.trial, p.result.latency_ms, p.result.params_m, p.result.kd_loss)
+                done[p.arch.arch_id] = self.storage.get_trial(p.trial._trial_id)
+            round_idx += 1
+            if stop:
+                return stop
+        return None
+
+    def promote(self, pending: list[_Pending]) -> None:
+        """Successive halving: the best `promote_fraction` of the round (Pareto rank, then reward) get a long proxy."""
+        if self.cfg.promote_fraction <= 0 or not pending:
+            return
+        n = math.ceil(self.cfg.promote_fraction * len(pending))
+        ranks = nondominated_rank(np.array([[p.result.kd_loss, p.result.latency_ms] for p in pending]))
+        order = sorted(range(len(pending)), key=lambda i: (ranks[i], -pending[i].reward))
+        long_tokens = int(round(self.tokens * self.cfg.long_proxy_factor))
+        for i in order[:n]:
+            p = pending[i]
+            res, err = _evaluate(self.evaluator, p.arch, "long", long_tokens)
+            if res is None:
+                p.trial.set_user_attr("long_fail_reason", err)
+                log.warning("long proxy of trial %d (%s) failed: %s", p.trial.number, p.arch.arch_id, err)
+                continue
+            p.trial.set_user_attr("kd_loss_long", res.kd_loss)
+            p.trial.set_user_attr("tokens_long", long_tokens)
+            p.trial.set_user_attr("reward_long", self.reward(res.kd_loss, p.result.latency_ms))
+            p.trial.set_user_attr("fidelity", "long")
+            p.trial.set_user_attr("extra_long", res.extra)
+
+
+def _fastest(space: SearchSpace, predict: Callable[[Arch], float]) -> tuple[Arch, float]:
+    archs = space.enumerate() if space.enumerable() else space.sample_many(2000, 0)
+    if not archs:
+        space.check_nonempty()
+    lat = [float(predict(a)) for a in archs]
+    i = int(np.argmin(lat))
+    return archs[i], lat[i]
+
+
+def prepare_space(
+    space: SearchSpace, cfg: SearchConfig, budgets: Sequence[Budget], latency_predictor: Callable[[Arch], float] | None
+) -> tuple[SearchSpace, float | None]:
+    """The space with the run's caps applied, and the latency constraint for the samplers.
+
+    Raises SearchError before anything runs for an unreachable budget (naming the fastest arch) or a space
+    that the constraints leave empty (naming the constraint).
+    """
+    if cfg.max_params_m is not None:
+        cur = space.constraints.max_params_m
+        space = space.with_constraints(max_params_m=min(cur, cfg.max_params_m) if cur else cfg.max_params_m)
+    predict = latency_predictor or space.latency_fn
+    if predict is not None:
+        space = space.replace(latency_fn=predict)
+    elif space.constraints.max_latency_ms is not None:
+        raise SearchError(
+            f"the space's max_latency_ms ({space.constraints.max_latency_ms} ms) needs a latency predictor; "
+            "none is available for this target, so drop the constraint or use latency budgets"
+        )
+    budgets = sorted(budgets, key=lambda b: -b.latency_ms)
+    if budgets and predict is not None:
+        arch, fastest = _fastest(space.with_constraints(max_latency_ms=None), predict)
+        for b in budgets:
+            if fastest > b.latency_ms * (1 + cfg.latency_margin):
+                raise SearchError(
+                    f"latency budget {b.label} ({b.latency_ms:.3g} ms) cannot be met: the fastest arch in the "
+                    f"space, {arch.arch_id}, is predicted at {fastest:.3g} ms. Loosen the budget or add smaller "
+                    "archs to the space (fewer layers, narrower widths)"
+                )
+        cap = budgets[0].latency_ms * (1 + cfg.latency_margin)
+        cur_lat = space.constraints.max_latency_ms
+        space = space.with_constraints(max_latency_ms=min(cur_lat, cap) if cur_lat else cap)
+    space.check_nonempty()
+    return space, (budgets[0].latency_ms if budgets else None)
+
+
+def run_search(
+    space: SearchSpace,
+    evaluator: CandidateEvaluator,
+    cfg: SearchConfig,
+    *,
+    tokens: int,
+    teacher_latency_ms: float,
+    budgets: Sequence[Budget] = (),
+    storage: str | None = None,
+    study_name: str = "search",
+    run_dir: str | Path | None = None,
+    n_trials: int | None = None,
+    seed: int = 0,
+    latency_predictor: Callable[[Arch], float] | None = None,
+    callback: TrialCallback | None = None,
+) -> SearchResult:
+    """Search `space` with strategy `cfg.strategy`, distilling candidates through `evaluator`.
+
+    `tokens`: proxy tokens of the short proxy distillation. `n_trials` (default `cfg.n_trials`) counts
+    distilled candidates over the whole study, so a resumed search only runs what is left. Storage: `storage`,
+    else `cfg.storage`, else SQLite in `run_dir`, else in memory. Results go to `run_dir/search.json` and the
+    study's user attr `result`. `callback` sees every finished trial (filtered and failed ones included).
+    """
+    problems = cfg.check()
+    if problems:
+        raise ConfigError([f"search.{p}" for p in problems])
+    if tokens < 1:
+        raise SearchError(f"proxy tokens {tokens} must be >= 1")
+    if not teacher_latency_ms > 0:
+        raise SearchError(f"teacher latency {teacher_latency_ms} ms must be > 0 (measure the teacher on the target)")
+    n_trials = cfg.n_trials if n_trials is None else n_trials
+    space, max_latency_ms = prepare_space(space, cfg, budgets, latency_predictor)
+    sampler = make_sampler(cfg.strategy, space=space, cfg=cfg, seed=seed)
+    url = storage_url(cfg, storage, run_dir)
+    store = open_storage(url)
+    try:
+        study = optuna.create_study(
+            storage=store, study_name=study_name, sampler=sampler, load_if_exists=True,
+            directions=["minimize"] * len(cfg.objectives),
+        )
+    except ValueError as e:
+        raise SearchError(f"study {study_name!r} in {url or 'memory'} cannot be used: {e}") from None
+    prev = study.user_attrs.get("objectives")
+    if len(study.directions) != len(cfg.objectives) or (prev is not None and prev != list(cfg.objectives)):
+        raise SearchError(
+            f"study {study_name!r} in {url} was created with objectives {prev or len(study.directions)}, not "
+            f"{list(cfg.objectives)}: use the same objectives to resume, or a new study name"
+        )
+    study.set_user_attr("objectives", list(cfg.objectives))
+    study.set_user_attr("space", space.to_dict())
+    study.set_user_attr("teacher_latency_ms", teacher_latency_ms)
+    study.set_user_attr("proxy_tokens", tokens)
+    study.set_user_attr("strategies", sorted({*study.user_attrs.get("strategies", []), cfg.strategy}))
+    search = _Search(study, store, space, evaluator, cfg, tokens=tokens, teacher_latency_ms=teacher_latency_ms,
+                     max_latency_ms=max_latency_ms, callback=callback)
+    search.resume()
+    if cfg.strategy in NEEDS_STARTUP:
+        search.enqueue_startup(seed)
+    stopped = search.run(n_trials)
+    if stopped:
+        log.warning("search stopped early: %s", stopped)
+    result = summarize(study, cfg.strategy, teacher_latency_ms, budgets, storage=url or "memory", stopped=stopped)
+    summary = result.to_dict()
+    summary.pop("trials")
+    study.set_user_attr("result", summary)
+    if run_dir is not None:
+        result.write_json(Path(run_dir) / RESULT_FILE)
+    return result
+
+
+def summarize(
+    study: optuna.Study, strategy: str, teacher_latency_ms: float, budgets: Sequence[Budget], *,
+    storage: str = "memory", stopped: str | None = None, reference: tuple[float, float] | None = None,
+) -> SearchResult:
+    """The SearchResult of a study (also usable on a study opened later, e.g. from optuna-dashboard's storage)."""
+    records = read_records(study)
+    front = pareto_records(records)
+    ref = reference or default_reference(teacher_latency_ms)
+    hv = hypervolume_2d(np.array([[r.kd_loss_short, r.latency_ms] for r in front], dtype=np.float64), ref)
+    tau, n_promoted = kendall_tau(records)
+    extra: dict[str, Any] = {"budgets": [b.to_dict() for b in budgets]}
+    return SearchResult(
+        study_name=study.study_name, storage=storage, strategy=strategy, records=records, pareto=front,
+        hypervolume=hv, reference=ref, recommendations=recommend(records, budgets), kendall_tau=tau,
+        n_promoted=n_promoted, teacher_latency_ms=teacher_latency_ms, stopped_reason=stopped, extra=extra,
+    )
