@@ -40,6 +40,8 @@ class EvaluateConfig:
     """Dropout before the task head."""
     eval_batch_size: int = 64
     """Batch size for scoring dev and test."""
+    threads: int | None = None
+    """torch CPU threads while fine-tuning (None: torch's default; 1 is far faster on a busy machine)."""
     device: str = "cpu"
     """Where fine-tuning runs: cpu, cuda, cuda:N or mps."""
     kd_temperature: float = 2.0
@@ -58,6 +60,8 @@ class EvaluateConfig:
         for name in ("epochs", "batch_size", "max_len", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 out.append(f"{name}: {getattr(self, name)} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            out.append(f"threads: {self.threads} must be >= 1 (or null for torch's default)")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             out.append(f"max_train_examples: {self.max_train_examples} must be >= 1 (or null for all)")
         for name in ("weight_decay", "warmup_fraction", "dropout", "kd_alpha"):

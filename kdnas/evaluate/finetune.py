@@ -8,11 +8,13 @@ as mean and sample std over seeds.
 from __future__ import annotations
 
 import copy
+import contextlib
 import inspect
 import logging
 import math
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -324,6 +326,20 @@ def _score(model: TaskModel, data: EncodedSplit, task: Task, cfg: EvaluateConfig
     return score(task.kind, predictions_of(logits, task.kind), data.labels.numpy(), task.num_labels)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use `n` torch CPU threads inside the block (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def finetune(
     encoder: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -345,6 +361,14 @@ def finetune(
         task.train = cap_split(task.train, cfg.max_train_examples)
     if soft_targets is not None and soft_targets.shape[0] != len(task.train):
         raise DataError(f"{task.name}: {soft_targets.shape[0]} teacher logits for {len(task.train)} training examples")
+    with torch_threads(cfg.threads):
+        return _finetune(encoder, tokenizer, task, cfg, soft_targets, return_model)
+
+
+def _finetune(
+    encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, cfg: EvaluateConfig,
+    soft_targets: torch.Tensor | None, return_model: bool,
+) -> tuple[TaskResult, TaskModel | None]:  # fmt: skip
     data = encode_task(tokenizer, task, cfg.max_len)
     runs: list[RunResult] = []
     best_model: TaskModel | None = None

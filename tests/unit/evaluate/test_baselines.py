@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdnas.errors import ModelError
+from kdnas.evaluate.baselines import EVERY_OTHER_LAYER, TINYBERT, baseline_archs, every_other_layer, truncate_layers
+from kdnas.models.student import arch_of, build_student
+from kdnas.testing import tiny_batch, tiny_teacher
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "mpnet", "distilbert", "electra"])
+def test_every_other_layer_copies_layers_0_2_4(family):
+    teacher = tiny_teacher(family, num_layers=5)
+    student = every_other_layer(teacher)
+    assert arch_of(student.config).num_layers == 3
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    for k, v in s_sd.items():
+        src = k
+        for new, old in ((2, 4), (1, 2)):
+            src = src.replace(f"layer.{new}.", f"layer.{old}.")
+        torch.testing.assert_close(v, t_sd[src])
+    b = tiny_batch(2, 8, vocab_size=100)
+    b["input_ids"].clamp_(min=5)
+    with torch.no_grad():
+        ht = teacher(**b, output_hidden_states=True).hidden_states
+        hs = student(**b, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(hs[1], ht[1])  # student layer 0 is teacher layer 0 on the same input
+
+
+def test_truncate_layers_custom_and_bad_selection():
+    teacher = tiny_teacher(num_layers=4)
+    s = truncate_layers(teacher, [1, 3])
+    torch.testing.assert_close(
+        s.state_dict()["encoder.layer.0.attention.self.query.weight"],
+        teacher.state_dict()["encoder.layer.1.attention.self.query.weight"],
+    )
+    for bad in ([], [4], [0, 0]):
+        with pytest.raises(ModelError, match="layer indices"):
+            truncate_layers(teacher, bad)
+
+
+def test_baseline_archs_shapes():
+    teacher = tiny_teacher(num_layers=6)
+    archs = baseline_archs(teacher.config)
+    assert archs[EVERY_OTHER_LAYER].num_layers == 3 and archs[EVERY_OTHER_LAYER].hidden_size == 32
+    tb = archs[TINYBERT]
+    assert (tb.num_layers, tb.hidden_size, tb.num_heads, tb.ffn_size) == (4, 312, 12, 1200)
+    m = build_student(teacher.config, tb)
+    assert arch_of(m.config).describe() == tb.describe()
