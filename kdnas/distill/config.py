@@ -66,8 +66,16 @@ class DistillConfig:
                 out.append(f"losses.{k}: weight {w} must be >= 0")
         if not any(w > 0 for w in self.losses.values()):
             out.append("losses: at least one loss needs a positive weight")
-        for name in ("relation_heads", "batch_size", "grad_accum", "proxy_tokens", "full_tokens",
-                     "checkpoint_every", "flash_steps_per_layer", "teacher_cache_mb"):
+        for name in (
+            "relation_heads",
+            "batch_size",
+            "grad_accum",
+            "proxy_tokens",
+            "full_tokens",
+            "checkpoint_every",
+            "flash_steps_per_layer",
+            "teacher_cache_mb",
+        ):
             if getattr(self, name) < 1:
                 out.append(f"{name}: {getattr(self, name)} must be >= 1")
         if not 0 < self.lr < 1:

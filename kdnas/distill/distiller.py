@@ -49,7 +49,7 @@ def mlm_head(model: Any) -> Callable[[Tensor], Tensor] | None:
 
 def student_shape(student: nn.Module) -> tuple[int, int, int]:
     """(layers, hidden width of hidden_states, attention heads) of a student encoder."""
-    cfg = base_encoder(student).config
+    cfg: Any = base_encoder(student).config
     layers = getattr(cfg, "num_hidden_layers", None) or cfg.n_layers
     hidden = cfg.dim if cfg.model_type == "distilbert" else cfg.hidden_size
     heads = getattr(cfg, "num_attention_heads", None) or cfg.n_heads
@@ -66,7 +66,12 @@ class Distiller(nn.Module):
     """
 
     def __init__(
-        self, student: nn.Module, teacher: TeacherInfo, cfg: DistillConfig, *, flash: bool = False,
+        self,
+        student: nn.Module,
+        teacher: TeacherInfo,
+        cfg: DistillConfig,
+        *,
+        flash: bool = False,
         teacher_head: Callable[[Tensor], Tensor] | None = None,
     ):
         super().__init__()
@@ -133,8 +138,13 @@ class Distiller(nn.Module):
         return attention_probs_from_qk(q, k, mask, self.teacher.num_heads)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, teacher_out: dict[str, Tensor],
-        variances: dict[str, float], *, flash_layer: int | None = None,
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        teacher_out: dict[str, Tensor],
+        variances: dict[str, float],
+        *,
+        flash_layer: int | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """input_ids, attention_mask: [B, S]; teacher_out: items from the teacher cache for these rows
         (hidden.L [B, S, Ht], q.L/k.L/v.L [B, S, Dt], attn.L [B, At, S, S]); variances: hidden.L -> the
@@ -146,7 +156,9 @@ class Distiller(nn.Module):
         base = base_encoder(self.student)
         with capture_qkv(base, rel_layers) as cap:
             out = base(
-                input_ids=input_ids, attention_mask=mask, output_hidden_states=True,
+                input_ids=input_ids,
+                attention_mask=mask,
+                output_hidden_states=True,
                 output_attentions="attention" in weights,
             )
         hs = out.hidden_states  # (Ls + 1) x [B, S, Hs]
@@ -163,7 +175,9 @@ class Distiller(nn.Module):
             terms = []
             for i in layers:
                 for t in self.map[i - 1]:
-                    terms.append(L.attention_kl(out.attentions[i - 1], self._teacher_probs(teacher_out, t, mask), mask))
+                    terms.append(
+                        L.attention_kl(out.attentions[i - 1], self._teacher_probs(teacher_out, t, mask), mask)
+                    )
             comps["attention"] = torch.stack(terms).mean()
         if "relation" in weights:
             terms = []
@@ -174,7 +188,9 @@ class Distiller(nn.Module):
             comps["relation"] = torch.stack(terms).mean()
         if "embedding" in weights:
             pred = self.proj["embedding"](hs[0])
-            comps["embedding"] = L.hidden_mse(pred, teacher_out["hidden.0"], mask, variance=variances["hidden.0"])
+            comps["embedding"] = L.hidden_mse(
+                pred, teacher_out["hidden.0"], mask, variance=variances["hidden.0"]
+            )
         if "logits" in weights:
             last = teacher_out[f"hidden.{self.teacher.num_layers}"]
             s_head, t_head = self._heads

@@ -81,7 +81,9 @@ def relation_logits(x: Tensor, mask: Tensor, heads: int) -> Tensor:
     x: [B, S, D], mask: [B, S]. Returns log-probabilities [B, heads, S, S] (log-softmax over keys).
     """
     chunks = split_heads(x.float(), heads)
-    scores = torch.stack([c @ c.transpose(-1, -2) / math.sqrt(c.shape[-1]) for c in chunks], 1)  # [B, R, S, S]
+    scores = torch.stack(
+        [c @ c.transpose(-1, -2) / math.sqrt(c.shape[-1]) for c in chunks], 1
+    )  # [B, R, S, S]
     neg = torch.finfo(scores.dtype).min
     scores = scores.masked_fill(mask[:, None, None, :] == 0, neg)
     return F.log_softmax(scores, dim=-1)
@@ -111,7 +113,9 @@ def relation_kl(
     return total / len(student_qkv)
 
 
-def logit_kd(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, *, temperature: float = 1.0) -> Tensor:
+def logit_kd(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, *, temperature: float = 1.0
+) -> Tensor:
     """Hinton logit distillation of MLM predictions: T^2 * KL(softmax(t/T) || softmax(s/T)), per token.
 
     student_logits, teacher_logits: [B, S, V]; mask: [B, S]. Returns a scalar: mean over real tokens

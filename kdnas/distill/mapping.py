@@ -18,7 +18,11 @@ MAPPINGS = ("uniform", "last", "uniform+last")
 
 # (q, k, v) Linear names inside one transformer layer, per family; tried in order.
 _QKV_NAMES: tuple[tuple[str, str, str], ...] = (
-    ("attention.self.query", "attention.self.key", "attention.self.value"),  # bert, roberta, xlm-r, electra, mobilebert
+    (
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+    ),  # bert, roberta, xlm-r, electra, mobilebert
     ("attention.attn.q", "attention.attn.k", "attention.attn.v"),  # mpnet
     ("attention.q_lin", "attention.k_lin", "attention.v_lin"),  # distilbert
 )
@@ -96,7 +100,9 @@ def capture_qkv(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, l
             captured[layer] = [None, None, None]  # type: ignore[list-item]
             for role, mod in enumerate(qkv_modules(model, layer)):
 
-                def hook(_m: nn.Module, _inp: object, out: Tensor, _layer: int = layer, _role: int = role) -> None:
+                def hook(
+                    _m: nn.Module, _inp: object, out: Tensor, _layer: int = layer, _role: int = role
+                ) -> None:
                     captured[_layer][_role] = out
 
                 handles.append(mod.register_forward_hook(hook))

@@ -59,7 +59,9 @@ def as_block(data: Any) -> tuple[Tensor, Tensor]:
             f"{tuple(mask.shape)}"
         )
     if ids.shape[0] == 0 or ids.shape[1] == 0 or int(mask.sum()) == 0:
-        raise DataError("the token block is empty (no rows or no real tokens); check the corpus and its split")
+        raise DataError(
+            "the token block is empty (no rows or no real tokens); check the corpus and its split"
+        )
     return ids.long(), mask.long()
 
 
@@ -102,9 +104,9 @@ def base_encoder(model: Any) -> nn.Module:
 
 def teacher_info(model: Any) -> TeacherInfo:
     base = base_encoder(model)
-    cfg = base.config
-    layers = getattr(cfg, "num_hidden_layers", None) or cfg.n_layers
-    hidden = getattr(cfg, "dim", None) if cfg.model_type == "distilbert" else cfg.hidden_size
+    cfg: Any = base.config
+    layers: int = getattr(cfg, "num_hidden_layers", None) or cfg.n_layers
+    hidden: int = cfg.dim if cfg.model_type == "distilbert" else cfg.hidden_size
     heads = getattr(cfg, "num_attention_heads", None) or cfg.n_heads
     pos = getattr(cfg, "position_embedding_type", "absolute") or "absolute"
     fp = _FINGERPRINTS.get(base)
@@ -117,8 +119,12 @@ def teacher_info(model: Any) -> TeacherInfo:
         fp = h.hexdigest()
         _FINGERPRINTS[base] = fp
     return TeacherInfo(
-        num_layers=int(layers), hidden_size=int(hidden), num_heads=int(heads), model_type=cfg.model_type,
-        probs_from_qk=cfg.model_type in _PROBS_FROM_QK and pos == "absolute", fingerprint=fp,
+        num_layers=int(layers),
+        hidden_size=int(hidden),
+        num_heads=int(heads),
+        model_type=cfg.model_type,
+        probs_from_qk=cfg.model_type in _PROBS_FROM_QK and pos == "absolute",
+        fingerprint=fp,
     )
 
 
@@ -163,7 +169,9 @@ def run_teacher(model: Any, ids: Tensor, mask: Tensor, items: Iterable[str]) -> 
     need_hidden = any(i.startswith("hidden.") for i in items)
     need_attn = any(i.startswith("attn.") for i in items)
     with torch.no_grad(), capture_qkv(base, qkv_layers) as cap:
-        out = base(input_ids=ids, attention_mask=mask, output_hidden_states=need_hidden, output_attentions=need_attn)
+        out = base(
+            input_ids=ids, attention_mask=mask, output_hidden_states=need_hidden, output_attentions=need_attn
+        )
     res: dict[str, Tensor] = {}
     for item in items:
         kind, layer_s = item.split(".")
@@ -200,8 +208,15 @@ class CachedTeacher:
     computed on the fly. `fetch(rows)` returns float32 tensors for those rows."""
 
     def __init__(
-        self, model: Any, info: TeacherInfo, ids: Tensor, mask: Tensor, items: list[str],
-        arrays: dict[str, np.ndarray], variances: dict[str, float], directory: Path | None,
+        self,
+        model: Any,
+        info: TeacherInfo,
+        ids: Tensor,
+        mask: Tensor,
+        items: list[str],
+        arrays: dict[str, np.ndarray],
+        variances: dict[str, float],
+        directory: Path | None,
     ):
         self.model = model
         self.info = info
@@ -228,7 +243,9 @@ class CachedTeacher:
             for item in self.items:
                 out[item] = torch.from_numpy(np.asarray(self.arrays[item][idx])).float()
             return out
-        live = run_teacher(self.model, self.input_ids[rows[~hit]], self.attention_mask[rows[~hit]], self.items)
+        live = run_teacher(
+            self.model, self.input_ids[rows[~hit]], self.attention_mask[rows[~hit]], self.items
+        )
         idx = rows[hit].numpy()
         for item in self.items:
             t = torch.empty((len(rows), *live[item].shape[1:]), dtype=torch.float32)
@@ -251,7 +268,7 @@ class TeacherCache:
     the fly at every step (logged as a warning).
     """
 
-    def __init__(self, directory: str | Path, *, budget_mb: int = 2048):
+    def __init__(self, directory: str | Path, *, budget_mb: float = 2048):
         self.directory = Path(directory)
         self.budget_mb = budget_mb
 
@@ -301,8 +318,15 @@ class TeacherCache:
         return arr, info.get("variance")
 
     def _build(
-        self, teacher: Any, info: TeacherInfo, ids: Tensor, mask: Tensor, entry: Path, items: list[str],
-        batch_size: int, progress: bool,
+        self,
+        teacher: Any,
+        info: TeacherInfo,
+        ids: Tensor,
+        mask: Tensor,
+        entry: Path,
+        items: list[str],
+        batch_size: int,
+        progress: bool,
     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         n, s = ids.shape
         # one probe row tells the q/k/v widths (MobileBERT teachers use a bottleneck width there)
@@ -311,13 +335,16 @@ class TeacherCache:
         row_bytes = {i: 2 * math.prod(_item_row_shape(i, info, s, widths)) for i in items}
         used = sum(f.stat().st_size for f in entry.glob("*.npy"))
         free = self.budget_mb * 2**20 - used
-        rows = max(0, min(n, free // max(1, sum(row_bytes.values()))))
+        rows = int(max(0, min(n, free // max(1, sum(row_bytes.values())))))
         if rows < n:
             need_mb = (used + n * sum(row_bytes.values())) / 2**20
             log.warning(
                 "teacher cache: %d of %d rows fit in teacher_cache_mb=%d (all would need %.0f MB); the other rows "
                 "run the teacher at every step (raise distill.teacher_cache_mb to cache them)",
-                rows, n, self.budget_mb, need_mb,
+                rows,
+                n,
+                self.budget_mb,
+                need_mb,
             )
         stat_rows = max(rows, min(n, _STATS_MIN_ROWS))
         tmp = {i: entry / f"{i}.npy.tmp{os.getpid()}" for i in items}

@@ -124,27 +124,39 @@ def _deterministic() -> Iterator[None]:
 
 def _ensure_eager(student: nn.Module) -> None:
     """Eager attention: on CPU it is much faster than sdpa for small encoders and returns attention maps."""
-    cfg = base_encoder(student).config
-    if getattr(cfg, "_attn_implementation", "eager") != "eager" and hasattr(student, "set_attn_implementation"):
-        student.set_attn_implementation("eager")
+    cfg: Any = base_encoder(student).config
+    setter = getattr(student, "set_attn_implementation", None)
+    if getattr(cfg, "_attn_implementation", "eager") != "eager" and callable(setter):
+        setter("eager")
 
 
 def _cached_teacher(
-    teacher: Any, data: Any, distiller: Distiller, cfg: DistillConfig, cache: Any, stack: contextlib.ExitStack,
+    teacher: Any,
+    data: Any,
+    distiller: Distiller,
+    cfg: DistillConfig,
+    cache: Any,
+    stack: contextlib.ExitStack,
     progress: bool,
 ) -> CachedTeacher:
     needs = distiller.needs()
     if isinstance(cache, CachedTeacher):
         ids, mask = as_block(data)
         if block_hash(ids, mask) != block_hash(cache.input_ids, cache.attention_mask):
-            raise DistillError("the teacher cache handle was prepared for different data; prepare it for this block")
+            raise DistillError(
+                "the teacher cache handle was prepared for different data; prepare it for this block"
+            )
         missing = [i for i in needs.items(cache.info) if i not in cache.items]
         if missing:
-            raise DistillError(f"the teacher cache handle lacks {', '.join(missing)}; prepare it with these needs")
+            raise DistillError(
+                f"the teacher cache handle lacks {', '.join(missing)}; prepare it with these needs"
+            )
         return cache
     if cache is None:
-        cache = TeacherCache(stack.enter_context(tempfile.TemporaryDirectory(prefix="kdnas-tcache-")),
-                             budget_mb=cfg.teacher_cache_mb)
+        cache = TeacherCache(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="kdnas-tcache-")),
+            budget_mb=cfg.teacher_cache_mb,
+        )
     elif not isinstance(cache, TeacherCache):
         cache = TeacherCache(cache, budget_mb=cfg.teacher_cache_mb)
     return cache.prepare(teacher, data, needs, batch_size=cfg.batch_size, progress=progress)
@@ -173,13 +185,21 @@ def _stage_mult(group: str, stage: Stage, cfg: DistillConfig) -> float:
     return 0.0
 
 
-def _fingerprint(cfg: DistillConfig, student: nn.Module, teacher_fp: str, data_hash: str, **extra: Any) -> str:
+def _fingerprint(
+    cfg: DistillConfig, student: nn.Module, teacher_fp: str, data_hash: str, **extra: Any
+) -> str:
     h = hashlib.sha256()
-    student_cfg = base_encoder(student).config.to_dict()
+    config: Any = base_encoder(student).config
+    student_cfg = config.to_dict()
     for k in ("_name_or_path", "transformers_version", "_attn_implementation"):
         student_cfg.pop(k, None)
-    payload = {"cfg": dataclasses.asdict(cfg), "student": student_cfg, "teacher": teacher_fp, "data": data_hash,
-               **extra}
+    payload = {
+        "cfg": dataclasses.asdict(cfg),
+        "student": student_cfg,
+        "teacher": teacher_fp,
+        "data": data_hash,
+        **extra,
+    }
     h.update(json.dumps(payload, sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
 
@@ -189,7 +209,9 @@ def _window_mean(entries: list[dict[str, Any]], key: str) -> float:
     return float(sum(vals) / len(vals)) if vals else float("nan")
 
 
-def _summary(history: list[dict[str, Any]], stages: list[Stage]) -> tuple[float, dict[str, float], dict[str, float]]:
+def _summary(
+    history: list[dict[str, Any]], stages: list[Stage]
+) -> tuple[float, dict[str, float], dict[str, float]]:
     by_stage = {s.name: [e for e in history if e["stage"] == s.name] for s in stages}
     last = next((by_stage[s.name] for s in reversed(stages) if by_stage[s.name]), [])
     comps = sorted({k[5:] for e in last for k in e if k.startswith("loss_")})
@@ -273,7 +295,9 @@ def distill(
                 stacklevel=2,
             )
         stages = plan_stages(steps, distiller.num_layers, cfg, mode)
-        fp = _fingerprint(cfg, student, info.fingerprint, block_hash(ids, mask), seed=seed, steps=steps, mode=mode)
+        fp = _fingerprint(
+            cfg, student, info.fingerprint, block_hash(ids, mask), seed=seed, steps=steps, mode=mode
+        )
 
         def rows_of(micro: int) -> Tensor:
             epoch, pos = divmod(micro, per_epoch)
@@ -303,23 +327,34 @@ def distill(
         log_file = None
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
-            log_file = stack.enter_context(open(Path(out_dir) / TRAIN_LOG, "w"))  # noqa: SIM115
+            log_file = stack.enter_context(open(Path(out_dir) / TRAIN_LOG, "w"))
             for e in history:
                 log_file.write(json.dumps(e) + "\n")
 
         def checkpoint(step: int) -> None:
             if ckpt_path is None:
                 return
-            save_checkpoint(ckpt_path, {
-                "fingerprint": fp, "step": step, "tokens": seen_tokens, "seconds": seconds, "history": history,
-                "distiller": distiller.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-            })
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "fingerprint": fp,
+                    "step": step,
+                    "tokens": seen_tokens,
+                    "seconds": seconds,
+                    "history": history,
+                    "distiller": distiller.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "rng": torch.get_rng_state(),
+                },
+            )
             if log_file is not None:
                 log_file.flush()
 
         from tqdm.auto import tqdm
 
-        bar = stack.enter_context(tqdm(total=steps, initial=start, desc="distill", unit="step", disable=not progress))
+        bar = stack.enter_context(
+            tqdm(total=steps, initial=start, desc="distill", unit="step", disable=not progress)
+        )
         stage_start = {s.name: sum(x.steps for x in stages[:i]) for i, s in enumerate(stages)}
         trainable = {p: p.requires_grad for p in distiller.parameters()}
         failed: str | None = None
@@ -339,15 +374,20 @@ def distill(
                             p.requires_grad_(trainable[p] and not frozen)
                 t_step = time.perf_counter()
                 opt.zero_grad(set_to_none=True)
-                loss_sum, comp_sums, step_tokens = 0.0, dict.fromkeys(distiller.phase_weights(stage.flash_layer), 0.0), 0
+                loss_sum, comp_sums, step_tokens = (
+                    0.0,
+                    dict.fromkeys(distiller.phase_weights(stage.flash_layer), 0.0),
+                    0,
+                )
                 for a in range(cfg.grad_accum):
                     rows = rows_of(step * cfg.grad_accum + a)
                     t_out = handle.fetch(rows)
-                    loss, comps = distiller(ids[rows], mask[rows], t_out, handle.variances,
-                                            flash_layer=stage.flash_layer)
+                    loss, comps = distiller(
+                        ids[rows], mask[rows], t_out, handle.variances, flash_layer=stage.flash_layer
+                    )
                     if not torch.isfinite(loss):
                         bad = [k for k, v in comps.items() if not torch.isfinite(v)]
-                        failed = f"non-finite loss ({float(loss)}) at step {step + 1}: component(s) {', '.join(bad)}"
+                        failed = f"non-finite loss ({float(loss.detach())}) at step {step + 1}: component(s) {', '.join(bad)}"
                         break
                     (loss / cfg.grad_accum).backward()
                     loss_sum += float(loss.detach()) / cfg.grad_accum
@@ -369,9 +409,15 @@ def distill(
                 seen_tokens += step_tokens
                 session_tokens += step_tokens
                 seconds += time.perf_counter() - t_step
-                entry = {"step": step + 1, "stage": stage.name, "loss": loss_sum,
-                         **{f"loss_{k}": v for k, v in comp_sums.items()},
-                         "lr": lr, "grad_norm": gnorm, "tokens": seen_tokens}
+                entry = {
+                    "step": step + 1,
+                    "stage": stage.name,
+                    "loss": loss_sum,
+                    **{f"loss_{k}": v for k, v in comp_sums.items()},
+                    "lr": lr,
+                    "grad_norm": gnorm,
+                    "tokens": seen_tokens,
+                }
                 history.append(entry)
                 if log_file is not None:
                     log_file.write(json.dumps(entry) + "\n")
@@ -392,7 +438,16 @@ def distill(
     final, by_comp, by_stage = _summary(history, stages)
     done = len(history)
     return DistillResult(
-        final_loss=final, loss_by_component=by_comp, history=history, steps=done, tokens=seen_tokens,
-        seconds=seconds, tokens_per_s=seen_tokens / seconds if seconds > 0 else 0.0, failed=failed,
-        loss_by_stage=by_stage, total_steps=steps, setup_seconds=setup_s, distiller=distiller,
+        final_loss=final,
+        loss_by_component=by_comp,
+        history=history,
+        steps=done,
+        tokens=seen_tokens,
+        seconds=seconds,
+        tokens_per_s=seen_tokens / seconds if seconds > 0 else 0.0,
+        failed=failed,
+        loss_by_stage=by_stage,
+        total_steps=steps,
+        setup_seconds=setup_s,
+        distiller=distiller,
     )
