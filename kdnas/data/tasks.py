@@ -172,7 +172,9 @@ def _find(root: Path, relpath: str) -> Path:
         p = root.joinpath(*parts[i:])
         if p.exists():
             return p
-    raise DataError(f"{root}: {relpath} not found in the fetched asset; re-fetch it (kdnas fetch --force NAME)")
+    if root.name == parts[-1] and root.exists():
+        return root
+    raise DataError(f"{root}: {relpath} not found in the fetched asset; re-fetch it (kdnas fetch --verify NAME)")
 
 
 def _wiki_vital(name: str, root: Path) -> Task:

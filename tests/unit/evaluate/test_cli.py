@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from kdnas.cli import main
+
+
+@pytest.fixture
+def toy_csv(tmp_path, task):
+    path = tmp_path / "toy.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "split"])
+        for s in ("train", "dev", "test"):
+            sp = task.split(s)
+            w.writerows([t, task.label_names[y], s] for t, y in zip(sp.texts, sp.labels))
+    return path
+
+
+def test_evaluate_with_teacher_prints_table_and_writes_json(tiny_dir, toy_csv, tmp_path, capsys):
+    out = tmp_path / "res" / "results.json"
+    rc = main(["evaluate", str(tiny_dir), "--tasks", str(toy_csv), "--teacher", str(tiny_dir), "--seeds", "0",
+               "--lrs", "2e-3", "--epochs", "3", "--batch-size", "8", "--max-len", "16", "--threads", "1",
+               "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "toy" in text and "accuracy" in text and "retention" in text and "average retention" in text
+    data = json.loads(out.read_text())
+    assert data["model"]["results"]["toy"]["test_mean"] >= 0.9
+    assert data["retention"]["rows"][1]["avg_retention"] is not None
+    assert data["config"]["seeds"] == [0] and data["config"]["lrs"] == [2e-3]
+    assert out.with_suffix(".md").read_text().startswith("| model | toy (accuracy)")
+
+
+def test_evaluate_bad_inputs(tiny_dir, toy_csv, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", str(tmp_path / "empty"), "--tasks", str(toy_csv)]) == 2
+    assert "config.json" in capsys.readouterr().err
+    gpt = tmp_path / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    assert main(["evaluate", str(gpt), "--tasks", str(toy_csv)]) == 2
+    assert "gpt2" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_dir), "--tasks", str(tmp_path / "missing.csv")]) == 2
+    assert "no such task file" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_dir), "--tasks", str(toy_csv), "--lrs", "2"]) == 2
+    assert "evaluate.lrs" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_dir), "--tasks", str(toy_csv), "--task-distill"]) == 2
+    assert "needs --teacher" in capsys.readouterr().err
