@@ -154,7 +154,8 @@ def pareto_png(data: ReportData, path: str | Path, *, dpi: int = 130) -> Path:
         ax.set_title(f"{data.title}: {len(data.trials)} trials")
         ax.grid(True, alpha=0.3, which="both")
         ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
-        ax.legend(loc="upper right", fontsize=8.5, framealpha=0.9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8.5, framealpha=0.9)
         fig.tight_layout()
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,109 @@
+"""`kdnas export` on a model dir and on a run dir (layout: summary.json + students/<name>/model), and timing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdnas.cli import main
+from kdnas.export import ExportError
+from kdnas.export.run_dir import card_info_from_run, export_run, recommended_students
+from kdnas.export.timing import measure_export
+from kdnas.testing import save_tiny_teacher
+
+
+def _run_dir(tmp_path: Path, names: list[str]) -> Path:
+    run = tmp_path / "run"
+    for i, n in enumerate(names):
+        save_tiny_teacher(run / "students" / n / "model", seed=i)
+    (run / "summary.json").write_text(json.dumps({"students": [
+        {"name": n, "budget_label": "7x", "budget_ms": 5.0, "kd_loss": 0.25} for n in names
+    ]}))  # fmt: skip
+    (run / "teacher.json").write_text(
+        json.dumps({"teacher": "minilm-l6", "arch_id": "L6-H384-A12-F1536-gelu"})
+    )
+    (run / "search.json").write_text(json.dumps({"teacher_latency_ms": 40.0, "trials": []}))
+    (run / "retention.json").write_text(json.dumps({
+        "tasks": ["bbc-news"], "metrics": {"bbc-news": "accuracy"}, "teacher": "teacher",
+        "rows": [
+            {"model": "teacher", "scores": {"bbc-news": 0.96}, "retention": {"bbc-news": 1.0}},
+            {"model": names[0], "scores": {"bbc-news": 0.90}, "retention": {"bbc-news": 0.9375}},
+        ],
+    }))  # fmt: skip
+    return run
+
+
+def test_recommended_students_from_summary_and_fallback(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path, ["s7x", "s3x"])
+    got = recommended_students(run)
+    assert [s["name"] for s in got] == ["s7x", "s3x"]
+    assert got[0]["model_dir"] == str(run / "students" / "s7x" / "model")
+    (run / "summary.json").unlink()
+    assert sorted(s["name"] for s in recommended_students(run)) == ["s3x", "s7x"]
+
+
+def test_card_info_from_run(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path, ["s7x"])
+    info = card_info_from_run(run, recommended_students(run)[0], None)
+    assert info.name == "s7x" and info.teacher == "minilm-l6" and info.budget_ms == 5.0
+    assert info.teacher_latency_ms == {"torch": 40.0}
+    assert [(s.task, s.student, s.teacher, s.retention) for s in info.scores] == [
+        ("bbc-news", 0.90, 0.96, 0.9375)
+    ]
+
+
+def test_export_run_writes_each_student_and_refuses_clash(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path, ["s7x", "s3x"])
+    out = tmp_path / "exports"
+    results = export_run(run, out, onnx=False, int8=False, measure=False)
+    assert [r.out_dir for r in results] == [out / "s7x", out / "s3x"]
+    card = (out / "s7x" / "README.md").read_text()
+    assert "| bbc-news | accuracy | 0.9000 | 0.9600 | 93.8% |" in card
+    assert "distilled from **minilm-l6**" in card
+    (out / "s7x" / "marker").write_text("x")
+    with pytest.raises(ExportError, match="already exist"):
+        export_run(run, out, onnx=False, int8=False, measure=False)
+    assert (out / "s7x" / "marker").exists()
+
+
+def test_export_run_with_nothing_to_export(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ExportError, match="no distilled students"):
+        export_run(tmp_path / "run", tmp_path / "out")
+
+
+def test_cli_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = save_tiny_teacher(tmp_path / "m")
+    assert main(["export", str(src), "--out", str(tmp_path / "e"), "--no-onnx", "--no-timing"]) == 0
+    assert (tmp_path / "e" / "config.json").is_file() and (tmp_path / "e" / "README.md").is_file()
+    assert main(["export", str(src), "--out", str(tmp_path / "e"), "--no-onnx", "--no-timing"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (
+        main(["export", str(src), "--out", str(tmp_path / "e"), "--no-onnx", "--no-timing", "--overwrite"])
+        == 0
+    )
+
+
+def test_cli_bad_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "empty"), "--out", str(tmp_path / "e")]) == 2
+    assert "neither an HF model folder" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "e")]) == 2
+
+
+def test_measure_export_every_backend(tmp_path: Path) -> None:
+    """Each backend in its own pinned worker: tiny model, short time cap."""
+    from kdnas.export import export_model
+    from kdnas.testing import tiny_teacher, tiny_tokenizer
+
+    out = tmp_path / "e"
+    export_model(tiny_teacher("bert"), tiny_tokenizer(), out, measure=False)
+    figs = measure_export(
+        out, ["torch", "onnxruntime", "onnxruntime-int8"], threads=1, seq_len=16, max_time_s=0.2
+    )
+    assert list(figs) == ["torch", "onnxruntime", "onnxruntime-int8"]
+    for f in figs.values():
+        assert 0 < f.median_ms <= f.p90_ms and f.repeats >= 5 and f.seq_len == 16 and f.threads == 1

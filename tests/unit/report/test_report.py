@@ -1,0 +1,164 @@
+"""Report files from a synthetic ReportData, and loading a run dir written by the search and evaluate modules."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from kdnas.cli import main
+from kdnas.report import ReportData, ReportError, load_report_data, print_summary, write_report
+
+from .conftest import FRONT, synthetic_data
+
+
+def test_front(report_data: ReportData) -> None:
+    front = report_data.front()
+    assert [(t.latency_ms, t.kd_loss) for t in front] == FRONT
+    assert all(t.state == "complete" for t in front)
+
+
+def test_front_one_point_per_arch_and_ignores_failed() -> None:
+    from kdnas.report import TrialRow
+
+    d = ReportData(trials=[
+        TrialRow(0, "complete", "a", 1.0, 0.5), TrialRow(1, "complete", "a", 1.0, 0.5),  # same arch twice
+        TrialRow(2, "failed", "b", 0.5, 0.1), TrialRow(3, "complete", "c", 2.0, 0.6),
+    ])  # fmt: skip
+    assert [t.number for t in d.front()] == [0]
+
+
+def test_write_report_files(report_data: ReportData, tmp_path: Path) -> None:
+    paths = write_report(report_data, tmp_path / "report")
+    assert {p.name for p in paths.values()} == {"pareto.png", "pareto.html", "trials.csv", "summary.md"}
+    png = paths["plot"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+    with paths["trials"].open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(report_data.trials)
+    on_front = [(float(r["latency_ms"]), float(r["kd_loss"])) for r in rows if r["on_front"] == "1"]
+    assert sorted(on_front) == FRONT
+    assert {r["state"] for r in rows} == {"complete", "failed", "filtered"}
+    assert next(r for r in rows if r["state"] == "failed")["reason"].startswith("RuntimeError")
+
+    md = paths["summary"].read_text()
+    assert "![Pareto plot](pareto.png)" in md
+    assert "| 7x | 5.14 | `L3-H128-A4-F512-gelu` | 4.5 | 8.0x | 0.3000 | 4.00 |" in md
+    for i in range(len(FRONT)):
+        assert f"`L{i + 1}-H128-A4-F512-gelu`" in md
+    assert "| student-7x | 95.00 (97.9%) | 74.00 (92.5%) | 95.2% | 8.00x | 4.5 |" in md
+    assert "60 trials (50 complete, 4 failed, 6 filtered)" in md
+
+
+def test_html_is_offline(report_data: ReportData, tmp_path: Path) -> None:
+    html = write_report(report_data, tmp_path)["interactive plot"].read_text()
+    assert not re.search(r"<script[^>]*\bsrc\s*=", html), "no external scripts: the file must work offline"
+    assert "<link" not in html
+    assert "Plotly.newPlot" in html or "Plotly.react" in html
+    assert "L3-H128-A4-F512-gelu" in html and "teacher (minilm-l6)" in html
+
+
+def test_terminal_summary(report_data: ReportData) -> None:
+    con = Console(record=True, width=120)
+    print_summary(report_data, con)
+    text = con.export_text()
+    assert "60 trials" in text and "Recommended students" in text and "Pareto front (5)" in text
+    assert "L3-H128-A4-F512-gelu" in text and "8.0x" in text and "95.2%" in text
+
+
+def test_empty_search_still_reports(tmp_path: Path) -> None:
+    d = ReportData(trials=[])
+    paths = write_report(d, tmp_path)
+    assert "No completed trials." in paths["summary"].read_text()
+    with paths["trials"].open() as f:
+        assert len(list(csv.DictReader(f))) == 0
+
+
+def _write_run(run: Path) -> None:
+    """A run dir as the pipeline writes it, using the search and evaluation modules' own writers."""
+    from kdnas.evaluate.retention import RetentionRow, RetentionTable
+    from kdnas.search.objectives import Budget
+    from kdnas.search.results import SearchResult, TrialRecord, pareto_records, recommend
+    from kdnas.space.arch import Arch
+
+    records = []
+    for i, (lat, loss) in enumerate(FRONT):
+        records.append(TrialRecord(i, "complete", Arch(i + 1, 128, 4, 512), kd_loss_short=loss, latency_ms=lat,
+                                   params_m=1.0 + i))  # fmt: skip
+    records.append(TrialRecord(5, "complete", Arch(2, 64, 2, 256), kd_loss_short=0.9, latency_ms=5.0))
+    records.append(TrialRecord(6, "failed", Arch(3, 64, 2, 256), reason="boom"))
+    records.append(TrialRecord(7, "filtered", Arch(12, 768, 12, 3072), latency_ms=80.0, reason="too slow"))
+    budgets = [Budget(12.0, "3x", 3.0), Budget(5.14, "7x", 7.0)]
+    front = pareto_records(records)
+    result = SearchResult(
+        study_name="s", storage="sqlite:///x.db", strategy="kdnas", records=records, pareto=front, hypervolume=3.2,
+        reference=(1.0, 36.0), recommendations=recommend(records, budgets), kendall_tau=None, n_promoted=0,
+        teacher_latency_ms=36.0,
+    )  # fmt: skip
+    result.write_json(run / "search.json")
+    (run / "teacher.json").write_text(json.dumps({"teacher": "minilm-l6", "params": 22_713_216,
+                                                  "arch_id": "L6-H384-A12-F1536-gelu"}))  # fmt: skip
+    table = RetentionTable(
+        tasks=["bbc-news"], metrics={"bbc-news": "accuracy"}, teacher="teacher",
+        rows=[
+            RetentionRow("teacher", {"bbc-news": 0.96}, {"bbc-news": 0.0}, {"bbc-news": 1.0}, 1.0, latency_ms=36.0,
+                         speedup=1.0),
+            RetentionRow("every-other-layer", {"bbc-news": 0.93}, {"bbc-news": 0.0}, {"bbc-news": 0.97}, 0.97,
+                         latency_ms=18.0, speedup=2.0),
+        ],
+    )  # fmt: skip
+    table.write_json(run / "retention.json")
+
+
+def test_load_report_data_from_run_dir(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _write_run(run)
+    d = load_report_data(run)
+    assert len(d.trials) == 8
+    assert [(t.latency_ms, t.kd_loss) for t in d.front()] == FRONT
+    assert d.teacher is not None and d.teacher.latency_ms == 36.0 and d.teacher.kd_loss == 0.0
+    assert d.teacher.name == "teacher (minilm-l6)" and d.teacher.params_m == pytest.approx(22.713216)
+    assert [(r.budget_label, r.arch_id) for r in d.recommendations] == [
+        ("3x", "L5-H128-A4-F512-gelu"), ("7x", "L3-H128-A4-F512-gelu"),
+    ]  # fmt: skip
+    assert d.budgets_ms == [12.0, 5.14]
+    assert [b.name for b in d.baselines] == ["every-other-layer"] and d.baselines[0].latency_ms == 18.0
+    assert [e.model for e in d.retention] == ["teacher", "every-other-layer"] and d.tasks == ["bbc-news"]
+    assert d.meta["strategy"] == "kdnas" and d.meta["hypervolume"] == 3.2
+
+
+def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    _write_run(run)
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front (5)" in out and "L3-H128-A4-F512-gelu" in out
+    assert {p.name for p in (run / "report").iterdir()} == {
+        "pareto.png",
+        "pareto.html",
+        "trials.csv",
+        "summary.md",
+    }
+
+
+def test_bad_run_dirs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ReportError, match="no such run dir"):
+        load_report_data(tmp_path / "nope")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ReportError, match="no search results"):
+        load_report_data(tmp_path / "run")
+    (tmp_path / "run" / "search.json").write_text("{not json")
+    with pytest.raises(ReportError, match="not valid JSON"):
+        load_report_data(tmp_path / "run")
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_round_trip_dict() -> None:
+    d = synthetic_data(1)
+    assert ReportData.from_dict(json.loads(json.dumps(d.to_dict()))) == d
