@@ -340,7 +340,7 @@ def _check_tensors(e5: E5Bin) -> None:
     for name in _expected_names(e5.header):
         t = e5.tensors[name]
         want = int(np.prod(e5.shape_of(name)))
-        quant = name == "emb.word" or name.endswith(".w") and not name.endswith(("ln.w",))
+        quant = name == "emb.word" or (name.endswith(".w") and not name.endswith("ln.w"))
         dtype = DTYPE_Q4_0 if quant else DTYPE_F32
         nbytes = want // Q4_BLOCK * Q4_BLOCK_BYTES if quant else 4 * want
         if t.count != want or t.dtype != dtype or t.nbytes != nbytes:

@@ -479,7 +479,8 @@ def trim_vocabulary(
         counts=counts,
     )
     if model is not None:
-        rows = model.get_input_embeddings().weight.shape[0]
+        emb: Any = model.get_input_embeddings()
+        rows = int(emb.weight.shape[0])
         if len(tokenizer) > rows:
             raise ModelError(
                 f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {rows} rows; "

@@ -183,7 +183,7 @@ def test_truncated_file(bin_path: Path, tmp_path: Path, keep: int) -> None:
     data = bin_path.read_bytes()
     cut = tmp_path / "cut.bin"
     cut.write_bytes(data[:keep])
-    with pytest.raises(AssetError, match="truncated|too short"):
+    with pytest.raises(AssetError, match=r"truncated|too short"):
         ec.read_e5_bin(cut)
 
 
