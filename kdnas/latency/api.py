@@ -144,7 +144,8 @@ def measure_many(
                 continue
             if progress:
                 n = sum(len(v) for v in todo.values())
-                progress(f"{name}: measuring {n} model x shape(s) in a fresh worker ({target.threads} threads)")
+                where = "in a fresh worker" if cls.isolate else "in-process"
+                progress(f"{name}: measuring {n} model x shape(s) {where} ({target.threads} threads)")
             fresh = _run_backend(cls, specs, todo, target, fp, opts)
             for (i, sh), r in fresh.items():
                 out[(i, name, sh)] = r

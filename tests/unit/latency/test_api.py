@@ -1,0 +1,98 @@
+"""measure_archs / measure_many through the cache with the fake backend, and bad input caught before any worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdnas.errors import ArchError, ConfigError, LatencyError, MissingExtraError
+from kdnas.latency import api, backends
+from kdnas.latency.cache import LatencyCache
+from kdnas.latency.config import TargetConfig
+from kdnas.latency.fingerprint import fingerprint
+from kdnas.latency.result import LatencyResult, Shape
+from kdnas.latency.spec import ModelSpec
+from kdnas.space.arch import Arch
+from kdnas.testing import tiny_config
+
+A = Arch(2, 64, 2, 128)
+
+
+def test_measure_archs_fills_and_hits_the_cache(tmp_path):
+    cache = LatencyCache(tmp_path)
+    t = TargetConfig(backend="fake", seq_lens=[32, 64])
+    first = api.measure_archs(tiny_config(), [A, Arch(1, 32, 2, 64)], t, cache=cache)
+    assert [r.cached for r in first] == [False, False] and first[0].seq_len == 32
+    assert len(cache) == 2
+    again = api.measure_archs(tiny_config(), [A], t, cache=cache)
+    assert again[0].cached and again[0].median_ms == first[0].median_ms
+    # another teacher vocabulary is another model
+    other = api.measure_archs(tiny_config(vocab_size=500), [A], t, cache=cache)
+    assert not other[0].cached
+
+
+def test_cache_keys(tmp_path):
+    c = LatencyCache(tmp_path / "x.sqlite")
+    r = LatencyResult(1.0, 1.1, 0.1, 10, 0.01, "torch", "cpu", 2, 1, 128, "fp")
+    c.put("fp", "torch[auto]", "m", r)
+    assert c.get("fp", "torch[auto]", "m", 1, 128).cached
+    assert c.get("fp", "torch[eager]", "m", 1, 128) is None
+    assert c.get("fp", "torch[auto]", "m", 32, 128) is None
+    assert c.get("other", "torch[auto]", "m", 1, 128) is None
+
+
+def test_on_error_return_keeps_going(tmp_path):
+    t = TargetConfig(backend="fake")
+    specs = [ModelSpec.for_arch(tiny_config(), a) for a in (A, Arch(1, 32, 2, 64))]
+    out = api.measure_many(specs, t, cache=False, backend_options={"fail_arch": A.arch_id})
+    assert isinstance(out[(0, "fake", Shape(1, 128))], LatencyError)
+    assert isinstance(out[(1, "fake", Shape(1, 128))], LatencyResult)
+
+
+def test_unknown_backend_lists_known():
+    with pytest.raises(LatencyError, match="unknown latency backend 'onnx'.*known: torch"):
+        api.measure_many([ModelSpec.for_arch(tiny_config(), A)], TargetConfig(), backends=["onnx"], cache=False)
+
+
+def test_bad_target_config():
+    with pytest.raises(ConfigError, match="target.threads"):
+        api.measure_archs(tiny_config(), [A], TargetConfig(threads=0, backend="fake"), cache=False)
+
+
+def test_missing_onnxruntime_names_the_extra(monkeypatch):
+    monkeypatch.setattr(backends, "has_package", lambda m: m != "onnxruntime")
+    import kdnas.latency.onnx_backend as ob
+
+    monkeypatch.setattr(ob, "has_package", lambda m: m != "onnxruntime")
+    with pytest.raises(MissingExtraError, match=r"kdnas\[onnx\]"):
+        api.measure_archs(tiny_config(), [A], TargetConfig(backend="onnxruntime"), cache=False)
+
+
+def test_cuda_without_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(LatencyError, match="no CUDA GPU"):
+        api.measure_archs(tiny_config(), [A], TargetConfig(device="cuda"), cache=False)
+
+
+def test_sequence_longer_than_positions():
+    with pytest.raises(LatencyError, match="longer than the model's 128 positions"):
+        api.measure_archs(tiny_config(), [A], TargetConfig(backend="fake", seq_lens=[129]), cache=False)
+    with pytest.raises(LatencyError, match="126 positions"):  # roberta: 128 - pad_token_id 1 - 1
+        api.measure_archs(tiny_config("roberta", max_position_embeddings=128), [A],
+                          TargetConfig(backend="fake", seq_lens=[127]), cache=False)
+
+
+def test_arch_that_cannot_be_built_fails_before_workers():
+    with pytest.raises(ArchError):
+        api.measure_archs(tiny_config(), [Arch(2, 64, 3, 128)], TargetConfig(backend="fake"), cache=False)
+    mb = Arch(2, 64, 2, 128, family="mobilebert", bottleneck_size=32, num_ffn_stacked=2)
+    with pytest.raises(ArchError, match="BERT-vocabulary"):
+        api.measure_archs(tiny_config("roberta"), [mb], TargetConfig(backend="fake"), cache=False)
+
+
+def test_fingerprint_is_stable_and_keyed_by_threads():
+    a, b = fingerprint(2), fingerprint(2)
+    assert a.id == b.id and len(a.id) == 12 and a.cores >= 1
+    assert fingerprint(1).id != a.id

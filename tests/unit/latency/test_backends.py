@@ -1,0 +1,76 @@
+"""Real measurements of a tiny student in workers: torch (eager/sdpa/auto), onnxruntime fp32 and int8; the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdnas.cli import main
+from kdnas.latency.api import measure_many
+from kdnas.latency.backends import get_backend, known_backends
+from kdnas.latency.config import BACKENDS, TargetConfig
+from kdnas.latency.result import LatencyResult, Shape
+from kdnas.latency.spec import ModelSpec
+from kdnas.latency.torch_backend import TorchBackend
+from kdnas.space.arch import Arch
+from kdnas.testing import tiny_config, tiny_teacher
+
+QUICK = dict(threads=1, max_time_s=0.2, warmup_s=0.05, min_repeats=5, rel_ci=0.2, timeout_s=240)
+
+
+def test_registry_matches_config_names():
+    assert set(known_backends()) == set(BACKENDS)
+    for name in known_backends():
+        assert get_backend(name).name == name
+
+
+def test_torch_auto_picks_an_attention_in_process():
+    b = TorchBackend(teacher_config=tiny_config(), threads=1, attn="auto", fingerprint_id="fp")
+    b.settings.max_time_s = 0.05
+    b.settings.warmup_s = 0.01
+    r = b.measure(Arch(1, 32, 2, 64), Shape(1, 16))
+    assert r.attn in ("eager", "sdpa") and set(r.extra["attn_screen_ms"]) == {"eager", "sdpa"}
+    assert r.median_ms > 0 and r.p90_ms >= r.median_ms >= r.min_ms and r.repeats >= 3
+    # the choice is remembered for the model's next shape
+    r2 = b.measure(Arch(1, 32, 2, 64), Shape(2, 16))
+    assert r2.attn == r.attn and "attn_screen_ms" not in r2.extra
+    # a ready module is measured as it is
+    assert b.measure(tiny_teacher(), Shape(1, 8)).median_ms > 0
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_real_backends_in_workers(tmp_path):
+    spec = ModelSpec.for_arch(tiny_config(), Arch(1, 32, 2, 64))
+    t = TargetConfig(attn_implementation="eager", **QUICK)
+    shapes = [Shape(1, 16), Shape(2, 32)]
+    out = measure_many([spec], t, backends=["torch", "onnxruntime", "onnxruntime-int8"], shapes=shapes,
+                       cache=False)
+    for b in ("torch", "onnxruntime", "onnxruntime-int8"):
+        for sh in shapes:
+            r = out[(0, b, sh)]
+            assert isinstance(r, LatencyResult), r
+            assert r.backend == b and r.shape == sh and r.threads == 1 and r.median_ms > 0
+    assert out[(0, "torch", shapes[0])].attn == "eager"
+    assert "export_s" in out[(0, "onnxruntime", shapes[0])].extra
+    # the int8 worker quantized the fp32 export instead of exporting again
+    int8 = out[(0, "onnxruntime-int8", shapes[0])].extra
+    assert "quantize_s" in int8 and "export_s" not in int8
+
+
+def test_cli_table_and_json(capsys, tmp_path):
+    rc = main(["latency", "--arch", "L=1,H=32,A=2,F=64", "--backend", "fake", "--batch", "1,2", "--seq", "16",
+               "--cache-dir", str(tmp_path), "--json"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert rc == 0 and [x["shape"] for x in lines] == ["b1/s16", "b2/s16"]
+    assert main(["latency", "--arch", "L=1,H=32,A=2,F=64", "--backend", "fake", "--cache-dir", str(tmp_path)]) == 0
+    assert "L=1,H=32,A=2,F=64" in capsys.readouterr().out
+
+
+def test_cli_errors(capsys):
+    assert main(["latency", "--arch", "L=1,H=32,A=2,F=64", "--backend", "tensorrt"]) == 2
+    assert "unknown latency backend 'tensorrt'" in capsys.readouterr().err
+    assert main(["latency"]) == 2
+    assert "nothing to measure" in capsys.readouterr().err
+    assert main(["latency", "calibrate", "--backend", "fake"]) == 2
+    assert "needs --teacher" in capsys.readouterr().err
