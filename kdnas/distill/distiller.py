@@ -20,7 +20,11 @@ from kdnas.errors import DistillError
 def mlm_head(model: Any) -> Callable[[Tensor], Tensor] | None:
     """The MLM head of an HF masked-LM model as a function hidden [B, S, H] -> logits [B, S, V]; None for a
     base encoder. The head's parameters are frozen (requires_grad=False): it only scores, never learns."""
-    if not isinstance(model, nn.Module) and hasattr(model, "model"):
+    if not isinstance(model, nn.Module) and hasattr(model, "model"):  # a `Teacher` from load_teacher
+        head = getattr(model, "mlm_head", None)
+        if isinstance(head, nn.Module):
+            head.requires_grad_(False)
+            return head
         model = model.model
     fn: Callable[[Tensor], Tensor] | None = None
     mods: list[nn.Module] = []
