@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Fine-tune MODEL_DIR (an exported student, a teacher dir or zoo name) on each task with the "
         "shared protocol (lr grid, early stopping on dev, several seeds) and print test scores.",
     )
-    p.add_argument("model", metavar="MODEL_DIR", help="exported student dir, HF encoder dir, or zoo teacher name")
+    p.add_argument(
+        "model", metavar="MODEL_DIR", help="exported student dir, HF encoder dir, or zoo teacher name"
+    )
     p.add_argument("--tasks", help="comma-separated zoo tasks or task files/dirs (default: the config's)")
     p.add_argument("--teacher", help="also evaluate this teacher and print retention (zoo name or dir)")
     p.add_argument("--task-distill", action="store_true",
@@ -49,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", choices=("cls", "mean"), help="sentence representation for the head")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is much faster on a busy machine)")
-    p.add_argument("--config", metavar="CONFIG", help="take the evaluate settings from this run config / recipe")
+    p.add_argument(
+        "--config", metavar="CONFIG", help="take the evaluate settings from this run config / recipe"
+    )
     p.add_argument("--cache-dir", help="zoo cache dir (default $KDNAS_CACHE or ~/.cache/kdnas)")
     p.add_argument("--out", help="write results as JSON here (and a Markdown table next to it)")
     p.set_defaults(func=_run)
@@ -62,7 +66,9 @@ def _run(args: argparse.Namespace) -> int:
     from kdnas.evaluate.runner import config_with, evaluate_encoder, load_tasks
 
     if args.task_distill and not args.teacher:
-        raise ConfigError("--task-distill: needs --teacher (the model is trained on the fine-tuned teacher's logits)")
+        raise ConfigError(
+            "--task-distill: needs --teacher (the model is trained on the fine-tuned teacher's logits)"
+        )
     base = kconfig.load(args.config).evaluate if args.config else kconfig.RunConfig().evaluate
     tasks_arg = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     cfg = config_with(
@@ -130,7 +136,10 @@ def _print(s_report: Any, t_report: Any, table: Any) -> None:
         if t_report is not None:
             tr = t_report.results[name]
             ret = row_of[s_report.name].retention.get(name)
-            cells += [f"{100 * tr.test_mean:.2f} ± {100 * tr.test_std:.2f}", "–" if ret is None else f"{ret:.1%}"]
+            cells += [
+                f"{100 * tr.test_mean:.2f} ± {100 * tr.test_std:.2f}",
+                "–" if ret is None else f"{ret:.1%}",
+            ]
         t.add_row(*cells)
     console = Console()
     console.print(t)
@@ -138,4 +147,6 @@ def _print(s_report: Any, t_report: Any, table: Any) -> None:
         r = row_of[s_report.name]
         avg = "–" if r.avg_retention is None else f"{r.avg_retention:.1%}"
         ratio = "–" if r.params_ratio is None else f"{r.params_ratio:.3f}"
-        console.print(f"average retention {avg}; params {s_report.params / 1e6:.1f}M ({ratio} of the teacher)")
+        console.print(
+            f"average retention {avg}; params {s_report.params / 1e6:.1f}M ({ratio} of the teacher)"
+        )

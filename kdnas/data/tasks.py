@@ -93,7 +93,9 @@ class Task:
     def describe(self) -> str:
         what = f"{len(self.label_names)} classes" if self.kind == "classification" else "regression"
         pair = ", sentence pairs" if self.is_pair else ""
-        return f"{self.name} ({what}{pair}; train {len(self.train)}, dev {len(self.dev)}, test {len(self.test)})"
+        return (
+            f"{self.name} ({what}{pair}; train {len(self.train)}, dev {len(self.dev)}, test {len(self.test)})"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -174,7 +176,9 @@ def _find(root: Path, relpath: str) -> Path:
             return p
     if root.name == parts[-1] and root.exists():
         return root
-    raise DataError(f"{root}: {relpath} not found in the fetched asset; re-fetch it (kdnas fetch --verify NAME)")
+    raise DataError(
+        f"{root}: {relpath} not found in the fetched asset; re-fetch it (kdnas fetch --verify NAME)"
+    )
 
 
 def _wiki_vital(name: str, root: Path) -> Task:
@@ -239,8 +243,9 @@ def _zoo_task(name: str, source: str, rows: list[tuple[str, str, str]]) -> Task:
         texts.append(text)
         labels.append(index[label])
     dropped = {k: v for k, v in (("duplicate", dup_same), ("duplicate across splits", dup_cross)) if v}
-    splits = {s: TaskSplit(texts=t, texts_b=None, labels=lab, keys=k) for s, (k, t, lab) in out.items()}
-    task = Task(name=name, kind="classification", label_names=names, source=source, dropped=dropped, **splits)
+    sp = {s: TaskSplit(texts=t, texts_b=None, labels=lab, keys=k) for s, (k, t, lab) in out.items()}
+    task = Task(name=name, kind="classification", label_names=names, train=sp["train"], dev=sp["dev"],
+                test=sp["test"], source=source, dropped=dropped)  # fmt: skip
     _check_task(task)
     return task
 
@@ -325,7 +330,9 @@ def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
         for rec in reader:
             if None in rec:
-                raise DataError(f"{path}:{reader.line_num}: more cells than header columns ({reader.fieldnames})")
+                raise DataError(
+                    f"{path}:{reader.line_num}: more cells than header columns ({reader.fieldnames})"
+                )
             yield reader.line_num, dict(rec)
     else:
         raise DataError(f"{path}: unknown task file type {suffix!r}; use .csv, .tsv or .jsonl")
@@ -339,8 +346,12 @@ def _build(
     for s in SPLITS:
         path, rows = recs[s]
         if not rows:
-            raise DataError(f"{source}: the {s} split is empty; every task needs train, dev and test examples")
-        texts, texts_b, labels = [], [] if text_b_field else None, []
+            raise DataError(
+                f"{source}: the {s} split is empty; every task needs train, dev and test examples"
+            )
+        texts: list[str] = []
+        texts_b: list[str] | None = [] if text_b_field else None
+        labels: list[tuple[int, Path, Any]] = []
         for line, rec in rows:
             for fld in (text_field, text_b_field, label_field):
                 if fld is not None and fld not in rec:
@@ -359,8 +370,9 @@ def _build(
             labels.append((line, path, label.strip() if isinstance(label, str) else label))
         raw[s] = (texts, texts_b, labels)
     kind, names, coded = _encode_labels({s: raw[s][2] for s in SPLITS}, kind, label_names)
-    splits = {s: TaskSplit(texts=raw[s][0], texts_b=raw[s][1], labels=coded[s]) for s in SPLITS}
-    task = Task(name=name, kind=kind, label_names=names, source=source, **splits)
+    sp = {s: TaskSplit(texts=raw[s][0], texts_b=raw[s][1], labels=coded[s]) for s in SPLITS}
+    task = Task(name=name, kind=kind, label_names=names, train=sp["train"], dev=sp["dev"], test=sp["test"],
+                source=source)  # fmt: skip
     _check_task(task)
     return task
 
@@ -440,7 +452,9 @@ def _encode_labels(
 def _check_task(task: Task) -> None:
     for s in SPLITS:
         if not len(task.split(s)):
-            raise DataError(f"{task.source}: the {s} split is empty; every task needs train, dev and test examples")
+            raise DataError(
+                f"{task.source}: the {s} split is empty; every task needs train, dev and test examples"
+            )
 
     def items(sp: TaskSplit) -> set[tuple[str, str]]:
         b = sp.texts_b or [""] * len(sp)

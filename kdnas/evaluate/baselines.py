@@ -68,6 +68,8 @@ def truncate_layers(
     return student.eval()
 
 
-def every_other_layer(teacher_model: PreTrainedModel, *, attn_implementation: str = "eager") -> PreTrainedModel:
+def every_other_layer(
+    teacher_model: PreTrainedModel, *, attn_implementation: str = "eager"
+) -> PreTrainedModel:
     """The DistilBERT-style baseline: teacher layers 0, 2, 4, ... with their weights (see `truncate_layers`)."""
     return truncate_layers(teacher_model, None, attn_implementation=attn_implementation)

@@ -42,7 +42,9 @@ def load_encoder(ref: str | Path, *, cache_dir: str | Path | None = None, name: 
         except KdnasError:
             raise
         except (OSError, ValueError, KeyError) as e:
-            raise ModelError(f"{s}: cannot load as an encoder ({e}); give an HF encoder dir or a zoo name") from e
+            raise ModelError(
+                f"{s}: cannot load as an encoder ({e}); give an HF encoder dir or a zoo name"
+            ) from e
         return Encoder(model=t.model, tokenizer=t.tokenizer, name=label, path=str(getattr(t, "path", s)))
     return _load_dir(Path(s), label)
 
@@ -56,7 +58,9 @@ def _load_dir(path: Path, label: str) -> Encoder:
     if not path.is_dir():
         raise ModelError(f"{path}: not a model dir; give an exported student dir or a teacher dir")
     if not (path / "config.json").is_file():
-        raise ModelError(f"{path}: no config.json, so not an HF model dir (export a student with kdnas export)")
+        raise ModelError(
+            f"{path}: no config.json, so not an HF model dir (export a student with kdnas export)"
+        )
     try:
         cfg = AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError, KeyError) as e:
@@ -69,7 +73,9 @@ def _load_dir(path: Path, label: str) -> Encoder:
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"{path}: no usable tokenizer in the dir ({e}); save the tokenizer next to the model") from e
+        raise ModelError(
+            f"{path}: no usable tokenizer in the dir ({e}); save the tokenizer next to the model"
+        ) from e
     try:
         model = AutoModel.from_pretrained(str(path), attn_implementation="eager")
     except (OSError, ValueError, RuntimeError) as e:

@@ -7,8 +7,8 @@ as mean and sample std over seeds.
 
 from __future__ import annotations
 
-import copy
 import contextlib
+import copy
 import inspect
 import logging
 import math
@@ -51,7 +51,9 @@ class EncodedSplit:
         return len(self.input_ids)
 
 
-def encode_split(tokenizer: PreTrainedTokenizerBase, split: TaskSplit, kind: str, max_len: int) -> EncodedSplit:
+def encode_split(
+    tokenizer: PreTrainedTokenizerBase, split: TaskSplit, kind: str, max_len: int
+) -> EncodedSplit:
     """Tokenize once (truncated to `max_len`, no padding)."""
     enc = tokenizer(
         split.texts, split.texts_b, truncation=True, max_length=max_len, padding=False,
@@ -61,12 +63,16 @@ def encode_split(tokenizer: PreTrainedTokenizerBase, split: TaskSplit, kind: str
     dtype = torch.float32 if kind == "regression" else torch.long
     pad = tokenizer.pad_token_id
     return EncodedSplit(
-        input_ids=list(enc["input_ids"]), token_type_ids=tt, labels=torch.tensor(split.labels, dtype=dtype),
+        input_ids=list(enc["input_ids"]),
+        token_type_ids=tt,
+        labels=torch.tensor(split.labels, dtype=dtype),
         pad_id=int(pad) if pad is not None else 0,
     )
 
 
-def _collate(data: EncodedSplit, idx: list[int], use_token_types: bool, device: torch.device) -> dict[str, torch.Tensor]:
+def _collate(
+    data: EncodedSplit, idx: list[int], use_token_types: bool, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Pad the examples `idx` to the longest of them (dynamic padding)."""
     seq = max(len(data.input_ids[i]) for i in idx)
     ids = torch.full((len(idx), seq), data.pad_id, dtype=torch.long)  # [B, S]
@@ -91,7 +97,9 @@ def _collate(data: EncodedSplit, idx: list[int], use_token_types: bool, device: 
 class TaskModel(nn.Module):
     """Encoder -> pooled sentence vector (`cls` or `mean`) -> dropout -> linear head of `num_labels` outputs."""
 
-    def __init__(self, encoder: PreTrainedModel, num_labels: int, *, pooling: str = "mean", dropout: float = 0.1):
+    def __init__(
+        self, encoder: PreTrainedModel, num_labels: int, *, pooling: str = "mean", dropout: float = 0.1
+    ):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise KdnasError(f"pooling: {pooling!r} must be 'cls' or 'mean'")
@@ -102,11 +110,15 @@ class TaskModel(nn.Module):
         self.head = nn.Linear(hidden, num_labels)
         self.use_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: torch.Tensor
+    ) -> torch.Tensor:
         """input_ids, attention_mask [B, S] -> logits [B, num_labels]."""
         if not self.use_token_types:
             kw.pop("token_type_ids", None)
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state  # [B, S, H]
+        h = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, **kw
+        ).last_hidden_state  # [B, S, H]
         if self.pooling == "cls":
             pooled = h[:, 0]  # [B, H]
         else:
@@ -125,11 +137,13 @@ def _hidden_size(model: PreTrainedModel) -> int:
 
 
 def _eager(model: PreTrainedModel) -> None:
-    if getattr(model.config, "_attn_implementation", "eager") != "eager" and hasattr(model, "set_attn_implementation"):
-        try:
+    if getattr(model.config, "_attn_implementation", "eager") != "eager" and hasattr(
+        model, "set_attn_implementation"
+    ):
+        with contextlib.suppress(
+            ValueError, NotImplementedError
+        ):  # families without an eager switch keep theirs
             model.set_attn_implementation("eager")
-        except (ValueError, NotImplementedError):  # families without an eager switch keep theirs
-            pass
 
 
 @torch.inference_mode()
@@ -236,11 +250,14 @@ class EncodedTask:
 
 
 def encode_task(tokenizer: PreTrainedTokenizerBase, task: Task, max_len: int) -> EncodedTask:
-    return EncodedTask(*(encode_split(tokenizer, task.split(s), task.kind, max_len) for s in ("train", "dev", "test")))
+    return EncodedTask(
+        *(encode_split(tokenizer, task.split(s), task.kind, max_len) for s in ("train", "dev", "test"))
+    )
 
 
 def _optimizer(model: TaskModel, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for n, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "LayerNorm" in n or "layer_norm" in n else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -294,7 +311,9 @@ def train_run(
             else:
                 loss = label_loss(logits, labels, task.kind)
             if not torch.isfinite(loss):
-                raise KdnasError(f"{task.name}: the loss became {loss.item()} at lr {lr}; lower the learning rate")
+                raise KdnasError(
+                    f"{task.name}: the loss became {loss.item()} at lr {lr}; lower the learning rate"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -306,7 +325,9 @@ def train_run(
         if dev[metric] > best_score:
             best_score, best_epoch, bad = dev[metric], epoch, 0
             best_dev = dev
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if epoch < cfg.epochs else None
+            best_state = (
+                {k: v.detach().clone() for k, v in model.state_dict().items()} if epoch < cfg.epochs else None
+            )
         else:
             bad += 1
             if bad >= cfg.patience:
@@ -360,7 +381,9 @@ def finetune(
         task = copy.copy(task)
         task.train = cap_split(task.train, cfg.max_train_examples)
     if soft_targets is not None and soft_targets.shape[0] != len(task.train):
-        raise DataError(f"{task.name}: {soft_targets.shape[0]} teacher logits for {len(task.train)} training examples")
+        raise DataError(
+            f"{task.name}: {soft_targets.shape[0]} teacher logits for {len(task.train)} training examples"
+        )
     with torch_threads(cfg.threads):
         return _finetune(encoder, tokenizer, task, cfg, soft_targets, return_model)
 

@@ -16,7 +16,9 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.T
     return F.cross_entropy(logits.float(), labels.long())
 
 
-def logit_kd_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
+def logit_kd_loss(
+    student: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float
+) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton) for classes; MSE to the teacher's output for regression.
 
     student, teacher: [B, K] -> scalar (batch mean).
@@ -30,7 +32,15 @@ def logit_kd_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str, tempe
 
 
 def task_kd_loss(
-    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, kind: str, *, temperature: float, alpha: float
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    kind: str,
+    *,
+    temperature: float,
+    alpha: float,
 ) -> torch.Tensor:
     """alpha * logit_kd_loss + (1 - alpha) * label_loss (TinyBERT's second stage, Hinton-style)."""
-    return alpha * logit_kd_loss(student, teacher, kind, temperature) + (1 - alpha) * label_loss(student, labels, kind)
+    return alpha * logit_kd_loss(student, teacher, kind, temperature) + (1 - alpha) * label_loss(
+        student, labels, kind
+    )

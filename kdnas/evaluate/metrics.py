@@ -23,7 +23,9 @@ def _arrays(pred: Sequence[float] | np.ndarray, gold: Sequence[float] | np.ndarr
     return p, g
 
 
-def confusion_matrix(pred: Sequence[int] | np.ndarray, gold: Sequence[int] | np.ndarray, num_labels: int) -> np.ndarray:
+def confusion_matrix(
+    pred: Sequence[float] | np.ndarray, gold: Sequence[float] | np.ndarray, num_labels: int
+) -> np.ndarray:
     """C[i, j] = number of examples with gold label i predicted as j; shape [num_labels, num_labels]."""
     p, g = _arrays(pred, gold)
     c = np.zeros((num_labels, num_labels), dtype=np.int64)
@@ -31,12 +33,14 @@ def confusion_matrix(pred: Sequence[int] | np.ndarray, gold: Sequence[int] | np.
     return c
 
 
-def accuracy(pred: Sequence[int] | np.ndarray, gold: Sequence[int] | np.ndarray) -> float:
+def accuracy(pred: Sequence[float] | np.ndarray, gold: Sequence[float] | np.ndarray) -> float:
     p, g = _arrays(pred, gold)
     return float((p == g).mean())
 
 
-def macro_f1(pred: Sequence[int] | np.ndarray, gold: Sequence[int] | np.ndarray, num_labels: int | None = None) -> float:
+def macro_f1(
+    pred: Sequence[float] | np.ndarray, gold: Sequence[float] | np.ndarray, num_labels: int | None = None
+) -> float:
     """Unweighted mean of per-class F1 over the classes present in gold or predictions (F1 = 0 if undefined)."""
     p, g = _arrays(pred, gold)
     k = num_labels or int(max(p.max(), g.max())) + 1
@@ -50,7 +54,9 @@ def macro_f1(pred: Sequence[int] | np.ndarray, gold: Sequence[int] | np.ndarray,
     return float(f1[present].mean())
 
 
-def mcc(pred: Sequence[int] | np.ndarray, gold: Sequence[int] | np.ndarray, num_labels: int | None = None) -> float:
+def mcc(
+    pred: Sequence[float] | np.ndarray, gold: Sequence[float] | np.ndarray, num_labels: int | None = None
+) -> float:
     """Matthews correlation, multi-class (Gorodkin's R_K); 0 when undefined (one class only)."""
     p, g = _arrays(pred, gold)
     k = num_labels or int(max(p.max(), g.max())) + 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from kdnas.data.tasks import Task, load_task
 from kdnas.evaluate.config import EvaluateConfig
@@ -18,7 +19,9 @@ from kdnas.evaluate.retention import ModelReport
 log = logging.getLogger(__name__)
 
 
-def load_tasks(refs: list[str], *, cache_dir: str | Path | None = None, max_train: int | None = None) -> list[Task]:
+def load_tasks(
+    refs: list[str], *, cache_dir: str | Path | None = None, max_train: int | None = None
+) -> list[Task]:
     """Load every task reference (zoo name or task file / dir) up front, so bad input fails before training."""
     return [load_task(r, cache_dir=cache_dir, max_train=max_train) for r in refs]
 
@@ -41,7 +44,7 @@ def evaluate_encoder(encoder: Encoder, tasks: list[Task], cfg: EvaluateConfig | 
     return ModelReport(name=encoder.name, results=results, params=encoder.params, arch=arch)
 
 
-def config_with(cfg: EvaluateConfig, **changes: object) -> EvaluateConfig:
+def config_with(cfg: EvaluateConfig, **changes: Any) -> EvaluateConfig:
     """A copy of `cfg` with `changes` applied (None values are ignored), validated."""
     from kdnas.errors import ConfigError
 

@@ -17,7 +17,11 @@ def _keys(task):
 def _check_splits(task):
     keys = _keys(task)
     sets = {s: set(k) for s, k in keys.items()}
-    assert not (sets["train"] & sets["dev"]) and not (sets["train"] & sets["test"]) and not (sets["dev"] & sets["test"])
+    assert (
+        not (sets["train"] & sets["dev"])
+        and not (sets["train"] & sets["test"])
+        and not (sets["dev"] & sets["test"])
+    )
     for s, ks in keys.items():
         assert all(task_split_of(k) == s for k in ks)
     texts = {s: set(task.split(s).texts) for s in ("train", "dev", "test")}

@@ -52,7 +52,9 @@ def test_jsonl_sentence_pairs_with_custom_fields_and_validation_alias(tmp_path):
 def test_regression_labels_are_floats(tmp_path):
     rows = [{"s1": f"a {s} {i}", "s2": f"b {i}", "score": i * 0.5, "split": s}
             for s in ("train", "dev", "test") for i in range(4)]  # fmt: skip
-    t = load_task(_jsonl(tmp_path / "sts.jsonl", rows), text_field="s1", text_b_field="s2", label_field="score")
+    t = load_task(
+        _jsonl(tmp_path / "sts.jsonl", rows), text_field="s1", text_b_field="s2", label_field="score"
+    )
     assert t.kind == "regression" and t.label_names == [] and t.num_labels == 1
     assert t.test.labels == [0.0, 0.5, 1.0, 1.5]
     # integer scores are classes unless regression is asked for
@@ -127,11 +129,13 @@ def test_bad_csv_tasks(tmp_path, rows, kw, match):
 
 
 def test_bad_regression_label_and_empty_split_and_missing_files(tmp_path):
-    rows = [{"text": f"{s} {i}", "label": 0.5, "split": s} for s in ("train", "dev", "test") for i in range(2)]
+    rows = [
+        {"text": f"{s} {i}", "label": 0.5, "split": s} for s in ("train", "dev", "test") for i in range(2)
+    ]
     rows.append({"text": "t", "label": "high", "split": "train"})
     with pytest.raises(DataError, match="not a finite number"):
         load_task(_jsonl(tmp_path / "r.jsonl", rows), kind="regression")
-    only_train = [r[:2] + ["train"] for r in _split_rows()] + [["x", "pos", "dev"]]
+    only_train = [[*r[:2], "train"] for r in _split_rows()] + [["x", "pos", "dev"]]
     with pytest.raises(DataError, match="test split is empty"):
         load_task(_csv(tmp_path / "e.csv", ["text", "label", "split"], only_train))
     with pytest.raises(DataError, match="no rows"):

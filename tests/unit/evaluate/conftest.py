@@ -61,7 +61,14 @@ def task() -> Task:
 @pytest.fixture
 def fast_cfg() -> EvaluateConfig:
     return EvaluateConfig(
-        tasks=["toy"], lrs=[2e-3], seeds=[0], epochs=4, batch_size=8, max_len=16, patience=2, threads=1,
+        tasks=["toy"],
+        lrs=[2e-3],
+        seeds=[0],
+        epochs=4,
+        batch_size=8,
+        max_len=16,
+        patience=2,
+        threads=1,
         warmup_fraction=0.0,
     )
 

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from kdnas.errors import ModelError
-from kdnas.evaluate.baselines import EVERY_OTHER_LAYER, TINYBERT, baseline_archs, every_other_layer, truncate_layers
+from kdnas.evaluate.baselines import (
+    EVERY_OTHER_LAYER,
+    TINYBERT,
+    baseline_archs,
+    every_other_layer,
+    truncate_layers,
+)
 from kdnas.models.student import arch_of, build_student
 from kdnas.testing import tiny_batch, tiny_teacher
 

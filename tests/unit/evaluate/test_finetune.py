@@ -55,8 +55,10 @@ def test_sentence_pairs_use_token_types(fast_cfg):
     sp = TaskSplit(texts=a, texts_b=b, labels=y)
     enc = encode_split(tok, sp, "classification", 16)
     assert enc.token_type_ids is not None and max(enc.token_type_ids[0]) == 1
-    t = Task("pairs", "classification", ["same", "diff"], sp, sp.subset([0, 1, 2, 3]), sp.subset([4, 5, 6, 7]))
-    res, model = finetune(tiny_teacher(), tok, t, dataclasses.replace(fast_cfg, epochs=1), return_model=True)
+    t = Task(
+        "pairs", "classification", ["same", "diff"], sp, sp.subset([0, 1, 2, 3]), sp.subset([4, 5, 6, 7])
+    )
+    _, model = finetune(tiny_teacher(), tok, t, dataclasses.replace(fast_cfg, epochs=1), return_model=True)
     assert model is not None and model.use_token_types
     logits = predict_logits(model, enc, batch_size=5)
     assert logits.shape == (16, 2)
