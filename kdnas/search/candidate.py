@@ -4,8 +4,8 @@ returns a `CandidateResult` (proxy KD loss, latency, params) for one candidate a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from kdnas.space.arch import Arch

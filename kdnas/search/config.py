@@ -63,9 +63,15 @@ class SearchConfig:
             out.append(f"max_params_m: {self.max_params_m} must be > 0")
         if not 0 <= self.promote_fraction < 1:
             out.append(f"promote_fraction: {self.promote_fraction} must be in [0, 1)")
-        out += [f"objectives: {o!r} is not one of {', '.join(OBJECTIVES)}" for o in self.objectives if o not in OBJECTIVES]
+        out += [
+            f"objectives: {o!r} is not one of {', '.join(OBJECTIVES)}"
+            for o in self.objectives
+            if o not in OBJECTIVES
+        ]
         if "kd_loss" not in self.objectives or len(set(self.objectives)) != len(self.objectives):
-            out.append(f"objectives: {self.objectives} must include kd_loss once (e.g. [kd_loss, latency_ms])")
+            out.append(
+                f"objectives: {self.objectives} must include kd_loss once (e.g. [kd_loss, latency_ms])"
+            )
         if self.n_startup_trials < 1:
             out.append(f"n_startup_trials: {self.n_startup_trials} must be >= 1")
         if self.latency_margin < 0:

@@ -30,9 +30,23 @@ class RewardPredictor:
     Rewards are standardised before fitting; `predict` returns rewards on the original scale.
     """
 
-    def __init__(self, dim: int, *, hidden_size: int = 32, steps: int = 200, lr: float = 1e-2,
-                 weight_decay: float = 1e-3, seed: int = 0):
-        self.dim, self.hidden_size, self.steps, self.lr, self.weight_decay = dim, hidden_size, steps, lr, weight_decay
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hidden_size: int = 32,
+        steps: int = 200,
+        lr: float = 1e-2,
+        weight_decay: float = 1e-3,
+        seed: int = 0,
+    ):
+        self.dim, self.hidden_size, self.steps, self.lr, self.weight_decay = (
+            dim,
+            hidden_size,
+            steps,
+            lr,
+            weight_decay,
+        )
         self.seed = seed
         self._net: Any = None
         self._mean, self._std = 0.0, 1.0
@@ -175,7 +189,9 @@ class KDNASSampler(BaseSampler):
             pool = self._space.sample_many(self.pool_factor * k, self._rng, exclude=seen)
             if pool:
                 pred = RewardPredictor(
-                    self._space.encoding_dim, hidden_size=self.hidden_size, steps=self.train_steps,
+                    self._space.encoding_dim,
+                    hidden_size=self.hidden_size,
+                    steps=self.train_steps,
                     seed=int(self._rng.integers(2**31)),
                 ).fit(self._space.encode_many(archs), rewards)
                 scores = pred.predict(self._space.encode_many(pool))

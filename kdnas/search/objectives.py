@@ -54,7 +54,10 @@ class Budget:
 
 
 def resolve_budgets(
-    *, budgets_ms: Sequence[float] = (), speedups: Sequence[float] = (), teacher_latency_ms: float | None = None
+    *,
+    budgets_ms: Sequence[float] = (),
+    speedups: Sequence[float] = (),
+    teacher_latency_ms: float | None = None,
 ) -> list[Budget]:
     """Budgets in ms plus speed-ups over the teacher (`7.0`: at least 7x faster), tightest last."""
     out = [Budget(float(b), f"{b:g} ms") for b in budgets_ms]
@@ -70,7 +73,9 @@ def resolve_budgets(
 
 def check_objectives(objectives: Sequence[str]) -> list[str]:
     """Problems with a list of objective names (empty when fine)."""
-    out = [f"objectives: {o!r} is not one of {', '.join(OBJECTIVES)}" for o in objectives if o not in OBJECTIVES]
+    out = [
+        f"objectives: {o!r} is not one of {', '.join(OBJECTIVES)}" for o in objectives if o not in OBJECTIVES
+    ]
     if "kd_loss" not in objectives:
         out.append("objectives: must include kd_loss (the search is for accurate students)")
     if len(set(objectives)) != len(objectives):
@@ -78,7 +83,9 @@ def check_objectives(objectives: Sequence[str]) -> list[str]:
     return out
 
 
-def objective_values(objectives: Sequence[str], *, kd_loss: float, latency_ms: float, params_m: float) -> list[float]:
+def objective_values(
+    objectives: Sequence[str], *, kd_loss: float, latency_ms: float, params_m: float
+) -> list[float]:
     """The values told to Optuna for these objectives (all minimised)."""
     vals = {"kd_loss": kd_loss, "latency_ms": latency_ms, "params_m": params_m}
     return [float(vals[o]) for o in objectives]

@@ -37,6 +37,8 @@ class TrialRecord:
     reason: str | None = None
     """Why the trial failed or was filtered."""
     round: int | None = None
+    evaluated: bool = False
+    """Whether the candidate was distilled (complete, or failed during its evaluation)."""
 
     @property
     def fidelity(self) -> str | None:
@@ -51,11 +53,18 @@ class TrialRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "number": self.number, "state": self.state,
-            "arch_id": self.arch.arch_id if self.arch else None, "arch": self.arch.to_dict() if self.arch else None,
-            "kd_loss_short": self.kd_loss_short, "kd_loss_long": self.kd_loss_long, "fidelity": self.fidelity,
-            "latency_ms": self.latency_ms, "params_m": self.params_m, "reward": self.reward,
-            "reason": self.reason, "round": self.round,
+            "number": self.number,
+            "state": self.state,
+            "arch_id": self.arch.arch_id if self.arch else None,
+            "arch": self.arch.to_dict() if self.arch else None,
+            "kd_loss_short": self.kd_loss_short,
+            "kd_loss_long": self.kd_loss_long,
+            "fidelity": self.fidelity,
+            "latency_ms": self.latency_ms,
+            "params_m": self.params_m,
+            "reward": self.reward,
+            "reason": self.reason,
+            "round": self.round,
         }
 
 
@@ -119,8 +128,11 @@ def kendall_tau(records: Sequence[TrialRecord]) -> tuple[float | None, int]:
     None when fewer than 3 candidates have both. Promoted candidates are the best of each round, so this is the
     agreement of the two proxies among good students (the case that matters for picking one).
     """
-    pairs = [(r.kd_loss_short, r.kd_loss_long) for r in records
-             if r.state == "complete" and r.kd_loss_short is not None and r.kd_loss_long is not None]
+    pairs = [
+        (r.kd_loss_short, r.kd_loss_long)
+        for r in records
+        if r.state == "complete" and r.kd_loss_short is not None and r.kd_loss_long is not None
+    ]
     if len(pairs) < 3:
         return None, len(pairs)
     from scipy.stats import kendalltau
@@ -144,9 +156,15 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "budget": self.budget.to_dict(), "arch_id": self.arch.arch_id if self.arch else None,
-            "arch": self.arch.to_dict() if self.arch else None, "kd_loss": self.kd_loss, "fidelity": self.fidelity,
-            "latency_ms": self.latency_ms, "params_m": self.params_m, "trial": self.trial, "reason": self.reason,
+            "budget": self.budget.to_dict(),
+            "arch_id": self.arch.arch_id if self.arch else None,
+            "arch": self.arch.to_dict() if self.arch else None,
+            "kd_loss": self.kd_loss,
+            "fidelity": self.fidelity,
+            "latency_ms": self.latency_ms,
+            "params_m": self.params_m,
+            "trial": self.trial,
+            "reason": self.reason,
         }
 
 
@@ -154,7 +172,12 @@ def unique_complete(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Completed, evaluated records, one per arch (the first evaluation of a repeated arch)."""
     out: dict[str, TrialRecord] = {}
     for r in records:
-        if r.state == "complete" and r.arch is not None and r.kd_loss_short is not None and r.latency_ms is not None:
+        if (
+            r.state == "complete"
+            and r.arch is not None
+            and r.kd_loss_short is not None
+            and r.latency_ms is not None
+        ):
             out.setdefault(r.arch.arch_id, r)
     return list(out.values())
 
@@ -184,15 +207,30 @@ def recommend(records: Sequence[TrialRecord], budgets: Sequence[Budget]) -> list
         ok = [r for r in done if r.latency_ms is not None and r.latency_ms <= b.latency_ms]
         if not ok:
             fastest = min((r.latency_ms for r in done if r.latency_ms is not None), default=None)
-            why = f"the fastest evaluated arch takes {fastest:.3g} ms" if fastest is not None else "nothing was evaluated"
-            out.append(Recommendation(b, None, reason=f"no evaluated arch meets {b.label} ({b.latency_ms:.3g} ms): {why}"))
+            why = (
+                f"the fastest evaluated arch takes {fastest:.3g} ms"
+                if fastest is not None
+                else "nothing was evaluated"
+            )
+            out.append(
+                Recommendation(
+                    b, None, reason=f"no evaluated arch meets {b.label} ({b.latency_ms:.3g} ms): {why}"
+                )
+            )
             continue
         long = [r for r in ok if r.kd_loss_long is not None]
         best = min(long, key=lambda r: r.kd_loss_long) if long else min(ok, key=lambda r: r.kd_loss_short)  # type: ignore[arg-type,return-value]
-        out.append(Recommendation(
-            b, best.arch, kd_loss=best.kd_loss, fidelity=best.fidelity, latency_ms=best.latency_ms,
-            params_m=best.params_m, trial=best.number,
-        ))
+        out.append(
+            Recommendation(
+                b,
+                best.arch,
+                kd_loss=best.kd_loss,
+                fidelity=best.fidelity,
+                latency_ms=best.latency_ms,
+                params_m=best.params_m,
+                trial=best.number,
+            )
+        )
     return out
 
 
@@ -220,7 +258,7 @@ class SearchResult:
     @property
     def n_evaluated(self) -> int:
         """Candidates that were distilled (completed or failed); filtered and duplicate trials cost nothing."""
-        return self.count("complete") + self.count("failed")
+        return sum(r.evaluated for r in self.records)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -51,7 +51,9 @@ class SpaceRandomSampler(BaseSampler):
 
     def draw(self, study: Study) -> dict[str, Any]:
         exclude = seen_arch_ids(study) if self._avoid_seen else set()
-        archs = self._space.sample_many(1, self._rng, exclude=exclude) or self._space.sample_many(1, self._rng)
+        archs = self._space.sample_many(1, self._rng, exclude=exclude) or self._space.sample_many(
+            1, self._rng
+        )
         return self._space.params_of(archs[0])
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -71,13 +73,13 @@ class SpaceRandomSampler(BaseSampler):
         plan = self._plans.get(trial.number)
         if plan is None:
             plan = self._plans[trial.number] = self.draw(study)
-        if param_name in plan and param_distribution._contains(param_distribution.to_internal_repr(plan[param_name])):
+        if param_name in plan and param_distribution._contains(
+            param_distribution.to_internal_repr(plan[param_name])
+        ):
             return plan[param_name]
         return self._fallback.sample_independent(study, trial, param_name, param_distribution)
 
-    def after_trial(
-        self, study: Study, trial: FrozenTrial, state: TrialState, values: Any
-    ) -> None:
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
         self._plans.pop(trial.number, None)
 
 

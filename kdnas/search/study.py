@@ -103,6 +103,7 @@ def trial_record(t: FrozenTrial) -> TrialRecord | None:
         reward=a.get("reward"),
         reason=a.get("fail_reason") or a.get("filtered_reason") or a.get("long_fail_reason"),
         round=a.get("round"),
+        evaluated=_is_evaluated(t),
     )
 
 
@@ -129,9 +130,19 @@ class _Pending:
 class _Search:
     """The state of one `run_search` call (kept in a class so the round logic reads top to bottom)."""
 
-    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage, space: SearchSpace, evaluator: CandidateEvaluator, cfg: SearchConfig,
-                 *, tokens: int, teacher_latency_ms: float, max_latency_ms: float | None,
-                 callback: TrialCallback | None):
+    def __init__(
+        self,
+        study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
+        space: SearchSpace,
+        evaluator: CandidateEvaluator,
+        cfg: SearchConfig,
+        *,
+        tokens: int,
+        teacher_latency_ms: float,
+        max_latency_ms: float | None,
+        callback: TrialCallback | None,
+    ):
         self.study, self.storage, self.space, self.evaluator, self.cfg = study, storage, space, evaluator, cfg
         self.tokens, self.teacher_latency_ms = tokens, teacher_latency_ms
         self.max_latency_ms = max_latency_ms
@@ -149,15 +160,26 @@ class _Search:
             self.callback(rec)
 
     def values(self, kd_loss: float, latency_ms: float, params_m: float) -> list[float]:
-        return objective_values(self.cfg.objectives, kd_loss=kd_loss, latency_ms=latency_ms, params_m=params_m)
+        return objective_values(
+            self.cfg.objectives, kd_loss=kd_loss, latency_ms=latency_ms, params_m=params_m
+        )
 
     def reward(self, kd_loss: float, latency_ms: float) -> float:
-        return kdnas_reward(kd_loss, latency_ms, self.teacher_latency_ms,
-                            alpha=self.cfg.reward_alpha, beta=self.cfg.reward_beta)
+        return kdnas_reward(
+            kd_loss,
+            latency_ms,
+            self.teacher_latency_ms,
+            alpha=self.cfg.reward_alpha,
+            beta=self.cfg.reward_beta,
+        )
 
     def complete(self, trial: optuna.Trial, latency_ms: float, params_m: float, kd_loss: float) -> None:
-        cons = constraint_values(latency_ms=latency_ms, params_m=params_m,
-                                 max_latency_ms=self.max_latency_ms, max_params_m=self.max_params_m)
+        cons = constraint_values(
+            latency_ms=latency_ms,
+            params_m=params_m,
+            max_latency_ms=self.max_latency_ms,
+            max_params_m=self.max_params_m,
+        )
         for k, v in cons.items():
             trial.set_constraint(k, v)
         self.study.tell(trial, self.values(kd_loss, latency_ms, params_m))
@@ -173,7 +195,9 @@ class _Search:
                 self.complete(trial, a["latency_ms"], a["params_m"], a["kd_loss_short"])
                 log.info("resumed trial %d (%s) from its recorded short proxy", t.number, a.get("arch_id"))
                 continue
-            trial.set_user_attr("fail_reason", "interrupted before its short proxy distillation finished; re-queued")
+            trial.set_user_attr(
+                "fail_reason", "interrupted before its short proxy distillation finished; re-queued"
+            )
             self.study.tell(trial, state=TrialState.FAIL)
             if t.params:
                 self.study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
@@ -193,8 +217,13 @@ class _Search:
         """Evaluate until `n_trials` candidates have been distilled; returns why it stopped early, if it did."""
         trials = self.study.get_trials(deepcopy=False)
         evaluated = sum(_is_evaluated(t) for t in trials)
-        done = {t.user_attrs["arch_id"]: t for t in trials if t.state == TrialState.COMPLETE
-                and "duplicate_of" not in t.user_attrs and "arch_id" in t.user_attrs}
+        done = {
+            t.user_attrs["arch_id"]: t
+            for t in trials
+            if t.state == TrialState.COMPLETE
+            and "duplicate_of" not in t.user_attrs
+            and "arch_id" in t.user_attrs
+        }
         rounds = [t.user_attrs.get("round", -1) for t in trials]
         round_idx = max(rounds, default=-1) + 1
         max_proposals = 20 * n_trials + 100
@@ -211,8 +240,10 @@ class _Search:
                     stop = f"every arch of the space ({total}) has been evaluated"
                     break
                 if proposals >= max_proposals:
-                    stop = (f"the strategy proposed {proposals} candidates that were ruled out or already "
-                            "evaluated; stopping early (relax the constraints or enlarge the space)")
+                    stop = (
+                        f"the strategy proposed {proposals} candidates that were ruled out or already "
+                        "evaluated; stopping early (relax the constraints or enlarge the space)"
+                    )
                     break
                 proposals += 1
                 trial = self.study.ask()
@@ -235,7 +266,14 @@ class _Search:
                 if arch.arch_id in done:  # the sampler learns the known values again; no distillation
                     src = done[arch.arch_id]
                     trial.set_user_attr("duplicate_of", src.number)
-                    for key in ("kd_loss_short", "kd_loss_long", "latency_ms", "params_m", "reward", "fidelity"):
+                    for key in (
+                        "kd_loss_short",
+                        "kd_loss_long",
+                        "latency_ms",
+                        "params_m",
+                        "reward",
+                        "fidelity",
+                    ):
                         if key in src.user_attrs:
                             trial.set_user_attr(key, src.user_attrs[key])
                     sa = src.user_attrs
@@ -266,9 +304,15 @@ class _Search:
                     continue
                 self.session_ok += 1
                 reward = self.reward(res.kd_loss, res.latency_ms)
-                for key, v in (("kd_loss_short", res.kd_loss), ("latency_ms", res.latency_ms),
-                               ("params_m", res.params_m), ("reward", reward), ("tokens_short", self.tokens),
-                               ("fidelity", "short"), ("extra_short", res.extra)):
+                for key, v in (
+                    ("kd_loss_short", res.kd_loss),
+                    ("latency_ms", res.latency_ms),
+                    ("params_m", res.params_m),
+                    ("reward", reward),
+                    ("tokens_short", self.tokens),
+                    ("fidelity", "short"),
+                    ("extra_short", res.extra),
+                ):
                     trial.set_user_attr(key, v)
                 pending.append(_Pending(trial, arch, res, reward))
             self.promote(pending)
@@ -287,7 +331,7 @@ class _Search:
         n = math.ceil(self.cfg.promote_fraction * len(pending))
         ranks = nondominated_rank(np.array([[p.result.kd_loss, p.result.latency_ms] for p in pending]))
         order = sorted(range(len(pending)), key=lambda i: (ranks[i], -pending[i].reward))
-        long_tokens = int(round(self.tokens * self.cfg.long_proxy_factor))
+        long_tokens = round(self.tokens * self.cfg.long_proxy_factor)
         for i in order[:n]:
             p = pending[i]
             res, err = _evaluate(self.evaluator, p.arch, "long", long_tokens)
@@ -312,7 +356,10 @@ def _fastest(space: SearchSpace, predict: Callable[[Arch], float]) -> tuple[Arch
 
 
 def prepare_space(
-    space: SearchSpace, cfg: SearchConfig, budgets: Sequence[Budget], latency_predictor: Callable[[Arch], float] | None
+    space: SearchSpace,
+    cfg: SearchConfig,
+    budgets: Sequence[Budget],
+    latency_predictor: Callable[[Arch], float] | None,
 ) -> tuple[SearchSpace, float | None]:
     """The space with the run's caps applied, and the latency constraint for the samplers.
 
@@ -376,7 +423,9 @@ def run_search(
     if tokens < 1:
         raise SearchError(f"proxy tokens {tokens} must be >= 1")
     if not teacher_latency_ms > 0:
-        raise SearchError(f"teacher latency {teacher_latency_ms} ms must be > 0 (measure the teacher on the target)")
+        raise SearchError(
+            f"teacher latency {teacher_latency_ms} ms must be > 0 (measure the teacher on the target)"
+        )
     n_trials = cfg.n_trials if n_trials is None else n_trials
     space, max_latency_ms = prepare_space(space, cfg, budgets, latency_predictor)
     sampler = make_sampler(cfg.strategy, space=space, cfg=cfg, seed=seed)
@@ -384,7 +433,10 @@ def run_search(
     store = open_storage(url)
     try:
         study = optuna.create_study(
-            storage=store, study_name=study_name, sampler=sampler, load_if_exists=True,
+            storage=store,
+            study_name=study_name,
+            sampler=sampler,
+            load_if_exists=True,
             directions=["minimize"] * len(cfg.objectives),
         )
     except ValueError as e:
@@ -400,15 +452,26 @@ def run_search(
     study.set_user_attr("teacher_latency_ms", teacher_latency_ms)
     study.set_user_attr("proxy_tokens", tokens)
     study.set_user_attr("strategies", sorted({*study.user_attrs.get("strategies", []), cfg.strategy}))
-    search = _Search(study, store, space, evaluator, cfg, tokens=tokens, teacher_latency_ms=teacher_latency_ms,
-                     max_latency_ms=max_latency_ms, callback=callback)
+    search = _Search(
+        study,
+        store,
+        space,
+        evaluator,
+        cfg,
+        tokens=tokens,
+        teacher_latency_ms=teacher_latency_ms,
+        max_latency_ms=max_latency_ms,
+        callback=callback,
+    )
     search.resume()
     if cfg.strategy in NEEDS_STARTUP:
         search.enqueue_startup(seed)
     stopped = search.run(n_trials)
     if stopped:
         log.warning("search stopped early: %s", stopped)
-    result = summarize(study, cfg.strategy, teacher_latency_ms, budgets, storage=url or "memory", stopped=stopped)
+    result = summarize(
+        study, cfg.strategy, teacher_latency_ms, budgets, storage=url or "memory", stopped=stopped
+    )
     summary = result.to_dict()
     summary.pop("trials")
     study.set_user_attr("result", summary)
@@ -418,8 +481,14 @@ def run_search(
 
 
 def summarize(
-    study: optuna.Study, strategy: str, teacher_latency_ms: float, budgets: Sequence[Budget], *,
-    storage: str = "memory", stopped: str | None = None, reference: tuple[float, float] | None = None,
+    study: optuna.Study,
+    strategy: str,
+    teacher_latency_ms: float,
+    budgets: Sequence[Budget],
+    *,
+    storage: str = "memory",
+    stopped: str | None = None,
+    reference: tuple[float, float] | None = None,
 ) -> SearchResult:
     """The SearchResult of a study (also usable on a study opened later, e.g. from optuna-dashboard's storage)."""
     records = read_records(study)
@@ -429,7 +498,17 @@ def summarize(
     tau, n_promoted = kendall_tau(records)
     extra: dict[str, Any] = {"budgets": [b.to_dict() for b in budgets]}
     return SearchResult(
-        study_name=study.study_name, storage=storage, strategy=strategy, records=records, pareto=front,
-        hypervolume=hv, reference=ref, recommendations=recommend(records, budgets), kendall_tau=tau,
-        n_promoted=n_promoted, teacher_latency_ms=teacher_latency_ms, stopped_reason=stopped, extra=extra,
+        study_name=study.study_name,
+        storage=storage,
+        strategy=strategy,
+        records=records,
+        pareto=front,
+        hypervolume=hv,
+        reference=ref,
+        recommendations=recommend(records, budgets),
+        kendall_tau=tau,
+        n_promoted=n_promoted,
+        teacher_latency_ms=teacher_latency_ms,
+        stopped_reason=stopped,
+        extra=extra,
     )

@@ -63,9 +63,15 @@ class FakeEvaluator:
     def params_m(self, arch: Arch) -> float:
         w = arch.bottleneck_size if arch.family == "mobilebert" and arch.bottleneck_size else arch.hidden_size
         stacked = arch.num_ffn_stacked or 1
-        per_layer = 4 * w * w + 2 * w * arch.ffn_size * stacked + (2 * arch.hidden_size * w if w != arch.hidden_size else 0)
-        return (self.vocab_size * min(arch.hidden_size, 128 if arch.family == "mobilebert" else arch.hidden_size)
-                + arch.num_layers * per_layer) / 1e6
+        per_layer = (
+            4 * w * w
+            + 2 * w * arch.ffn_size * stacked
+            + (2 * arch.hidden_size * w if w != arch.hidden_size else 0)
+        )
+        return (
+            self.vocab_size * min(arch.hidden_size, 128 if arch.family == "mobilebert" else arch.hidden_size)
+            + arch.num_layers * per_layer
+        ) / 1e6
 
     def predict_latency_ms(self, arch: Arch) -> float:
         """Noise-free latency: the latency predictor hook of this evaluator."""
@@ -94,10 +100,8 @@ class FakeEvaluator:
             raise RuntimeError(f"synthetic failure for {arch.arch_id}")
         base = self.true_loss(arch)
         gauss = _gauss(arch.arch_id, fidelity, self.seed)
-        if fidelity == "long":
-            loss = 0.88 * base + 0.5 * self.noise * gauss
-        else:
-            loss = base + self.noise * gauss
+        # the long proxy trains longer: lower loss, less noise
+        loss = 0.88 * base + 0.5 * self.noise * gauss if fidelity == "long" else base + self.noise * gauss
         if self._hit(self.nan_on, arch):
             loss = float("nan")
         jitter = 1 + self.latency_noise * _gauss(arch.arch_id, "latency", self.seed)

@@ -161,11 +161,15 @@ class SearchSpace:
                 problems.append(f"dimensions: need exactly one of {' / '.join(need)} (got {n})")
         for extra in MOBILEBERT_ONLY:
             if (extra in names) != (self.family == "mobilebert"):
-                problems.append(f"dimensions.{extra}: {'required' if self.family == 'mobilebert' else 'only'} for family mobilebert")
+                problems.append(
+                    f"dimensions.{extra}: {'required' if self.family == 'mobilebert' else 'only'} for family mobilebert"
+                )
         if any(not d.values for d in self.dimensions):
             problems.append("dimensions: every dimension needs at least one value")
         if self.constraints.max_params_m is not None and self.teacher_config is None:
-            problems.append("constraints.max_params_m: needs the teacher config to count embedding parameters")
+            problems.append(
+                "constraints.max_params_m: needs the teacher config to count embedding parameters"
+            )
         if problems:
             raise SearchError(f"search space {self.name!r} is malformed: " + "; ".join(problems))
 
@@ -179,8 +183,13 @@ class SearchSpace:
     def replace(self, **changes: Any) -> SearchSpace:
         """A copy with some of dimensions/family/constraints/teacher_config/latency_fn/allowed/name changed."""
         kw: dict[str, Any] = dict(
-            dimensions=self.dimensions, family=self.family, constraints=self.constraints,
-            teacher_config=self.teacher_config, latency_fn=self.latency_fn, allowed=self.allowed, name=self.name,
+            dimensions=self.dimensions,
+            family=self.family,
+            constraints=self.constraints,
+            teacher_config=self.teacher_config,
+            latency_fn=self.latency_fn,
+            allowed=self.allowed,
+            name=self.name,
         )
         kw.update(changes)
         dims = kw.pop("dimensions")
@@ -202,7 +211,7 @@ class SearchSpace:
         hidden = int(v["hidden_size"])
         width = int(v["bottleneck_size"]) if self.family == "mobilebert" else hidden
         heads = int(v["num_heads"]) if "num_heads" in v else max(1, width // int(v["head_dim"]))
-        ffn = int(v["ffn_size"]) if "ffn_size" in v else max(1, int(round(float(v["ffn_ratio"]) * width)))
+        ffn = int(v["ffn_size"]) if "ffn_size" in v else max(1, round(float(v["ffn_ratio"]) * width))
         return Arch(
             num_layers=int(v["num_layers"]),
             hidden_size=hidden,
@@ -216,7 +225,9 @@ class SearchSpace:
 
     def values_of(self, arch: Arch) -> dict[str, Any]:
         """Dimension name -> the value `arch` has for it (head_dim and ffn_ratio derived)."""
-        width = arch.bottleneck_size if self.family == "mobilebert" and arch.bottleneck_size else arch.hidden_size
+        width = (
+            arch.bottleneck_size if self.family == "mobilebert" and arch.bottleneck_size else arch.hidden_size
+        )
         out: dict[str, Any] = {}
         for d in self.dimensions:
             if d.name == "head_dim":
@@ -225,7 +236,11 @@ class SearchSpace:
                 out[d.name] = arch.ffn_size / width
             else:
                 out[d.name] = getattr(arch, d.name)
-            if not d.categorical and float(out[d.name]).is_integer() and all(isinstance(x, int) for x in d.values):
+            if (
+                not d.categorical
+                and float(out[d.name]).is_integer()
+                and all(isinstance(x, int) for x in d.values)
+            ):
                 out[d.name] = int(out[d.name])
         return out
 
@@ -267,8 +282,11 @@ class SearchSpace:
             v = vals[d.name]
             ok = v in d.values if d.categorical else any(math.isclose(float(v), float(x)) for x in d.values)
             if not ok:
-                out.append(f"dimensions.{d.name}: {v:g} is not one of {list(d.values)}" if not d.categorical
-                           else f"dimensions.{d.name}: {v!r} is not one of {list(d.values)}")
+                out.append(
+                    f"dimensions.{d.name}: {v:g} is not one of {list(d.values)}"
+                    if not d.categorical
+                    else f"dimensions.{d.name}: {v!r} is not one of {list(d.values)}"
+                )
         if self.family == "mobilebert" and arch.bottleneck_size and arch.bottleneck_size > arch.hidden_size:
             out.append(f"bottleneck: bottleneck_size {arch.bottleneck_size} > hidden_size {arch.hidden_size}")
         c = self.constraints
@@ -301,7 +319,9 @@ class SearchSpace:
         from kdnas.space.cost import param_count
 
         if self.teacher_config is None:
-            raise SearchError("counting parameters needs the teacher config; build the space with teacher_config=")
+            raise SearchError(
+                "counting parameters needs the teacher config; build the space with teacher_config="
+            )
         return param_count(arch, self.teacher_config).total / 1e6
 
     # ---------------------------------------------------------------------------------------------- enumeration
@@ -341,7 +361,11 @@ class SearchSpace:
         return self.sample_many(1, rng)[0]
 
     def sample_many(
-        self, n: int, rng: np.random.Generator | int | None = None, *, exclude: set[str] | frozenset[str] = frozenset()
+        self,
+        n: int,
+        rng: np.random.Generator | int | None = None,
+        *,
+        exclude: set[str] | frozenset[str] = frozenset(),
     ) -> list[Arch]:
         """Up to `n` distinct archs drawn uniformly, skipping arch ids in `exclude` (fewer if the space runs out)."""
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -385,11 +409,15 @@ class SearchSpace:
             else:
                 relaxed = self.with_constraints(**{name: None})
             try:
-                nonempty = bool(relaxed.enumerate()) if relaxed.enumerable() else bool(relaxed.sample_many(1, 0))
+                nonempty = (
+                    bool(relaxed.enumerate()) if relaxed.enumerable() else bool(relaxed.sample_many(1, 0))
+                )
             except SearchError:
                 nonempty = False
             if nonempty:
-                value = "the allowed set" if name == "allowed" else f"{name}={getattr(self.constraints, name)}"
+                value = (
+                    "the allowed set" if name == "allowed" else f"{name}={getattr(self.constraints, name)}"
+                )
                 culprits.append(value)
         counts: Counter[str] = Counter()
         for arch in itertools.islice(self._product(), 20_000):

@@ -160,7 +160,9 @@ def _values(name: str, raw: Any, key: str, problems: list[str]) -> tuple[Any, ..
                 problems.append(f"{key}: {n} values; use a larger step")
                 return ()
             raw = [lo + i * step for i in range(n)]
-            raw = [int(v) if all(isinstance(x, int) for x in (lo, step)) else round(float(v), 10) for v in raw]
+            raw = [
+                int(v) if all(isinstance(x, int) for x in (lo, step)) else round(float(v), 10) for v in raw
+            ]
     if not isinstance(raw, list):
         raw = [raw]
     if not raw:
@@ -182,7 +184,9 @@ def _values(name: str, raw: Any, key: str, problems: list[str]) -> tuple[Any, ..
     return tuple(sorted(set(raw)))
 
 
-def parse_space(data: dict[str, Any], teacher_config: PretrainedConfig | None, *, where: str = "space") -> SearchSpace:
+def parse_space(
+    data: dict[str, Any], teacher_config: PretrainedConfig | None, *, where: str = "space"
+) -> SearchSpace:
     """Build a SearchSpace from the YAML schema (docs/search.md); ConfigError lists every problem at once.
 
     `base: default|mobilebert` starts from that builtin space (needs the teacher config); `dimensions` then
@@ -192,7 +196,10 @@ def parse_space(data: dict[str, Any], teacher_config: PretrainedConfig | None, *
     for k in data:
         if k not in _TOP_KEYS:
             close = difflib.get_close_matches(str(k), _TOP_KEYS, n=1)
-            problems.append(f"{k}: unknown key" + (f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(_TOP_KEYS)}"))
+            problems.append(
+                f"{k}: unknown key"
+                + (f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(_TOP_KEYS)}")
+            )
     base = data.get("base")
     dims: dict[str, Dimension] = {}
     family = data.get("family", "teacher")
@@ -215,12 +222,15 @@ def parse_space(data: dict[str, Any], teacher_config: PretrainedConfig | None, *
         key = f"dimensions.{name}"
         if name not in DIMENSIONS:
             close = difflib.get_close_matches(str(name), DIMENSIONS, n=1)
-            problems.append(f"{key}: unknown dimension" + (f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(DIMENSIONS)}"))
+            problems.append(
+                f"{key}: unknown dimension"
+                + (f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(DIMENSIONS)}")
+            )
             continue
         vals = _values(name, raw, key, problems)
         if vals:
-            for a, b in (("num_heads", "head_dim"), ("ffn_size", "ffn_ratio")):
-                other = b if name == a else a if name == b else None
+            for one, two in (("num_heads", "head_dim"), ("ffn_size", "ffn_ratio")):
+                other = two if name == one else one if name == two else None
                 if other and other in dims and other not in raw_dims:
                     dims.pop(other)  # overriding the base's head_dim with num_heads, say
             dims[name] = Dimension(name, vals)
@@ -235,7 +245,10 @@ def parse_space(data: dict[str, Any], teacher_config: PretrainedConfig | None, *
     for k, v in raw_cons.items():
         if k not in _CONSTRAINT_KEYS:
             close = difflib.get_close_matches(str(k), _CONSTRAINT_KEYS, n=1)
-            problems.append(f"constraints.{k}: unknown constraint" + (f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(_CONSTRAINT_KEYS)}"))
+            problems.append(
+                f"constraints.{k}: unknown constraint"
+                + (f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(_CONSTRAINT_KEYS)}")
+            )
         elif v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
             problems.append(f"constraints.{k}: {v!r} must be a positive number")
         else:

@@ -1,0 +1,92 @@
+"""Pareto front, hypervolume (against brute force), Kendall tau and recommendations per budget."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from kdnas.search.objectives import Budget
+from kdnas.search.results import (
+    TrialRecord,
+    hypervolume_2d,
+    kendall_tau,
+    nondominated_rank,
+    pareto_mask,
+    pareto_records,
+    recommend,
+)
+from kdnas.space.arch import Arch
+
+
+def _brute_pareto(pts):
+    return np.array([not any(np.all(q <= p) and np.any(q < p) for q in pts) for p in pts])
+
+
+def _brute_hv(pts, ref, n=400):
+    # exact on a grid of all breakpoints: sum of cells dominated by some point
+    xs = np.unique(np.concatenate([pts[:, 0], [ref[0]]]))
+    ys = np.unique(np.concatenate([pts[:, 1], [ref[1]]]))
+    area = 0.0
+    for x0, x1 in itertools.pairwise(xs):
+        for y0, y1 in itertools.pairwise(ys):
+            if x0 >= ref[0] or y0 >= ref[1]:
+                continue
+            if any(p[0] <= x0 and p[1] <= y0 for p in pts):
+                area += (x1 - x0) * (y1 - y0)
+    return area
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pareto_and_hypervolume_vs_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    pts = rng.random((25, 2))
+    pts[3] = pts[7]  # duplicates are kept on the front together
+    assert (pareto_mask(pts) == _brute_pareto(pts)).all()
+    ref = (0.9, 0.95)  # some points lie beyond the reference and add nothing
+    assert hypervolume_2d(pts, ref) == pytest.approx(
+        _brute_hv(pts[(pts[:, 0] < 0.9) & (pts[:, 1] < 0.95)], ref)
+    )
+    ranks = nondominated_rank(pts)
+    assert (ranks == 0).sum() == pareto_mask(pts).sum()
+    assert ranks.min() == 0 and (ranks >= 0).all()
+
+
+def test_hypervolume_simple_cases():
+    assert hypervolume_2d(np.array([[0.5, 0.5]]), (1.0, 1.0)) == pytest.approx(0.25)
+    assert hypervolume_2d(np.array([[0.0, 0.5], [0.5, 0.0]]), (1.0, 1.0)) == pytest.approx(0.75)
+    assert hypervolume_2d(np.zeros((0, 2)), (1.0, 1.0)) == 0.0
+
+
+def _rec(n, L, short, lat, long=None, state="complete"):
+    return TrialRecord(
+        n, state, Arch(L, 64, 2, 128), kd_loss_short=short, kd_loss_long=long, latency_ms=lat, params_m=1.0
+    )
+
+
+def test_recommendation_per_budget_prefers_long_fidelity():
+    recs = [
+        _rec(0, 1, 0.60, 1.0),
+        _rec(1, 2, 0.40, 2.0),
+        _rec(2, 3, 0.35, 3.0, long=0.33),
+        _rec(3, 4, 0.30, 3.5),  # better short loss but no long result
+        _rec(4, 5, 0.10, 9.0, state="failed"),
+    ]
+    out = recommend(recs, [Budget(4.0, "4 ms"), Budget(2.5, "2.5 ms"), Budget(0.5, "0.5 ms")])
+    assert out[0].arch.num_layers == 3 and out[0].fidelity == "long" and out[0].kd_loss == 0.33
+    assert out[1].arch.num_layers == 2 and out[1].fidelity == "short"
+    assert out[2].arch is None and "fastest evaluated arch takes 1 ms" in out[2].reason
+
+
+def test_pareto_records_and_kendall():
+    recs = [
+        _rec(0, 1, 0.6, 1.0, 0.55),
+        _rec(1, 2, 0.4, 2.0, 0.35),
+        _rec(2, 3, 0.5, 3.0, 0.45),
+        _rec(3, 4, 0.3, 4.0, 0.31),
+    ]
+    assert [r.number for r in pareto_records(recs)] == [0, 1, 3]
+    tau, n = kendall_tau(recs)
+    assert n == 4 and tau == pytest.approx(1.0)
+    assert kendall_tau(recs[:2]) == (None, 2)

@@ -1,0 +1,177 @@
+"""Study wiring: multi-fidelity promotion, failures, filtering, storage, resume and up-front errors."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from kdnas.errors import ConfigError, SearchError
+from kdnas.search.config import SearchConfig
+from kdnas.search.objectives import resolve_budgets
+from kdnas.search.study import run_search
+from kdnas.space.spaces import default_space
+
+RANDOM = dict(strategy="random", episode_size=4)
+
+
+def _run(minilm, fake, cfg, **kw):
+    kw.setdefault("tokens", 100)
+    kw.setdefault("teacher_latency_ms", fake.teacher_latency_ms)
+    return run_search(kw.pop("space", None) or default_space(minilm), fake, cfg, **kw)
+
+
+def test_multi_fidelity_promotes_top_fraction_and_reports_tau(minilm, fake, tmp_path):
+    cfg = SearchConfig(
+        strategy="random", n_trials=8, episode_size=4, promote_fraction=0.25, long_proxy_factor=3.0
+    )
+    res = _run(minilm, fake, cfg, run_dir=tmp_path)
+    long_calls = [c for c in fake.calls if c[1] == "long"]
+    assert len(long_calls) == 2 and all(c[2] == 300 for c in long_calls)  # one per round of 4, 3x tokens
+    promoted = [r for r in res.records if r.fidelity == "long"]
+    assert len(promoted) == 2 == res.n_promoted
+    by_round: dict[int, list] = {}
+    for r in res.records:
+        by_round.setdefault(r.round, []).append(r)
+    for rnd in by_round.values():  # the promoted one is on its round's Pareto front
+        (p,) = [r for r in rnd if r.fidelity == "long"]
+        assert not any(o.kd_loss_short < p.kd_loss_short and o.latency_ms < p.latency_ms for o in rnd)
+    assert res.kendall_tau is None  # fewer than 3 promoted
+    saved = json.loads((tmp_path / "search.json").read_text())
+    assert saved["n_promoted"] == 2 and saved["kendall_tau_short_long"] is None
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    assert study.user_attrs["result"]["hypervolume"] == pytest.approx(res.hypervolume)
+    fids = [t.user_attrs["fidelity"] for t in study.trials]
+    assert fids.count("long") == 2 and fids.count("short") == 6
+
+
+def test_kendall_tau_over_promoted(minilm, fake):
+    cfg = SearchConfig(strategy="random", n_trials=6, episode_size=2, promote_fraction=0.5)
+    res = _run(minilm, fake, cfg)
+    assert res.n_promoted == 3
+    pairs = sorted((r.kd_loss_short, r.kd_loss_long) for r in res.records if r.fidelity == "long")
+    from scipy.stats import kendalltau
+
+    assert res.kendall_tau == pytest.approx(kendalltau(*zip(*pairs)).statistic)
+
+
+def test_failed_candidates_are_recorded_and_the_search_goes_on(minilm, fake):
+    space = default_space(minilm)
+    bad = space.sample_many(60, 0)
+    fake.fail_on = {a.arch_id for a in bad[:30]}
+    fake.nan_on = {a.arch_id for a in bad[30:]}
+    res = _run(minilm, fake, SearchConfig(n_trials=8, promote_fraction=0.0, **RANDOM), space=space)
+    failed = [r for r in res.records if r.state == "failed"]
+    assert failed and res.n_evaluated == 8
+    reasons = {r.reason.split(":")[0] for r in failed}
+    assert reasons <= {"RuntimeError", "kd_loss is nan (the proxy distillation diverged)"}
+    assert any(r.state == "complete" for r in res.records)
+
+
+def test_all_failing_stops_with_the_reason(minilm, fake):
+    fake.fail_on = lambda arch: True
+    with pytest.raises(SearchError, match=r"first 4 candidates all failed.*synthetic failure"):
+        _run(minilm, fake, SearchConfig(n_trials=8, **RANDOM))
+
+
+def test_cost_filter_never_distills_ruled_out_archs(minilm, fake):
+    budgets = resolve_budgets(speedups=[8.0], teacher_latency_ms=fake.teacher_latency_ms)
+    cfg = SearchConfig(strategy="tpe", n_trials=10, n_startup_trials=3, max_params_m=12, promote_fraction=0.0)
+    res = _run(minilm, fake, cfg, budgets=budgets, latency_predictor=fake.predict_latency_ms)
+    cap = budgets[0].latency_ms * (1 + cfg.latency_margin)
+    space = default_space(minilm)
+    for arch_id, _, _ in fake.calls:
+        arch = next(r.arch for r in res.records if r.arch and r.arch.arch_id == arch_id)
+        assert fake.predict_latency_ms(arch) <= cap
+        assert space.params_m(arch) <= 12
+    filtered = [r for r in res.records if r.state == "filtered"]
+    assert all(
+        r.reason
+        and r.reason.split(":")[0]
+        in ("max_latency_ms", "max_params_m", "duplicate of a candidate of the same round")
+        for r in filtered
+    )
+    rec = res.recommendations[0]
+    assert rec.arch is not None and rec.latency_ms <= budgets[0].latency_ms
+
+
+def test_unreachable_budget_names_the_fastest(minilm, fake):
+    budgets = resolve_budgets(budgets_ms=[0.05], teacher_latency_ms=fake.teacher_latency_ms)
+    with pytest.raises(
+        SearchError, match=r"budget 0.05 ms .*cannot be met: the fastest arch in the space, L1-H64"
+    ):
+        _run(minilm, fake, SearchConfig(**RANDOM), budgets=budgets, latency_predictor=fake.predict_latency_ms)
+    assert not fake.calls
+
+
+def test_bad_inputs_fail_before_any_distillation(minilm, fake, tmp_path):
+    with pytest.raises(SearchError, match="cannot open the search storage"):
+        _run(minilm, fake, SearchConfig(**RANDOM), storage=f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    with pytest.raises(SearchError, match="cannot open the search storage"):
+        _run(minilm, fake, SearchConfig(**RANDOM), storage="nosuchdb://x")
+    with pytest.raises(ConfigError, match=r"search.strategy: 'evo'"):
+        _run(minilm, fake, SearchConfig(strategy="evo"))
+    with pytest.raises(SearchError, match=r"max_params_m=0.1 rules out every arch"):
+        _run(minilm, fake, SearchConfig(max_params_m=0.1, **RANDOM))
+    assert not fake.calls
+
+
+def test_resume_keeps_completed_trials_and_recovers_running_ones(minilm, fake, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = SearchConfig(n_trials=6, promote_fraction=0.0, **RANDOM)
+    first = _run(minilm, fake, cfg, storage=url, study_name="s")
+    assert first.n_evaluated == 6
+    # simulate a process killed mid-round: one trial with its short result recorded, one without
+    study = optuna.load_study(study_name="s", storage=url)
+    space = default_space(minilm)
+    a, b = space.sample_many(2, 99, exclude={r.arch.arch_id for r in first.records})
+    for arch, short in ((a, True), (b, False)):
+        study.enqueue_trial(space.params_of(arch))
+        t = study.ask()  # left RUNNING, as a killed process leaves it
+        assert space.suggest(t) == arch
+        t.set_user_attr("arch_id", arch.arch_id)
+        t.set_user_attr("arch", arch.to_dict())
+        if short:
+            t.set_user_attr("kd_loss_short", 0.42)
+            t.set_user_attr("latency_ms", 3.0)
+            t.set_user_attr("params_m", 5.0)
+    n_calls = len(fake.calls)
+    second = _run(
+        minilm, fake, SearchConfig(n_trials=10, promote_fraction=0.0, **RANDOM), storage=url, study_name="s"
+    )
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    recovered = [t for t in trials if t.user_attrs.get("resumed")]
+    assert len(recovered) == 1 and recovered[0].values[0] == 0.42
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "re-queued" in failed[0].user_attrs["fail_reason"]
+    # the 6 first completions are kept untouched, 10 distilled in all (the recovered one counts)
+    first_ids = [r.arch.arch_id for r in first.records]
+    assert [r.arch.arch_id for r in second.records[:6]] == first_ids
+    assert second.n_evaluated == 10
+    assert len(fake.calls) - n_calls == 3  # 10 - 6 done - 1 recovered
+
+
+def test_resume_with_other_objectives_is_refused(minilm, fake, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    _run(minilm, fake, SearchConfig(n_trials=2, **RANDOM), storage=url)
+    with pytest.raises(SearchError, match="objectives"):
+        _run(
+            minilm, fake, SearchConfig(n_trials=2, objectives=["kd_loss", "params_m"], **RANDOM), storage=url
+        )
+
+
+def test_three_objectives_and_constraints(minilm, fake):
+    budgets = resolve_budgets(speedups=[4.0], teacher_latency_ms=fake.teacher_latency_ms)
+    cfg = SearchConfig(
+        strategy="nsga2",
+        n_trials=6,
+        n_startup_trials=2,
+        objectives=["kd_loss", "latency_ms", "params_m"],
+        max_params_m=20,
+        promote_fraction=0.0,
+    )
+    res = _run(minilm, fake, cfg, budgets=budgets, latency_predictor=fake.predict_latency_ms)
+    assert res.n_evaluated == 6
