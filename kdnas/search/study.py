@@ -95,7 +95,7 @@ def trial_record(t: FrozenTrial) -> TrialRecord | None:
     return TrialRecord(
         number=t.number,
         state=state,
-        arch=Arch.from_dict(a["arch"]) if "arch" in a else None,
+        arch=Arch(**a["arch"]) if "arch" in a else None,  # filtered archs may be invalid: no validation
         kd_loss_short=a.get("kd_loss_short"),
         kd_loss_long=a.get("kd_loss_long"),
         latency_ms=a.get("latency_ms"),

@@ -175,3 +175,16 @@ def test_three_objectives_and_constraints(minilm, fake):
     )
     res = _run(minilm, fake, cfg, budgets=budgets, latency_predictor=fake.predict_latency_ms)
     assert res.n_evaluated == 6
+
+
+def test_invalid_proposals_are_filtered_with_reason(minilm, fake):
+    from kdnas.space.spaces import load_space
+
+    space = load_space("small-explicit", minilm)  # num_heads is searched: many width/heads pairs are invalid
+    cfg = SearchConfig(strategy="nsga2", n_trials=8, n_startup_trials=2, promote_fraction=0.0)
+    res = _run(minilm, fake, cfg, space=space)
+    assert res.n_evaluated == 8
+    filtered = [r for r in res.records if r.state == "filtered"]
+    assert filtered and all(r.reason for r in filtered)
+    assert all(space.contains(r.arch) for r in res.records if r.state == "complete")
+    assert {c[0] for c in fake.calls} <= {r.arch.arch_id for r in res.records if r.state == "complete"}
