@@ -58,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     if problems:
         raise ExportError("; ".join(problems))
     con = Console()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file load/save bars would drown the summary below
     kw = dict(onnx=onnx, int8=int8, overwrite=args.overwrite, target=target, measure=not args.no_timing)
     with con.status(f"exporting {src} (ONNX export and timing take a minute)"):
         results = export_run(src, args.out, **kw) if run else [export_model_dir(src, args.out, **kw)]  # type: ignore[arg-type]

@@ -6,12 +6,10 @@
 from kdnas.export.card import ModelCardInfo, TaskScore
 from kdnas.export.exporter import ExportResult, export_model, param_counts
 from kdnas.export.onnx import ExportError, NumericsCheck
-from kdnas.export.timing import LatencyFigure
 
 __all__ = [
     "ExportError",
     "ExportResult",
-    "LatencyFigure",
     "ModelCardInfo",
     "NumericsCheck",
     "TaskScore",

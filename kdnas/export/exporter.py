@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 from kdnas.export import onnx as onnx_mod
 from kdnas.export.card import ModelCardInfo, library_versions, render_card, today
 from kdnas.export.onnx import ExportError, NumericsCheck
-from kdnas.export.timing import LatencyFigure, hardware_fingerprint, measure_export
+from kdnas.export.timing import hardware_description, measure_export
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from kdnas.latency.config import TargetConfig
+    from kdnas.latency.result import LatencyResult
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ class ExportResult:
     """Role -> file name in the folder: config, weights, tokenizer, onnx, int8, card."""
     checks: dict[str, NumericsCheck] = field(default_factory=dict)
     """ONNX file name -> numerics against PyTorch."""
-    latency: dict[str, LatencyFigure] = field(default_factory=dict)
-    """Backend -> measured latency."""
+    latency: dict[str, LatencyResult] = field(default_factory=dict)
+    """Backend -> measured latency (kdnas.latency, on the target's first shape)."""
     params_total: int = 0
     """All parameters."""
     params_non_embedding: int = 0
@@ -174,7 +175,7 @@ def _write(
     was_training = model.training
     model.eval()
     result = ExportResult(
-        out_dir=d, hardware=hardware_fingerprint(), versions=library_versions(), created=today()
+        out_dir=d, hardware=hardware_description(target.threads), versions=library_versions(), created=today()
     )
     result.params_total, result.params_non_embedding = param_counts(model)
 
@@ -236,19 +237,11 @@ def _with_arch(info: ModelCardInfo, arch: Any) -> ModelCardInfo:
     return dataclasses.replace(info, arch=arch)
 
 
-def _measure(d: Path, backends: list[str], target: TargetConfig) -> dict[str, LatencyFigure]:
-    """Latency per backend on the target's first shape. Swap point for `kdnas.latency` once it measures dirs."""
+def _measure(d: Path, backends: list[str], target: TargetConfig) -> dict[str, LatencyResult]:
+    """Latency per backend on the target's first shape (CPU: the ONNX files are CPU builds)."""
     if target.device != "cpu":
         log.warning("export timing measures CPU only; target device %s is not timed here", target.device)
-    return measure_export(
-        d,
-        backends,
-        threads=target.threads,
-        batch_size=target.batch_size,
-        seq_len=target.seq_lens[0],
-        max_time_s=min(target.max_time_s, 5.0),
-        timeout_s=target.timeout_s,
-    )
+    return measure_export(d, backends, target)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

@@ -10,7 +10,6 @@ import pytest
 from kdnas.cli import main
 from kdnas.export import ExportError
 from kdnas.export.run_dir import card_info_from_run, export_run, recommended_students
-from kdnas.export.timing import measure_export
 from kdnas.testing import save_tiny_teacher
 
 
@@ -94,16 +93,23 @@ def test_cli_bad_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "e")]) == 2
 
 
-def test_measure_export_every_backend(tmp_path: Path) -> None:
-    """Each backend in its own pinned worker: tiny model, short time cap."""
-    from kdnas.export import export_model
+def test_export_times_every_backend(tmp_path: Path) -> None:
+    """Each backend is timed by kdnas.latency in its own pinned worker; the card shows the figures."""
+    from kdnas.export import ModelCardInfo, export_model
+    from kdnas.latency import TargetConfig
     from kdnas.testing import tiny_teacher, tiny_tokenizer
 
-    out = tmp_path / "e"
-    export_model(tiny_teacher("bert"), tiny_tokenizer(), out, measure=False)
-    figs = measure_export(
-        out, ["torch", "onnxruntime", "onnxruntime-int8"], threads=1, seq_len=16, max_time_s=0.2
+    target = TargetConfig(threads=1, seq_lens=[16], max_time_s=0.3, cache_dir=str(tmp_path / "cache"))
+    card = ModelCardInfo(teacher_latency_ms={"onnxruntime": 50.0})
+    result = export_model(tiny_teacher("bert"), tiny_tokenizer(), tmp_path / "e", target=target, card=card)
+    assert list(result.latency) == ["torch", "onnxruntime", "onnxruntime-int8"]
+    for backend, r in result.latency.items():
+        assert r.backend == backend and 0 < r.median_ms <= r.p90_ms and r.seq_len == 16 and r.threads == 1
+    card_text = (tmp_path / "e" / "README.md").read_text()
+    ort = result.latency["onnxruntime"]
+    assert (
+        f"| onnxruntime | {ort.median_ms:.2f} | {ort.p90_ms:.2f} | {50.0 / ort.median_ms:.1f}x |" in card_text
     )
-    assert list(figs) == ["torch", "onnxruntime", "onnxruntime-int8"]
-    for f in figs.values():
-        assert 0 < f.median_ms <= f.p90_ms and f.repeats >= 5 and f.seq_len == 16 and f.threads == 1
+    assert "1 threads, batch 1, sequence length 16" in card_text
+    saved = json.loads((tmp_path / "e" / "export.json").read_text())
+    assert saved["latency"]["torch"]["median_ms"] == result.latency["torch"].median_ms
