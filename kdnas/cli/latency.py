@@ -123,8 +123,8 @@ def _measure(args: argparse.Namespace, backends: list[str]) -> int:
     fp = fingerprint(target.threads, target.device)
     if args.json:
         for (i, b, sh), r in sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-            rec = {"model": names[i], "backend": b, "shape": str(sh)}
-            rec.update(r.to_dict() if isinstance(r, LatencyResult) else {"error": str(r)})
+            rec = r.to_dict() if isinstance(r, LatencyResult) else {"error": str(r)}
+            rec.update(name=names[i], backend=b, shape=str(sh))
             print(json.dumps(rec))
         return 0 if all(isinstance(r, LatencyResult) for r in out.values()) else 1
     table = Table(caption=f"{fp.describe()} [fingerprint {fp.id}]")

@@ -132,7 +132,7 @@ class ModelSpec:
             return self.get_arch().arch_id
         if self.kind == "dir":
             return Path(self.path or "").name
-        return f"{json.loads(self.config).get('model_type')} config"
+        return f"{json.loads(self.config).get('model_type')}:{self.get_arch().arch_id}"
 
     # JSON ---------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

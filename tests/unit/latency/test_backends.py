@@ -63,6 +63,7 @@ def test_cli_table_and_json(capsys, tmp_path):
                "--cache-dir", str(tmp_path), "--json"])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert rc == 0 and [x["shape"] for x in lines] == ["b1/s16", "b2/s16"]
+    assert lines[0]["name"] == "L=1,H=32,A=2,F=64" and lines[0]["model"] == "L1-H32-A2-F64-gelu"
     assert main(["latency", "--arch", "L=1,H=32,A=2,F=64", "--backend", "fake", "--cache-dir", str(tmp_path)]) == 0
     assert "L=1,H=32,A=2,F=64" in capsys.readouterr().out
 
