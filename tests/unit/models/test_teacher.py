@@ -102,7 +102,7 @@ def test_causal_architecture_refused(tmp_path: Path) -> None:
 
 def test_dir_without_config(tmp_path: Path) -> None:
     (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(AssetError, match="config.json"):
+    with pytest.raises(AssetError, match=r"config\.json"):
         load_teacher(tmp_path)
 
 
