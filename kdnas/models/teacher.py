@@ -97,7 +97,7 @@ def resolve_teacher_ref(
     resolved = resolve_model_ref(text, cache_dir=cache_dir)
     if isinstance(resolved, Path):
         name = resolved.resolve().name if Path(text).expanduser().is_dir() else text
-        return name, resolved
+        return name, resolved.resolve()
     if not _HUB_ID.match(resolved):
         raise AssetError(f"teacher {text!r} is not a local dir, a zoo name or a hub id; {_zoo_hint()}")
     return resolved, None
