@@ -125,11 +125,17 @@ def render_card(
     front["pipeline_tag"] = "feature-extraction"
     parts = ["---\n" + yaml.safe_dump(front, sort_keys=False) + "---", f"# {title}"]
 
-    origin = f" distilled from **{info.teacher}**" if info.teacher else ""
+    if info.teacher:
+        intro = (
+            f"A {family} encoder distilled from **{info.teacher}** with [kdnas](https://github.com/kdnas/kdnas) "
+            "(architecture search + knowledge distillation)."
+        )
+    else:
+        intro = f"A {family} encoder exported with [kdnas](https://github.com/kdnas/kdnas)."
     parts.append(
-        f"A {family} encoder{origin}, found by architecture search and knowledge distillation with "
-        "[kdnas](https://github.com/kdnas/kdnas). It outputs token embeddings (`last_hidden_state`); "
-        "pool them (e.g. mean over real tokens) for sentence embeddings, or fine-tune it with a task head."
+        intro
+        + " It outputs token embeddings (`last_hidden_state`); pool them (e.g. mean over real tokens) for "
+        "sentence embeddings, or fine-tune it with a task head."
     )
 
     rows = [["family", family]]
@@ -172,8 +178,8 @@ def render_card(
             )
         hw = info.hardware or result.hardware
         parts.append(
-            f"## Latency\n\nMeasured on {hw} with {any_fig.threads} threads, batch {any_fig.batch_size}, "
-            f"sequence length {any_fig.seq_len}, each backend in its own process.\n\n"
+            f"## Latency\n\nMeasured on {hw}: {any_fig.threads} threads, batch {any_fig.batch_size}, "
+            f"sequence length {any_fig.seq_len}, each backend in its own pinned worker process.\n\n"
             + _table(["backend", "median ms", "p90 ms", "speed-up vs teacher"], lat_rows)
         )
     if result.checks:

@@ -225,10 +225,20 @@ def _write(
     if info.arch is None:
         with contextlib.suppress(Exception):  # an unsupported family still exports; the card lacks the arch
             info = _with_arch(info, arch_of(model.config))
+    _normal_permissions(d)
     text = render_card(info, result, name=name, family=str(model.config.model_type), input_names=names)
     (d / "README.md").write_text(text, encoding="utf-8")
     result.files["card"] = "README.md"
     return result
+
+
+def _normal_permissions(d: Path) -> None:
+    """Make every written file readable like any other (some writers create 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in d.iterdir():
+        if p.is_file():
+            os.chmod(p, 0o666 & ~umask)
 
 
 def _with_arch(info: ModelCardInfo, arch: Any) -> ModelCardInfo:

@@ -38,7 +38,9 @@ def measure_export(model_dir: Path, backends: list[str], target: TargetConfig) -
 
 
 def hardware_description(threads: int) -> str:
-    """The latency engine's fingerprint of this machine, in words (CPU, cores, ISA flags, threads)."""
+    """This machine in words (CPU, cores, ISA flags, architecture) with the latency engine's fingerprint id."""
     from kdnas.latency import fingerprint
 
-    return fingerprint(threads).describe()
+    fp = fingerprint(threads)
+    isa = "/".join(fp.isa) or "no flags"
+    return f"{fp.cpu} ({fp.cores} cpus, {isa}, {fp.machine}; fingerprint {fp.id})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,9 @@ def test_files_and_result(exported) -> None:
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == family
     assert not {"auto_map", "kdnas"} & set(cfg), "config must load with plain transformers"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {oct(0o666 & ~umask)}
 
 
 def test_loads_with_transformers_alone(exported) -> None:
@@ -156,7 +160,7 @@ def test_model_card(exported) -> None:
     assert front["license"] == "apache-2.0"
     assert front["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert {"kdnas", "distillation", "onnx", family} <= set(front["tags"])
-    assert "# student" in text
+    assert "# student" in text and "distilled from **minilm-l6**" in text
     assert "`L2-H32-A4-F64-gelu`" in text
     assert f"{result.params_total / 1e6:.2f} M" in text
     assert "| bbc-news | accuracy | 0.9300 | 0.9600 | 96.9% |" in text
@@ -179,6 +183,8 @@ def test_refuses_existing_dir_then_overwrites(tmp_path: Path) -> None:
     assert result.out_dir == out
     assert (out / "config.json").is_file() and not (out / "keep.txt").exists()
     assert "onnx" not in result.files and not (out / "model.onnx").exists()
+    card = (out / "README.md").read_text()
+    assert "exported with [kdnas]" in card and "## Latency" not in card and "model.onnx" not in card
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"], "no temp or backup dirs left behind"
 
 

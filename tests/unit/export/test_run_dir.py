@@ -110,6 +110,6 @@ def test_export_times_every_backend(tmp_path: Path) -> None:
     assert (
         f"| onnxruntime | {ort.median_ms:.2f} | {ort.p90_ms:.2f} | {50.0 / ort.median_ms:.1f}x |" in card_text
     )
-    assert "1 threads, batch 1, sequence length 16" in card_text
+    assert ": 1 threads, batch 1, sequence length 16" in card_text
     saved = json.loads((tmp_path / "e" / "export.json").read_text())
     assert saved["latency"]["torch"]["median_ms"] == result.latency["torch"].median_ms
