@@ -6,7 +6,6 @@ docs/distillation.md): MSE losses are divided by the teacher states' variance, K
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -37,14 +36,21 @@ def hidden_mse(pred: Tensor, target: Tensor, mask: Tensor, *, variance: Tensor |
     return (se * m).sum() / n / torch.as_tensor(variance, dtype=torch.float32).clamp_min(_EPS)
 
 
-def _masked_kl_rows(t_probs: Tensor, s_logp: Tensor, key_mask: Tensor) -> Tensor:
-    """KL(t || s) of each row over the last dim, counting only keys where key_mask is 1.
+def _masked_kl_rows(
+    t_probs: Tensor, s_logp: Tensor, key_mask: Tensor | None, t_logp: Tensor | None = None
+) -> Tensor:
+    """KL(t || s) of each row over the last dim, counting only keys where key_mask is 1 (None: all keys).
 
-    t_probs, s_logp: [..., S_q, S_k]; key_mask: broadcastable to them. Returns [..., S_q].
+    t_probs, s_logp (and t_logp, log t_probs when known): [..., S_q, S_k]; key_mask: broadcastable to them.
+    Returns [..., S_q].
     """
     t = t_probs.float()
-    kl = t * (torch.log(t.clamp_min(_EPS)) - s_logp.float())
-    return (kl * key_mask).sum(-1)
+    if t_logp is None:
+        t_logp = torch.log(t.clamp_min(_EPS))
+    kl = t * (t_logp - s_logp.float())
+    if key_mask is not None:
+        kl = kl * key_mask
+    return kl.sum(-1)
 
 
 def attention_kl(student_probs: Tensor, teacher_probs: Tensor, mask: Tensor) -> Tensor:
@@ -59,7 +65,7 @@ def attention_kl(student_probs: Tensor, teacher_probs: Tensor, mask: Tensor) -> 
         student_probs = student_probs.mean(1, keepdim=True)  # [B, 1, S, S]
         teacher_probs = teacher_probs.mean(1, keepdim=True)
     m, n = _token_weights(mask)
-    key_mask = m[:, None, None, :]  # [B, 1, 1, S]
+    key_mask = None if bool(mask.all()) else m[:, None, None, :]  # [B, 1, 1, S]
     s_logp = torch.log(student_probs.float().clamp_min(_EPS))
     kl = _masked_kl_rows(teacher_probs, s_logp, key_mask)  # [B, A, S]
     return (kl.mean(1) * m).sum() / n
@@ -78,14 +84,19 @@ def split_heads(x: Tensor, heads: int) -> list[Tensor]:
 def relation_logits(x: Tensor, mask: Tensor, heads: int) -> Tensor:
     """Self-relation scores of MiniLMv2: per relation head, x_h x_h^T / sqrt(d_h), padded keys masked.
 
-    x: [B, S, D], mask: [B, S]. Returns log-probabilities [B, heads, S, S] (log-softmax over keys).
+    x: [B, S, D], mask: [B, S]. Returns log-probabilities [B, heads, S, S] (log-softmax over keys). When D is
+    not divisible by `heads`, the heads are near-equal contiguous chunks, each scaled by its own width.
     """
-    chunks = split_heads(x.float(), heads)
-    scores = torch.stack(
-        [c @ c.transpose(-1, -2) / math.sqrt(c.shape[-1]) for c in chunks], 1
-    )  # [B, R, S, S]
-    neg = torch.finfo(scores.dtype).min
-    scores = scores.masked_fill(mask[:, None, None, :] == 0, neg)
+    b, s, d = x.shape
+    x = x.float()
+    if d % heads == 0:  # one batched matmul
+        xh = x.view(b, s, heads, d // heads).transpose(1, 2)  # [B, R, S, dh]
+        scores = (xh * (d // heads) ** -0.5) @ xh.transpose(-1, -2)  # [B, R, S, S]
+    else:
+        chunks = split_heads(x, heads)
+        scores = torch.stack([(c * c.shape[-1] ** -0.5) @ c.transpose(-1, -2) for c in chunks], 1)
+    if not bool(mask.all()):
+        scores = scores.masked_fill(mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
     return F.log_softmax(scores, dim=-1)
 
 
@@ -102,13 +113,16 @@ def relation_kl(
     if len(student_qkv) != len(teacher_qkv) or not student_qkv:
         raise ValueError("relation_kl needs the same non-empty list of relations for teacher and student")
     m, n = _token_weights(mask)
-    key_mask = m[:, None, None, :]
+    key_mask = None if bool(mask.all()) else m[:, None, None, :]
     total = torch.zeros((), dtype=torch.float32, device=mask.device)
     for xs, xt in zip(student_qkv, teacher_qkv):
         s_logp = relation_logits(xs, mask, heads)  # [B, R, S, S]
         with torch.no_grad():
-            t_p = relation_logits(xt, mask, heads).exp()
-        kl = _masked_kl_rows(t_p, s_logp, key_mask)  # [B, R, S]
+            t_logp = relation_logits(xt, mask, heads)
+            t_p = t_logp.exp()
+            if key_mask is not None:  # masked keys: 0 * (-inf) must not turn into nan
+                t_logp = t_logp.masked_fill(key_mask == 0, 0.0)
+        kl = _masked_kl_rows(t_p, s_logp, key_mask, t_logp)  # [B, R, S]
         total = total + (kl.mean(1) * m).sum() / n
     return total / len(student_qkv)
 

@@ -173,6 +173,14 @@ def _param_groups(distiller: Distiller, cfg: DistillConfig) -> list[dict[str, An
     return groups
 
 
+def _adamw(groups: list[dict[str, Any]], cfg: DistillConfig) -> torch.optim.AdamW:
+    """Fused AdamW (one kernel for all parameters; much less per-parameter overhead on CPU) where supported."""
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def _stage_mult(group: str, stage: Stage, cfg: DistillConfig) -> float:
     """lr multiplier of a parameter group in a stage (flash: the current layer learns, lower ones slowly)."""
     if stage.flash_layer is None:
@@ -304,7 +312,7 @@ def distill(
             g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             return torch.randperm(n_rows, generator=g)[pos * batch : (pos + 1) * batch]
 
-        opt = torch.optim.AdamW(_param_groups(distiller, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = _adamw(_param_groups(distiller, cfg), cfg)
         start, seen_tokens, seconds = 0, 0, 0.0
         history: list[dict[str, Any]] = []
         ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None

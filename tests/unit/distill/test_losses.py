@@ -105,11 +105,12 @@ def _relation_ref(xs: torch.Tensor, xt: torch.Tensor, mask: torch.Tensor, heads:
     return total / n
 
 
+@pytest.mark.parametrize("padded", [True, False])
 @pytest.mark.parametrize(("ds", "dt", "heads"), [(8, 12, 4), (10, 12, 3), (6, 16, 2)])
-def test_relation_kl_matches_loop_any_width(ds: int, dt: int, heads: int) -> None:
+def test_relation_kl_matches_loop_any_width(ds: int, dt: int, heads: int, padded: bool) -> None:
     g = torch.Generator().manual_seed(2)
     b, s = 2, 5
-    mask = _mask(b, s)
+    mask = _mask(b, s) if padded else torch.ones(b, s, dtype=torch.long)
     s_qkv = [torch.randn(b, s, ds, generator=g) for _ in range(3)]
     t_qkv = [torch.randn(b, s, dt, generator=g) for _ in range(3)]
     ref = sum(_relation_ref(xs, xt, mask, heads) for xs, xt in zip(s_qkv, t_qkv)) / 3
