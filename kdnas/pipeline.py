@@ -91,7 +91,10 @@ def stage_inspect(ctx: RunContext) -> dict[str, Any]:
         "arch_id": arch.arch_id,
         "params": pc.total,
         "params_non_embedding": pc.non_embedding,
-        "gflops": forward_flops(arch, seq_len=seq, batch_size=ctx.cfg.target.batch_size) / 1e9,
+        "gflops": forward_flops(
+            arch, seq_len=seq, batch_size=ctx.cfg.target.batch_size, teacher_config=teacher.config
+        )
+        / 1e9,
         "seq_len": seq,
     }
     write_json_atomic(ctx.path("teacher.json"), out)

@@ -34,7 +34,11 @@ TINY_TEXTS = [
 def tiny_vocab() -> list[str]:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'-")
-    return specials + sorted(set(WORDS)) + chars + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    return list(
+        dict.fromkeys(
+            specials + sorted(set(WORDS)) + chars + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+        )
+    )
 
 
 def tiny_tokenizer(directory: str | Path | None = None) -> PreTrainedTokenizerBase:
