@@ -163,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         f"max_train {cfg.max_train_examples}; max_eval {max_eval}; {TINYBERT} distillation: {distill_info}."
     )
     if lat:
+        assert target is not None
+        where = f"{target['device']}, {target['threads']} threads, batch {target['batch_size']}, " \
+                f"seq {target['seq_lens'][0]}, {target['backend']}"  # fmt: skip
         table.notes.append("Latency (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in lat.items())
-                           + f" on target {target}.")  # fmt: skip
+                           + f" on {where}.")  # fmt: skip
     md = table.to_markdown()
     print()
     print(md)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas.data.tasks import Task, load_task
+from kdnas.errors import KdnasError
 from kdnas.evaluate.config import EvaluateConfig
 from kdnas.evaluate.encoder import Encoder
 from kdnas.evaluate.finetune import finetune
@@ -39,7 +40,7 @@ def evaluate_encoder(encoder: Encoder, tasks: list[Task], cfg: EvaluateConfig | 
         from kdnas.models.student import arch_of
 
         arch = arch_of(encoder.model.config).describe()
-    except Exception:  # an encoder family kdnas cannot describe still gets evaluated
+    except KdnasError:  # an encoder family kdnas cannot describe still gets evaluated
         arch = None
     return ModelReport(name=encoder.name, results=results, params=encoder.params, arch=arch)
 
