@@ -11,6 +11,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Tiny models are far faster on one thread (2 contended threads made a tiny step ~30x slower); latency
+    # measurements run in their own worker processes with their own pinned threads and are unaffected.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def zoo_cache() -> Path:
     """The zoo cache dir used by integration tests ($KDNAS_CACHE or the default), fetched once per machine."""

@@ -29,7 +29,7 @@ def test_inspect_prints_shape_and_cost(tiny_dir: Path, capsys: pytest.CaptureFix
         "hidden          32",
         "heads           4",
         "FFN             64",
-        "vocab           162",
+        f"vocab           {AutoConfig.from_pretrained(tiny_dir).vocab_size}",
         "max positions   128",
         "GFLOPs",
         f"params          {human(total)}",
