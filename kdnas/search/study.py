@@ -142,6 +142,7 @@ class _Search:
         teacher_latency_ms: float,
         max_latency_ms: float | None,
         callback: TrialCallback | None,
+        seed: int = 0,
     ):
         self.study, self.storage, self.space, self.evaluator, self.cfg = study, storage, space, evaluator, cfg
         self.tokens, self.teacher_latency_ms = tokens, teacher_latency_ms
@@ -149,6 +150,7 @@ class _Search:
         self.max_params_m = space.constraints.max_params_m
         self.callback = callback
         self.session_evaluated = 0
+        self.rng = np.random.default_rng(seed)
         self.session_ok = 0
         self.last_failure: str | None = None
 
@@ -203,6 +205,18 @@ class _Search:
                 self.study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
                 log.info("re-queued interrupted trial %d (%s)", t.number, a.get("arch_id"))
 
+    def enqueue_fallback(self, number: int) -> None:
+        """After a proposal that was ruled out or already evaluated, queue a uniform random unseen valid arch.
+
+        Model-based samplers learn nothing from a pruned trial and tend to propose the same point again; this
+        bounds the waste to one proposal per distilled candidate.
+        """
+        if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        archs = self.space.sample_many(1, self.rng, exclude=seen_arch_ids(self.study))
+        if archs:
+            self.study.enqueue_trial(self.space.params_of(archs[0]), user_attrs={"fallback_for": number})
+
     def enqueue_startup(self, seed: int) -> None:
         trials = self.study.get_trials(deepcopy=False)
         have = sum(_is_evaluated(t) for t in trials) + sum(t.state == TrialState.WAITING for t in trials)
@@ -254,6 +268,7 @@ class _Search:
                     trial.set_user_attr("filtered_reason", f"cannot build an arch: {e}")
                     self.study.tell(trial, state=TrialState.PRUNED)
                     self._notify(trial._trial_id)
+                    self.enqueue_fallback(trial.number)
                     continue
                 trial.set_user_attr("arch_id", arch.arch_id)
                 trial.set_user_attr("arch", arch.to_dict())
@@ -262,6 +277,7 @@ class _Search:
                     trial.set_user_attr("filtered_reason", "; ".join(why))
                     self.study.tell(trial, state=TrialState.PRUNED)
                     self._notify(trial._trial_id)
+                    self.enqueue_fallback(trial.number)
                     continue
                 if arch.arch_id in done:  # the sampler learns the known values again; no distillation
                     src = done[arch.arch_id]
@@ -278,11 +294,13 @@ class _Search:
                             trial.set_user_attr(key, src.user_attrs[key])
                     sa = src.user_attrs
                     self.complete(trial, sa["latency_ms"], sa["params_m"], sa["kd_loss_short"])
+                    self.enqueue_fallback(trial.number)
                     continue
                 if arch.arch_id in in_round:
                     trial.set_user_attr("filtered_reason", "duplicate of a candidate of the same round")
                     self.study.tell(trial, state=TrialState.PRUNED)
                     self._notify(trial._trial_id)
+                    self.enqueue_fallback(trial.number)
                     continue
                 in_round.add(arch.arch_id)
                 n_round += 1
@@ -462,6 +480,7 @@ def run_search(
         teacher_latency_ms=teacher_latency_ms,
         max_latency_ms=max_latency_ms,
         callback=callback,
+        seed=seed + 1,
     )
     search.resume()
     if cfg.strategy in NEEDS_STARTUP:

@@ -1,0 +1,112 @@
+"""The real candidate evaluator: inherit a student from the teacher, distil it briefly on the proxy set, score
+its held-out KD loss, and measure its latency on the target in an isolated worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdnas.config import RunConfig
+from kdnas.errors import DistillError
+from kdnas.search.candidate import CandidateResult, Fidelity
+from kdnas.space.arch import Arch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProxyEvaluator:
+    """Scores one arch: proxy distillation + held-out KD loss + measured latency (see the module docstring).
+
+    Every candidate shares one teacher cache, so its distillation costs about one student forward+backward per
+    step, and one importance ranking of the teacher's units, so inheritance is cheap.
+    """
+
+    cfg: RunConfig
+    teacher: Any
+    """A `kdnas.models.teacher.Teacher`."""
+    proxy: Any
+    """TokenBlock the candidates are distilled on."""
+    heldout: Any
+    """TokenBlock their KD loss is measured on."""
+    cache_dir: Path
+    """Teacher cache dir (shared by every candidate)."""
+    latency_cache: Any = None
+    importance: Any = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from kdnas.distill import TeacherCache
+
+        self._cache = TeacherCache(self.cache_dir, budget_mb=self.cfg.distill.teacher_cache_mb)
+        if self.cfg.distill.init == "inherit" and self.importance is None:
+            from kdnas.models.importance import compute_importance
+
+            batches = None
+            if self.cfg.distill.importance == "activation":
+                batches = [self.proxy[i : i + 16] for i in range(0, min(64, len(self.proxy)), 16)]
+            self.importance = compute_importance(self.teacher.model, self.cfg.distill.importance, batches)
+
+    def build_student(self, arch: Arch) -> Any:
+        """The student of shape `arch`, inheriting the teacher's weights (or random, per `distill.init`)."""
+        from kdnas.models.inherit import inherit_student
+        from kdnas.models.student import build_student
+
+        if self.cfg.distill.init == "inherit" and arch.family != "mobilebert":
+            return inherit_student(
+                self.teacher.model,
+                arch,
+                layer_selection=self.cfg.distill.layer_selection,
+                importance=self.importance,
+                seed=self.cfg.seed,
+            )
+        return build_student(self.teacher.config, arch, seed=self.cfg.seed)
+
+    def evaluate(self, arch: Arch, *, fidelity: Fidelity, tokens: int) -> CandidateResult:
+        from kdnas.distill import distill, heldout_kd_loss
+        from kdnas.latency import measure_arch
+        from kdnas.space.cost import param_count
+
+        t0 = time.perf_counter()
+        student = self.build_student(arch)
+        result = distill(
+            self.teacher,
+            student,
+            self.proxy,
+            self.cfg.distill,
+            tokens=tokens,
+            teacher_cache=self._cache,
+            seed=self.cfg.seed,
+            progress=False,
+        )
+        if result.failed:
+            raise DistillError(f"{arch.arch_id}: proxy distillation failed: {result.failed}")
+        kd = heldout_kd_loss(
+            self.teacher, student, self.heldout, self.cfg.distill, projections=result.distiller,
+            teacher_cache=self._cache,
+        )  # fmt: skip
+        if not math.isfinite(kd):
+            raise DistillError(f"{arch.arch_id}: held-out KD loss is {kd}")
+        distill_s = time.perf_counter() - t0
+        lat = measure_arch(self.teacher.config, arch, self.cfg.target, cache=self.latency_cache)
+        params = param_count(arch, self.teacher.config)
+        extra = {
+            "fidelity": fidelity,
+            "tokens": result.tokens,
+            "steps": result.steps,
+            "train_loss": result.final_loss,
+            "tokens_per_s": round(result.tokens_per_s, 1),
+            "distill_s": round(distill_s, 2),
+            "latency_p90_ms": lat.p90_ms,
+            "latency_repeats": lat.repeats,
+            "latency_attn": lat.attn,
+            "params_non_embedding_m": params.non_embedding / 1e6,
+        }
+        self.history.append({"arch_id": arch.arch_id, "kd_loss": kd, "latency_ms": lat.median_ms, **extra})
+        log.info("%s %s: kd %.4f, %.2f ms (%.0f s)", fidelity, arch.arch_id, kd, lat.median_ms, distill_s)
+        return CandidateResult(kd_loss=kd, latency_ms=lat.median_ms, params_m=params.total / 1e6, extra=extra)
