@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,16 +26,72 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunContext:
-    """What the stages share: the config, the run dir and the values earlier stages produced."""
+    """What the stages share: the config, the run dir, the values earlier stages produced, and lazily loaded
+    heavy objects (teacher, corpus splits, search space) that several stages use."""
 
     cfg: RunConfig
     run_dir: Path
     values: dict[str, Any] = field(default_factory=dict)
+    console: Any = None
+    progress: bool = True
+    _memo: dict[str, Any] = field(default_factory=dict)
 
     def path(self, *parts: str) -> Path:
         p = self.run_dir.joinpath(*parts)
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
+
+    def say(self, msg: str) -> None:
+        (self.console.print if self.console is not None else print)(msg)
+
+    def teacher(self) -> Any:
+        if "teacher" not in self._memo:
+            from kdnas.models.teacher import load_teacher
+
+            self._memo["teacher"] = load_teacher(
+                self.cfg.teacher.name, attn_implementation=self.cfg.teacher.attn_implementation
+            )
+        return self._memo["teacher"]
+
+    def corpus(self) -> Any:
+        if "corpus" not in self._memo:
+            from kdnas.data.corpus import build_corpus
+
+            self._memo["corpus"] = build_corpus(self.cfg.corpus, self.teacher().tokenizer, seed=self.cfg.seed)
+        return self._memo["corpus"]
+
+    def space(self) -> Any:
+        if "space" not in self._memo:
+            from kdnas.space.spaces import load_space
+
+            self._memo["space"] = load_space(self.cfg.search.space, self.teacher().config)
+        return self._memo["space"]
+
+    def evaluator_like(self) -> Any:
+        """Builds students the way the search did (same inheritance and importance ranking)."""
+        if "builder" not in self._memo:
+            from kdnas.search.proxy import ProxyEvaluator
+
+            splits = self.corpus()
+            self._memo["builder"] = ProxyEvaluator(
+                cfg=self.cfg, teacher=self.teacher(), proxy=splits.proxy, heldout=splits.heldout,
+                cache_dir=self.run_dir / "teacher_cache",
+            )  # fmt: skip
+        return self._memo["builder"]
+
+    def trial_callback(self, record: Any) -> None:
+        d = record.to_dict() if hasattr(record, "to_dict") else dict(record)
+        kd = d.get("kd_loss_short", d.get("kd_loss"))
+        lat = d.get("latency_ms")
+        state = d.get("state", "")
+        parts = [f"trial {d.get('number', '?')}", str(d.get("arch_id", "")), state]
+        if kd is not None:
+            parts.append(f"kd {kd:.4f}")
+        if lat is not None:
+            parts.append(f"{lat:.2f} ms")
+        if d.get("reason"):
+            parts.append(str(d["reason"])[:80])
+        self.say("    " + "  ".join(parts))
 
 
 @dataclass
@@ -75,17 +132,17 @@ def stage_fetch(ctx: RunContext) -> dict[str, Any]:
 
 
 def stage_inspect(ctx: RunContext) -> dict[str, Any]:
-    """Load the teacher and record its shape and cost."""
+    """Record the teacher's shape and cost (teacher.json)."""
     from kdnas.models.student import arch_of
-    from kdnas.models.teacher import load_teacher
     from kdnas.space.cost import forward_flops, param_count
 
-    teacher = load_teacher(ctx.cfg.teacher.name, attn_implementation=ctx.cfg.teacher.attn_implementation)
+    teacher = ctx.teacher()
     arch = arch_of(teacher.config)
     pc = param_count(arch, teacher.config)
     seq = ctx.cfg.target.seq_lens[0]
     out = {
         "teacher": ctx.cfg.teacher.name,
+        "name": "teacher",
         "family": teacher.config.model_type,
         "arch": arch.to_dict(),
         "arch_id": arch.arch_id,
@@ -101,21 +158,301 @@ def stage_inspect(ctx: RunContext) -> dict[str, Any]:
     return out
 
 
-def _not_built(what: str) -> Callable[[RunContext], dict[str, Any]]:
-    def run(ctx: RunContext) -> dict[str, Any]:
-        raise NotBuiltYet(f"the {what} stage is not built yet")
+def stage_data(ctx: RunContext) -> dict[str, Any]:
+    """Tokenize the corpus into disjoint proxy / train / held-out splits (cached by content in the kdnas cache)."""
+    splits = ctx.corpus()
+    out = {
+        name: {"rows": len(block), "tokens": int(block.num_tokens)}
+        for name, block in (("proxy", splits.proxy), ("train", splits.train), ("heldout", splits.heldout))
+    }
+    write_json_atomic(ctx.path("data.json"), {**out, "stats": getattr(splits, "stats", None)})
+    return out
 
-    return run
+
+def stage_latency(ctx: RunContext) -> dict[str, Any]:
+    """Measure the teacher on the target and calibrate the latency predictor the search filters with."""
+    from kdnas.latency import calibrate, load_predictor, measure_teacher
+
+    cfg = ctx.cfg
+    teacher = measure_teacher(ctx.teacher().config, cfg.target)
+    out: dict[str, Any] = {"teacher": teacher.to_dict(), "teacher_latency_ms": teacher.median_ms}
+    if cfg.target.calibrate_archs > 0:
+        space = ctx.space()
+        cal = calibrate(ctx.teacher().config, space, cfg.target, n=cfg.target.calibrate_archs, seed=cfg.seed)
+        out["predictor"] = cal.to_dict() if hasattr(cal, "to_dict") else str(cal)
+    else:
+        out["predictor"] = None if load_predictor(ctx.teacher().config, cfg.target) is None else "cached"
+    write_json_atomic(ctx.path("latency.json"), out)
+    return out
+
+
+def stage_search(ctx: RunContext) -> dict[str, Any]:
+    """Search the space: proxy-distil each candidate, measure it, keep the trials in the run's Optuna study."""
+    from kdnas.latency import LatencyCache, load_predictor
+    from kdnas.search.objectives import resolve_budgets
+    from kdnas.search.proxy import ProxyEvaluator
+    from kdnas.search.study import run_search
+
+    cfg = ctx.cfg
+    splits = ctx.corpus()
+    teacher_ms = ctx.values["latency"]["teacher_latency_ms"]
+    predictor = load_predictor(ctx.teacher().config, cfg.target)
+    evaluator = ProxyEvaluator(
+        cfg=cfg,
+        teacher=ctx.teacher(),
+        proxy=splits.proxy,
+        heldout=splits.heldout,
+        cache_dir=ctx.run_dir / "teacher_cache",
+        latency_cache=LatencyCache(cfg.target.cache_dir) if cfg.target.cache_dir else None,
+    )
+    budgets = resolve_budgets(
+        budgets_ms=cfg.target.budgets_ms, speedups=cfg.target.speedups, teacher_latency_ms=teacher_ms
+    )
+    result = run_search(
+        ctx.space(),
+        evaluator,
+        cfg.search,
+        tokens=cfg.distill.proxy_tokens,
+        teacher_latency_ms=teacher_ms,
+        budgets=budgets,
+        run_dir=ctx.run_dir,
+        seed=cfg.seed,
+        latency_predictor=predictor.predict_ms if predictor is not None else None,
+        callback=ctx.trial_callback,
+    )
+    recs = [r.to_dict() for r in result.recommendations]
+    return {
+        "n_evaluated": result.n_evaluated,
+        "hypervolume": result.hypervolume,
+        "kendall_tau_short_long": result.kendall_tau,
+        "pareto": [r.arch.arch_id for r in result.pareto if r.arch is not None],
+        "recommendations": recs,
+    }
+
+
+def _student_name(rec: dict[str, Any]) -> str:
+    label = str(rec["budget"]["label"]).replace(" ", "").replace(".", "_")
+    return f"student-{label}"
+
+
+def stage_distill(ctx: RunContext) -> dict[str, Any]:
+    """Distil each recommended student (and the TinyBERT-shape baseline) on the full training split."""
+    from kdnas.space.arch import Arch
+
+    cfg = ctx.cfg
+    recs = [r for r in ctx.values["search"]["recommendations"] if r.get("arch")]
+    if not recs:
+        raise KdnasError(
+            "no searched arch meets any latency budget; relax target.speedups / target.budgets_ms or search "
+            "longer (search.n_trials)"
+        )
+    jobs: dict[str, tuple[Arch, dict[str, Any]]] = {}
+    for rec in recs:  # one job per distinct arch; a student serving several budgets is named for the tightest
+        arch = Arch.from_dict(rec["arch"])
+        jobs.setdefault(arch.arch_id, (arch, rec))
+    students = []
+    for arch, rec in jobs.values():
+        name = _student_name(rec)
+        model_dir = _distill_full(ctx, name, arch, ctx.run_dir / "students" / name)
+        students.append(
+            {
+                "name": name,
+                "model_dir": str(model_dir),
+                "arch_id": arch.arch_id,
+                "budget_label": rec["budget"]["label"],
+                "budget_ms": rec["budget"]["latency_ms"],
+                "kd_loss": rec.get("kd_loss"),
+                "search_latency_ms": rec.get("latency_ms"),
+            }
+        )
+    baselines = []
+    if cfg.evaluate.baselines:
+        from kdnas.evaluate.baselines import baseline_archs
+
+        for bname, arch in baseline_archs(ctx.teacher().config).items():
+            if bname == "every-other-layer":
+                continue  # truncated teacher weights, fine-tuned directly (DistilBERT-style init), see evaluate
+            d = _distill_full(ctx, bname, arch, ctx.run_dir / "baselines" / bname)
+            baselines.append({"name": bname, "model_dir": str(d), "arch_id": arch.arch_id})
+    summary = {"students": students, "baselines": baselines}
+    write_json_atomic(ctx.path("summary.json"), summary)
+    return summary
+
+
+def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
+    """Full distillation of one arch into out/model (resumes from out/checkpoint after a kill)."""
+    from kdnas.distill import distill, heldout_kd_loss
+
+    cfg = ctx.cfg
+    model_dir = out / "model"
+    if (out / "result.json").exists() and (model_dir / "config.json").exists():
+        return model_dir
+    splits = ctx.corpus()
+    student = ctx.evaluator_like().build_student(arch)
+    resume = (out / "checkpoint.pt").exists()
+    say = ctx.say
+    say(
+        f"  distilling {name} ({arch.arch_id}) on {cfg.distill.full_tokens:,} tokens{' (resuming)' if resume else ''}"
+    )
+    result = distill(
+        ctx.teacher(),
+        student,
+        splits.train,
+        cfg.distill,
+        tokens=cfg.distill.full_tokens,
+        mode="standard",
+        teacher_cache=ctx.run_dir / "teacher_cache",
+        out_dir=out,
+        resume=resume,
+        seed=cfg.seed,
+        progress=ctx.progress,
+    )
+    if result.failed:
+        raise KdnasError(f"full distillation of {name} failed: {result.failed}; see {out}/train_log.jsonl")
+    kd = heldout_kd_loss(ctx.teacher(), student, splits.heldout, cfg.distill, projections=result.distiller)
+    tmp = out / "model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    student.save_pretrained(tmp)
+    ctx.teacher().tokenizer.save_pretrained(tmp)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    os.replace(tmp, model_dir)
+    write_json_atomic(
+        out / "result.json",
+        {"name": name, "arch": arch.to_dict(), "heldout_kd_loss": kd, **result.to_dict(history=False)},
+    )
+    return model_dir
+
+
+def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
+    """Fine-tune the teacher, the baselines and the students on the tasks; retention and speed-up tables."""
+    from kdnas.evaluate.baselines import every_other_layer
+    from kdnas.evaluate.encoder import Encoder
+    from kdnas.evaluate.retention import ModelReport, retention_table
+    from kdnas.evaluate.runner import evaluate_encoder, load_tasks
+    from kdnas.latency import measure_model_dir, measure_teacher
+
+    cfg = ctx.cfg
+    tasks = load_tasks(cfg.evaluate.tasks, max_train=cfg.evaluate.max_train_examples)
+    summary = ctx.values["distill"]
+    models: list[tuple[str, Callable[[], Any], Path | None]] = [("teacher", _teacher_encoder(ctx), None)]
+    eol_dir = ctx.run_dir / "baselines" / "every-other-layer" / "model"
+    if cfg.evaluate.baselines:
+
+        def eol() -> Any:
+            t = ctx.teacher()
+            if not (eol_dir / "config.json").exists():
+                m = every_other_layer(t.model)
+                m.save_pretrained(eol_dir)
+                t.tokenizer.save_pretrained(eol_dir)
+            return Encoder(model=every_other_layer(t.model), tokenizer=t.tokenizer, name="every-other-layer")
+
+        models.append(("every-other-layer", eol, eol_dir))
+    for b in summary.get("baselines", []):
+        models.append((b["name"], _dir_encoder(b["model_dir"], b["name"]), Path(b["model_dir"])))
+    for s in summary["students"]:
+        models.append((s["name"], _dir_encoder(s["model_dir"], s["name"]), Path(s["model_dir"])))
+
+    reports: dict[str, ModelReport] = {}
+    latency: dict[str, float] = {}
+    for name, make, model_dir in models:
+        path = ctx.path("evaluate", f"{name}.json")
+        if path.exists():
+            reports[name] = ModelReport.from_dict(json.loads(path.read_text()))
+        else:
+            cached = _teacher_eval_cache(ctx) if name == "teacher" else None
+            if cached is not None and cached.exists():
+                report = ModelReport.from_dict(json.loads(cached.read_text()))
+                ctx.say("  teacher: scores reused from an earlier run with the same protocol")
+            else:
+                ctx.say(f"  fine-tuning {name} on {', '.join(t.name for t in tasks)}")
+                report = evaluate_encoder(make(), tasks, cfg.evaluate)
+                if cached is not None:
+                    write_json_atomic(cached, report.to_dict())
+            report.name = name
+            write_json_atomic(path, report.to_dict())
+            reports[name] = report
+        if name == "teacher":
+            latency[name] = measure_teacher(ctx.teacher().config, cfg.target).median_ms
+        elif model_dir is not None:
+            if name == "every-other-layer" and not (model_dir / "config.json").exists():
+                make()
+            latency[name] = measure_model_dir(model_dir, cfg.target).median_ms
+    table = retention_table(
+        reports["teacher"], [r for n, r in reports.items() if n != "teacher"], latency_ms=latency
+    )
+    table.write_json(ctx.path("retention.json"))
+    table.write_markdown(ctx.path("retention.md"))
+    rows = table.to_dict()["rows"] if hasattr(table, "to_dict") else []
+    return {"retention": rows, "latency_ms": latency}
+
+
+def _teacher_encoder(ctx: RunContext) -> Callable[[], Any]:
+    def make() -> Any:
+        from kdnas.evaluate.encoder import Encoder
+
+        t = ctx.teacher()
+        return Encoder(model=t.model, tokenizer=t.tokenizer, name="teacher")
+
+    return make
+
+
+def _dir_encoder(model_dir: str, name: str) -> Callable[[], Any]:
+    def make() -> Any:
+        from kdnas.evaluate.encoder import load_encoder
+
+        return load_encoder(model_dir, name=name)
+
+    return make
+
+
+def _teacher_eval_cache(ctx: RunContext) -> Path | None:
+    """The teacher's scores depend only on the teacher, tasks and protocol: shared across runs."""
+    import hashlib
+
+    from kdnas.zoo import cache_dir
+
+    ev = dict(ctx.cfg.to_dict()["evaluate"])
+    ev.pop("baselines", None)
+    ev.pop("task_distill", None)
+    key = json.dumps({"teacher": ctx.cfg.teacher.name, "evaluate": ev}, sort_keys=True)
+    return cache_dir() / "evaluate" / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def stage_export(ctx: RunContext) -> dict[str, Any]:
+    """Export every recommended student: HF folder, ONNX fp32 and int8 (checked and timed), model card."""
+    from kdnas.export.run_dir import export_run
+
+    cfg = ctx.cfg
+    results = export_run(
+        ctx.run_dir, ctx.run_dir / "export", onnx=cfg.export.onnx, int8=cfg.export.int8, overwrite=True,
+        target=cfg.target,
+    )  # fmt: skip
+    return {"exported": [str(getattr(r, "out_dir", r)) for r in results]}
+
+
+def stage_report(ctx: RunContext) -> dict[str, Any]:
+    """Pareto plots (PNG, HTML), trials CSV and a Markdown summary into run_dir/report."""
+    from kdnas.report import load_report_data, print_summary, write_report
+
+    data = load_report_data(ctx.run_dir)
+    files = write_report(data, ctx.run_dir / "report")
+    if ctx.console is not None:
+        print_summary(data, console=ctx.console)
+    return {k: str(v) for k, v in files.items()}
 
 
 STAGES: list[Stage] = [
     Stage("fetch", stage_fetch, "fetch assets"),
-    Stage("inspect", stage_inspect, "inspect teacher"),
-    Stage("search", _not_built("search"), "search"),
-    Stage("distill", _not_built("full distillation"), "distill recommended students"),
-    Stage("evaluate", _not_built("evaluation"), "evaluate against the teacher"),
-    Stage("export", _not_built("export"), "export"),
-    Stage("report", _not_built("report"), "report"),
+    Stage("inspect", stage_inspect, "inspect the teacher"),
+    Stage("data", stage_data, "tokenize and split the corpus"),
+    Stage("latency", stage_latency, "measure the teacher, calibrate the latency predictor"),
+    Stage("search", stage_search, "search student architectures"),
+    Stage("distill", stage_distill, "distil the recommended students and baselines"),
+    Stage("evaluate", stage_evaluate, "evaluate against the teacher"),
+    Stage("export", stage_export, "export"),
+    Stage("report", stage_report, "report"),
 ]
 
 
@@ -144,13 +481,19 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, *, resume: bool) -> None:
 
 
 def run(
-    cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, console: Any = None
+    cfg: RunConfig,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    console: Any = None,
+    progress: bool = True,
+    until: str | None = None,
 ) -> RunContext:
     """Run every stage in order; finished stages are skipped. Returns the context with each stage's summary."""
     run_dir = Path(run_dir) if run_dir else cfg.resolved_run_dir
     prepare_run_dir(cfg, run_dir, resume=resume)
-    ctx = RunContext(cfg=cfg, run_dir=run_dir)
-    say = console.print if console is not None else print
+    ctx = RunContext(cfg=cfg, run_dir=run_dir, console=console, progress=progress)
+    say = ctx.say
     for i, stage in enumerate(STAGES, 1):
         marker = run_dir / "stages" / f"{stage.name}.json"
         head = f"[{i}/{len(STAGES)}] {stage.title}"
@@ -168,4 +511,6 @@ def run(
         ctx.values[stage.name] = summary
         write_json_atomic(marker, {"stage": stage.name, "seconds": round(seconds, 2), "summary": summary})
         say(f"{head}: done in {seconds:.1f} s")
+        if until == stage.name:
+            break
     return ctx
