@@ -188,45 +188,42 @@ def stage_latency(ctx: RunContext) -> dict[str, Any]:
 
 def stage_search(ctx: RunContext) -> dict[str, Any]:
     """Search the space: proxy-distil each candidate, measure it, keep the trials in the run's Optuna study."""
-    from kdnas.latency import LatencyCache, load_predictor
+    from kdnas.search.evaluator import make_evaluator
     from kdnas.search.objectives import resolve_budgets
-    from kdnas.search.proxy import ProxyEvaluator
     from kdnas.search.study import run_search
 
     cfg = ctx.cfg
-    splits = ctx.corpus()
-    teacher_ms = ctx.values["latency"]["teacher_latency_ms"]
-    predictor = load_predictor(ctx.teacher().config, cfg.target)
-    evaluator = ProxyEvaluator(
-        cfg=cfg,
+    setup = make_evaluator(
+        cfg,
+        ctx.run_dir,
         teacher=ctx.teacher(),
-        proxy=splits.proxy,
-        heldout=splits.heldout,
-        cache_dir=ctx.run_dir / "teacher_cache",
-        latency_cache=LatencyCache(cfg.target.cache_dir) if cfg.target.cache_dir else None,
+        splits=ctx.corpus(),
+        teacher_latency_ms=ctx.values["latency"]["teacher_latency_ms"],
     )
     budgets = resolve_budgets(
-        budgets_ms=cfg.target.budgets_ms, speedups=cfg.target.speedups, teacher_latency_ms=teacher_ms
+        budgets_ms=cfg.target.budgets_ms,
+        speedups=cfg.target.speedups,
+        teacher_latency_ms=setup.teacher_latency_ms,
     )
     result = run_search(
         ctx.space(),
-        evaluator,
+        setup.evaluator,
         cfg.search,
         tokens=cfg.distill.proxy_tokens,
-        teacher_latency_ms=teacher_ms,
+        teacher_latency_ms=setup.teacher_latency_ms,
         budgets=budgets,
         run_dir=ctx.run_dir,
+        study_name=f"{cfg.name}-{cfg.search.strategy}",
         seed=cfg.seed,
-        latency_predictor=predictor.predict_ms if predictor is not None else None,
+        latency_predictor=setup.latency_predictor,
         callback=ctx.trial_callback,
     )
-    recs = [r.to_dict() for r in result.recommendations]
     return {
         "n_evaluated": result.n_evaluated,
         "hypervolume": result.hypervolume,
         "kendall_tau_short_long": result.kendall_tau,
         "pareto": [r.arch.arch_id for r in result.pareto if r.arch is not None],
-        "recommendations": recs,
+        "recommendations": [r.to_dict() for r in result.recommendations],
     }
 
 

@@ -1,27 +1,41 @@
 """kdnas.distill: distillation losses, layer mappings, the teacher cache and the resumable training loop.
 
-`distill(teacher, student, data, cfg, tokens=...)` trains a student; `heldout_kd_loss` scores it.
+`distill(teacher, student, data, cfg, tokens=...)` trains a student; `heldout_kd_loss` scores it. Names load
+lazily so `import kdnas.config` (which needs only `kdnas.distill.config`) does not import torch.
 """
 
-from kdnas.distill.config import DistillConfig
-from kdnas.distill.distiller import Distiller, mlm_head
-from kdnas.distill.heldout import fit_projections, heldout_kd_loss
-from kdnas.distill.mapping import capture_qkv, layer_map
-from kdnas.distill.teacher_cache import CachedTeacher, TeacherCache, TeacherNeeds, teacher_info
-from kdnas.distill.trainer import DistillResult, distill
+from __future__ import annotations
 
-__all__ = [
-    "CachedTeacher",
-    "DistillConfig",
-    "DistillResult",
-    "Distiller",
-    "TeacherCache",
-    "TeacherNeeds",
-    "capture_qkv",
-    "distill",
-    "fit_projections",
-    "heldout_kd_loss",
-    "layer_map",
-    "mlm_head",
-    "teacher_info",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kdnas.distill.config import DistillConfig
+    from kdnas.distill.distiller import Distiller, mlm_head
+    from kdnas.distill.heldout import fit_projections, heldout_kd_loss
+    from kdnas.distill.mapping import capture_qkv, layer_map
+    from kdnas.distill.teacher_cache import CachedTeacher, TeacherCache, TeacherNeeds, teacher_info
+    from kdnas.distill.trainer import DistillResult, distill
+
+_EXPORTS = {
+    "DistillConfig": "kdnas.distill.config",
+    "Distiller": "kdnas.distill.distiller",
+    "mlm_head": "kdnas.distill.distiller",
+    "fit_projections": "kdnas.distill.heldout",
+    "heldout_kd_loss": "kdnas.distill.heldout",
+    "capture_qkv": "kdnas.distill.mapping",
+    "layer_map": "kdnas.distill.mapping",
+    "CachedTeacher": "kdnas.distill.teacher_cache",
+    "TeacherCache": "kdnas.distill.teacher_cache",
+    "TeacherNeeds": "kdnas.distill.teacher_cache",
+    "teacher_info": "kdnas.distill.teacher_cache",
+    "DistillResult": "kdnas.distill.trainer",
+    "distill": "kdnas.distill.trainer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kdnas.distill' has no attribute {name!r}")

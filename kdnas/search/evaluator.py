@@ -1,23 +1,53 @@
-"""The real candidate evaluator of `kdnas search` (proxy distillation + latency measurement).
-
-Placeholder until the pipeline wiring lands: `kdnas search --fake` runs with the synthetic evaluator instead.
+"""The real candidate evaluator of a search, ready to run: teacher loaded, proxy data built, teacher latency on
+the target measured, latency predictor loaded (when `kdnas latency calibrate` or the pipeline made one).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from kdnas.errors import SearchError
+from kdnas.search.candidate import EvaluatorSetup
 
 if TYPE_CHECKING:
     from kdnas.config import RunConfig
-    from kdnas.search.candidate import EvaluatorSetup
 
 
-def make_evaluator(cfg: RunConfig, run_dir: Path) -> EvaluatorSetup:
-    """The evaluator for a run (teacher loaded, proxy data built, latency engine ready) and the teacher's numbers."""
-    raise SearchError(
-        "the real search evaluator (proxy distillation + latency on the target) is not wired yet; "
-        "run `kdnas search CONFIG --fake` to try the search with the synthetic evaluator"
+def make_evaluator(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    teacher: Any = None,
+    splits: Any = None,
+    teacher_latency_ms: float | None = None,
+) -> EvaluatorSetup:
+    """The evaluator for a run and the teacher's numbers; pass what the caller already has to avoid redoing it."""
+    from kdnas.latency import LatencyCache, load_predictor, measure_teacher
+    from kdnas.search.proxy import ProxyEvaluator
+
+    if teacher is None:
+        from kdnas.models.teacher import load_teacher
+
+        teacher = load_teacher(cfg.teacher.name, attn_implementation=cfg.teacher.attn_implementation)
+    if splits is None:
+        from kdnas.data.corpus import build_corpus
+
+        splits = build_corpus(cfg.corpus, teacher.tokenizer, seed=cfg.seed)
+    latency_cache = LatencyCache(cfg.target.cache_dir) if cfg.target.cache_dir else None
+    if teacher_latency_ms is None:
+        teacher_latency_ms = measure_teacher(teacher.config, cfg.target, cache=latency_cache).median_ms
+    predictor = load_predictor(teacher.config, cfg.target)
+    evaluator = ProxyEvaluator(
+        cfg=cfg,
+        teacher=teacher,
+        proxy=splits.proxy,
+        heldout=splits.heldout,
+        cache_dir=Path(run_dir) / "teacher_cache",
+        latency_cache=latency_cache,
+    )
+    return EvaluatorSetup(
+        evaluator=evaluator,
+        teacher_config=teacher.config,
+        teacher_latency_ms=teacher_latency_ms,
+        latency_predictor=predictor.predict_ms if predictor is not None else None,
     )
