@@ -32,7 +32,21 @@ _EXPORTS = {
     "DistillResult": "kdnas.distill.trainer",
     "distill": "kdnas.distill.trainer",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CachedTeacher",
+    "DistillConfig",
+    "DistillResult",
+    "Distiller",
+    "TeacherCache",
+    "TeacherNeeds",
+    "capture_qkv",
+    "distill",
+    "fit_projections",
+    "heldout_kd_loss",
+    "layer_map",
+    "mlm_head",
+    "teacher_info",
+]
 
 
 def __getattr__(name: str) -> Any:
