@@ -23,29 +23,52 @@ def _ints(text: str) -> list[int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("latency", help="measure latency on this machine, or calibrate a latency predictor",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", nargs="?", choices=["measure", "calibrate"], default="measure",
-                   help="measure (default) or calibrate a predictor")
-    p.add_argument("--teacher", help="zoo name, model dir or hub id; its students are built in its family and "
-                   "it is measured too (speed-up column)")
-    p.add_argument("--arch", action="append", default=[], help="student arch, e.g. L=4,H=256,A=4,F=1024 (repeat)")
+    p = sub.add_parser(
+        "latency",
+        help="measure latency on this machine, or calibrate a latency predictor",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["measure", "calibrate"],
+        default="measure",
+        help="measure (default) or calibrate a predictor",
+    )
+    p.add_argument(
+        "--teacher",
+        help="zoo name, model dir or hub id; its students are built in its family and "
+        "it is measured too (speed-up column)",
+    )
+    p.add_argument(
+        "--arch", action="append", default=[], help="student arch, e.g. L=4,H=256,A=4,F=1024 (repeat)"
+    )
     p.add_argument("--model", action="append", default=[], help="a saved model dir to measure (repeat)")
-    p.add_argument("--backend", default="torch",
-                   help="comma-separated: torch, onnxruntime, onnxruntime-int8, torch-cuda (default torch)")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        help="comma-separated: torch, onnxruntime, onnxruntime-int8, torch-cuda (default torch)",
+    )
     p.add_argument("--batch", type=_ints, default=[1], help="batch sizes, e.g. 1,32 (default 1)")
     p.add_argument("--seq", type=_ints, default=[128], help="sequence lengths (default 128)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads to pin (default 2)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--attn", choices=["auto", "eager", "sdpa"], default="auto", help="torch attention (default auto)")
+    p.add_argument(
+        "--attn", choices=["auto", "eager", "sdpa"], default="auto", help="torch attention (default auto)"
+    )
     p.add_argument("--max-time", type=float, default=8.0, help="time cap per measurement in s (default 8)")
     p.add_argument("--rel-ci", type=float, default=0.03, help="stop at this relative CI width (default 0.03)")
-    p.add_argument("--timeout", type=float, default=180.0, help="kill a worker stuck this long (default 180 s)")
+    p.add_argument(
+        "--timeout", type=float, default=180.0, help="kill a worker stuck this long (default 180 s)"
+    )
     p.add_argument("--cache-dir", help="latency cache dir (default <kdnas cache>/latency)")
     p.add_argument("--no-cache", action="store_true", help="measure again, ignore and do not fill the cache")
     p.add_argument("--json", action="store_true", help="print results as JSON lines instead of a table")
     g = p.add_argument_group("calibrate")
-    g.add_argument("--space", default="default", help="search space (name or YAML) or 'default' (teacher dims)")
+    g.add_argument(
+        "--space", default="default", help="search space (name or YAML) or 'default' (teacher dims)"
+    )
     g.add_argument("--n", type=int, default=60, help="design archs to measure (default 60)")
     g.add_argument("--holdout", type=float, default=0.33, help="share of the design held out (default 0.33)")
     g.add_argument("--seed", type=int, default=0)
@@ -56,9 +79,18 @@ def _target(args: argparse.Namespace, backend: str) -> Any:
     from kdnas.errors import ConfigError
     from kdnas.latency.config import TargetConfig
 
-    t = TargetConfig(device=args.device, threads=args.threads, batch_size=args.batch[0], seq_lens=list(args.seq),
-                     backend=backend, attn_implementation=args.attn, rel_ci=args.rel_ci,
-                     max_time_s=args.max_time, timeout_s=args.timeout, cache_dir=args.cache_dir)
+    t = TargetConfig(
+        device=args.device,
+        threads=args.threads,
+        batch_size=args.batch[0],
+        seq_lens=list(args.seq),
+        backend=backend,
+        attn_implementation=args.attn,
+        rel_ci=args.rel_ci,
+        max_time_s=args.max_time,
+        timeout_s=args.timeout,
+        cache_dir=args.cache_dir,
+    )
     problems = t.check()
     if problems:
         raise ConfigError(problems)
@@ -97,7 +129,9 @@ def _measure(args: argparse.Namespace, backends: list[str]) -> int:
     from kdnas.space.arch import Arch
 
     if not args.arch and not args.model and not args.teacher:
-        raise LatencyError("nothing to measure: give --arch L=4,H=256,A=4,F=1024, --model DIR and/or --teacher T")
+        raise LatencyError(
+            "nothing to measure: give --arch L=4,H=256,A=4,F=1024, --model DIR and/or --teacher T"
+        )
     archs = [Arch.parse(a) for a in args.arch]
     if args.teacher:
         tcfg = load_teacher_config(args.teacher)
@@ -118,8 +152,14 @@ def _measure(args: argparse.Namespace, backends: list[str]) -> int:
         names.append(m)
     shapes = [Shape(b, s) for b in args.batch for s in args.seq]
     target = _target(args, backends[0])
-    out = measure_many(specs, target, backends=backends, shapes=shapes, cache=False if args.no_cache else None,
-                       progress=_progress)
+    out = measure_many(
+        specs,
+        target,
+        backends=backends,
+        shapes=shapes,
+        cache=False if args.no_cache else None,
+        progress=_progress,
+    )
     fp = fingerprint(target.threads, target.device)
     if args.json:
         for (i, b, sh), r in sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
@@ -142,8 +182,17 @@ def _measure(args: argparse.Namespace, backends: list[str]) -> int:
                 t = out.get((0, b, sh)) if args.teacher else None
                 speed = f"{t.median_ms / r.median_ms:.2f}x" if isinstance(t, LatencyResult) and i > 0 else ""
                 ci = f"{r.ci_rel / 2:.1%}" if r.ci_rel is not None else "n/a"
-                table.add_row(names[i], b, str(sh), f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}",
-                              f"{r.repeats}{' (cached)' if r.cached else ''}", ci, r.attn or "", speed)
+                table.add_row(
+                    names[i],
+                    b,
+                    str(sh),
+                    f"{r.median_ms:.2f}",
+                    f"{r.p90_ms:.2f}",
+                    f"{r.repeats}{' (cached)' if r.cached else ''}",
+                    ci,
+                    r.attn or "",
+                    speed,
+                )
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     for r in out.values():
@@ -170,10 +219,20 @@ def _calibrate(args: argparse.Namespace, backends: list[str]) -> int:
             raise LatencyError("search spaces are not available in this kdnas; use --space default") from None
         space = load_space(args.space, tcfg)
     target = _target(args, backends[0])
-    cal = calibrate(tcfg, space, target, n=args.n, holdout_fraction=args.holdout, seed=args.seed,
-                    cache=False if args.no_cache else None, progress=_progress)
-    print(f"latency predictor for {args.teacher} on {backends[0]} b{args.batch[0]}/s{args.seq[0]}, "
-          f"{args.threads} threads: {cal.accuracy.describe()}")
+    cal = calibrate(
+        tcfg,
+        space,
+        target,
+        n=args.n,
+        holdout_fraction=args.holdout,
+        seed=args.seed,
+        cache=False if args.no_cache else None,
+        progress=_progress,
+    )
+    print(
+        f"latency predictor for {args.teacher} on {backends[0]} b{args.batch[0]}/s{args.seq[0]}, "
+        f"{args.threads} threads: {cal.accuracy.describe()}"
+    )
     for line in cal.failed:
         print(f"  not measured: {line}", file=sys.stderr)
     if cal.path:

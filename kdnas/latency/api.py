@@ -56,8 +56,12 @@ def resolve_backend(name: str, device: str) -> str:
 
 
 def settings_of(target: TargetConfig) -> TimingSettings:
-    return TimingSettings(warmup_s=target.warmup_s, min_repeats=target.min_repeats, rel_ci=target.rel_ci,
-                          max_time_s=target.max_time_s)
+    return TimingSettings(
+        warmup_s=target.warmup_s,
+        min_repeats=target.min_repeats,
+        rel_ci=target.rel_ci,
+        max_time_s=target.max_time_s,
+    )
 
 
 def shapes_of(target: TargetConfig) -> list[Shape]:
@@ -73,8 +77,9 @@ def open_cache(cache: CacheArg, target: TargetConfig | None = None) -> LatencyCa
     return LatencyCache(target.cache_dir if target and target.cache_dir else None)
 
 
-def check_inputs(specs: Sequence[ModelSpec], target: TargetConfig, backends: Sequence[str],
-                 shapes: Sequence[Shape]) -> list[type[LatencyBackend]]:
+def check_inputs(
+    specs: Sequence[ModelSpec], target: TargetConfig, backends: Sequence[str], shapes: Sequence[Shape]
+) -> list[type[LatencyBackend]]:
     """Every problem we can see before starting a worker, as a KdnasError."""
     problems = target.check()
     if problems:
@@ -133,7 +138,7 @@ def measure_many(
                 opts.setdefault("workdir", onnx_dir)
             bkey = backend_key(cls.name, opts.get("attn"))
             todo: dict[int, list[Shape]] = {}
-            for i, spec in enumerate(specs):
+            for i in range(len(specs)):
                 for sh in shapes:
                     hit = db.get(fp, bkey, keys[i], sh.batch_size, sh.seq_len) if db else None
                     if hit is not None:
@@ -154,12 +159,20 @@ def measure_many(
     return out
 
 
-def _run_backend(cls: type[LatencyBackend], specs: Sequence[ModelSpec], todo: dict[int, list[Shape]],
-                 target: TargetConfig, fp: str, opts: dict[str, Any]) -> dict[tuple[int, Shape], Any]:
+def _run_backend(
+    cls: type[LatencyBackend],
+    specs: Sequence[ModelSpec],
+    todo: dict[int, list[Shape]],
+    target: TargetConfig,
+    fp: str,
+    opts: dict[str, Any],
+) -> dict[tuple[int, Shape], Any]:
     res: dict[tuple[int, Shape], Any] = {}
     settings = settings_of(target)
     if not cls.isolate:
-        backend = cls(threads=target.threads, device=target.device, settings=settings, fingerprint_id=fp, **opts)
+        backend = cls(
+            threads=target.threads, device=target.device, settings=settings, fingerprint_id=fp, **opts
+        )
         for i, shs in todo.items():
             for sh in shs:
                 try:
@@ -171,10 +184,16 @@ def _run_backend(cls: type[LatencyBackend], specs: Sequence[ModelSpec], todo: di
     while pending:
         order = list(pending)
         job = {
-            "backend": cls.name, "device": target.device, "threads": target.threads, "fingerprint": fp,
-            "options": opts, "settings": vars(settings),
-            "items": [{"spec": specs[i].to_dict(), "shapes": [[s.batch_size, s.seq_len] for s in pending[i]]}
-                      for i in order],
+            "backend": cls.name,
+            "device": target.device,
+            "threads": target.threads,
+            "fingerprint": fp,
+            "options": opts,
+            "settings": vars(settings),
+            "items": [
+                {"spec": specs[i].to_dict(), "shapes": [[s.batch_size, s.seq_len] for s in pending[i]]}
+                for i in order
+            ],
         }
         outcome = run_worker(job, timeout_s=target.timeout_s)
         done: set[tuple[int, Shape]] = set()
@@ -194,7 +213,9 @@ def _run_backend(cls: type[LatencyBackend], specs: Sequence[ModelSpec], todo: di
         # the model the worker was on when it died gets the blame; the others get a fresh worker
         culprit = next(iter(remaining))
         for sh in remaining.pop(culprit):
-            res[(culprit, sh)] = LatencyError(f"{specs[culprit].label} on {cls.name} at {sh}: {outcome.error}")
+            res[(culprit, sh)] = LatencyError(
+                f"{specs[culprit].label} on {cls.name} at {sh}: {outcome.error}"
+            )
         if outcome.startup_s is None:  # died before measuring anything: the others would too
             for i, shs in remaining.items():
                 for sh in shs:
@@ -233,7 +254,9 @@ def measure_archs(
     return _unwrap([out[(i, target.backend, shape)] for i in range(len(specs))], on_error)
 
 
-def measure_arch(teacher_config: Any, arch: Arch, target: TargetConfig, *, cache: CacheArg = None) -> LatencyResult:
+def measure_arch(
+    teacher_config: Any, arch: Arch, target: TargetConfig, *, cache: CacheArg = None
+) -> LatencyResult:
     """Latency of one student arch on the target (see measure_archs)."""
     return measure_archs(teacher_config, [arch], target, cache=cache)[0]
 
@@ -246,7 +269,9 @@ def measure_model_dir(path: str | Path, target: TargetConfig, *, cache: CacheArg
     return _unwrap([r], "raise")[0]
 
 
-def measure_teacher(teacher_config_or_dir: Any, target: TargetConfig, *, cache: CacheArg = None) -> LatencyResult:
+def measure_teacher(
+    teacher_config_or_dir: Any, target: TargetConfig, *, cache: CacheArg = None
+) -> LatencyResult:
     """Latency of the teacher on the target, from its config with random weights (same cost as trained ones)."""
     spec = ModelSpec.for_config(load_teacher_config(teacher_config_or_dir))
     shape = shapes_of(target)[0]

@@ -67,7 +67,9 @@ class LatencyBackend(ABC):
     def check(cls, device: str) -> None:
         """Raise a clear KdnasError when this backend cannot run on `device` here (called before any worker)."""
         if device not in cls.devices:
-            raise LatencyError(f"backend {cls.name!r} runs on {', '.join(cls.devices)}, not device {device!r}")
+            raise LatencyError(
+                f"backend {cls.name!r} runs on {', '.join(cls.devices)}, not device {device!r}"
+            )
         if not cls.available():
             if cls.extra:
                 raise MissingExtraError(
@@ -95,22 +97,40 @@ class LatencyBackend(ABC):
             return model
         if isinstance(model, Arch):
             if self.teacher_config is None:
-                raise LatencyError("measuring an Arch needs the backend's teacher_config (the student's family)")
+                raise LatencyError(
+                    "measuring an Arch needs the backend's teacher_config (the student's family)"
+                )
             return ModelSpec.for_arch(self.teacher_config, model)
         return None
 
     def timed(
-        self, run_once_ms: Callable[[], float], shape: Shape, *, label: str, attn: str | None = None,
-        settings: TimingSettings | None = None, extra: dict[str, Any] | None = None,
+        self,
+        run_once_ms: Callable[[], float],
+        shape: Shape,
+        *,
+        label: str,
+        attn: str | None = None,
+        settings: TimingSettings | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> LatencyResult:
         """Run the timing loop and wrap the samples into a LatencyResult."""
         samples, warm = time_loop(run_once_ms, settings or self.settings)
         s = summarize(samples)
         return LatencyResult(
-            median_ms=float(s["median_ms"] or 0), p90_ms=float(s["p90_ms"] or 0), iqr_ms=float(s["iqr_ms"] or 0),
-            min_ms=float(s["min_ms"] or 0), repeats=int(s["repeats"] or 0), ci_rel=s["ci_rel"],
-            backend=self.name, device=self.device, threads=self.threads, batch_size=shape.batch_size,
-            seq_len=shape.seq_len, fingerprint=self.fingerprint_id, model=label, attn=attn,
+            median_ms=float(s["median_ms"] or 0),
+            p90_ms=float(s["p90_ms"] or 0),
+            iqr_ms=float(s["iqr_ms"] or 0),
+            min_ms=float(s["min_ms"] or 0),
+            repeats=int(s["repeats"] or 0),
+            ci_rel=s["ci_rel"],
+            backend=self.name,
+            device=self.device,
+            threads=self.threads,
+            batch_size=shape.batch_size,
+            seq_len=shape.seq_len,
+            fingerprint=self.fingerprint_id,
+            model=label,
+            attn=attn,
             extra={"warmup": warm, **(extra or {})},
         )
 

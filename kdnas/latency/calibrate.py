@@ -50,13 +50,18 @@ def predictor_path(teacher_config: Any, target: TargetConfig, cache: CacheArg = 
     db = open_cache(cache, target) or LatencyCache(target.cache_dir)
     tcfg = load_teacher_config(teacher_config)
     return LatencyPredictor.path_for(
-        db.dir, fingerprint=fingerprint(target.threads, target.device).id,
-        backend=resolve_backend(target.backend, target.device), teacher=family_key(tcfg),
-        batch_size=target.batch_size, seq_len=target.seq_lens[0],
+        db.dir,
+        fingerprint=fingerprint(target.threads, target.device).id,
+        backend=resolve_backend(target.backend, target.device),
+        teacher=family_key(tcfg),
+        batch_size=target.batch_size,
+        seq_len=target.seq_lens[0],
     )
 
 
-def load_predictor(teacher_config: Any, target: TargetConfig, cache: CacheArg = None) -> LatencyPredictor | None:
+def load_predictor(
+    teacher_config: Any, target: TargetConfig, cache: CacheArg = None
+) -> LatencyPredictor | None:
     """The calibrated predictor for this teacher family and target on this machine, or None if there is none."""
     p = predictor_path(teacher_config, target, cache)
     return LatencyPredictor.load(p) if p.is_file() else None
@@ -88,7 +93,7 @@ def calibrate(
         train = chosen
     else:
         order = np.random.default_rng(seed).permutation(len(chosen))
-        k = max(3, int(round(len(chosen) * holdout_fraction)))
+        k = max(3, round(len(chosen) * holdout_fraction))
         test = [chosen[i] for i in order[:k]]
         train = [chosen[i] for i in order[k:]]
     if len(train) < 5:
@@ -111,8 +116,10 @@ def calibrate(
     tr = [(a, r) for a, r in measured if a.arch_id not in test_ids]
     te = [(a, r) for a, r in measured if a.arch_id in test_ids]
     if len(tr) < 5 or not te:
-        raise LatencyError(f"calibrate: too few archs measured ({len(tr)} train, {len(te)} held-out): "
-                           + "; ".join(failed[:3]))
+        raise LatencyError(
+            f"calibrate: too few archs measured ({len(tr)} train, {len(te)} held-out): "
+            + "; ".join(failed[:3])
+        )
     meta = {"teacher": family_key(tcfg), "batch_size": shape.batch_size, "seq_len": shape.seq_len}
     held = LatencyPredictor.fit([a for a, _ in tr], [r for _, r in tr], **meta)
     acc = held.evaluate([a for a, _ in te], [r for _, r in te])

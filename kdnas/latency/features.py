@@ -9,16 +9,16 @@ from kdnas.space.arch import Arch
 
 # Order is the predictor's feature order (the constant comes first).
 FEATURES = (
-    "const",          # per forward pass: Python dispatch, embedding setup
-    "layers",         # per layer: fixed op-launch overhead
-    "gemm_gflop",     # dense projections (QKV, output, FFN), GFLOP
-    "gemm_mb",        # bytes those GEMMs read and write (weights + activations), MB
-    "gemm_narrow",    # GEMM GFLOP weighted by 256/width: narrow matrices run below peak
-    "attn_gflop",     # QK^T and AV, GFLOP
-    "attn_mb",        # score/probability tensors written and read, MB
-    "elem_mb",        # element-wise traffic (bias, GELU, LayerNorm, residuals), MB
-    "head_ops",       # small per-head matmuls (batch x heads x layers), thousands
-    "embed_mb",       # embedding gather + LayerNorm, MB
+    "const",  # per forward pass: Python dispatch, embedding setup
+    "layers",  # per layer: fixed op-launch overhead
+    "gemm_gflop",  # dense projections (QKV, output, FFN), GFLOP
+    "gemm_mb",  # bytes those GEMMs read and write (weights + activations), MB
+    "gemm_narrow",  # GEMM GFLOP weighted by 256/width: narrow matrices run below peak
+    "attn_gflop",  # QK^T and AV, GFLOP
+    "attn_mb",  # score/probability tensors written and read, MB
+    "elem_mb",  # element-wise traffic (bias, GELU, LayerNorm, residuals), MB
+    "head_ops",  # small per-head matmuls (batch x heads x layers), thousands
+    "embed_mb",  # embedding gather + LayerNorm, MB
 )
 
 

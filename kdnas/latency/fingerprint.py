@@ -15,8 +15,26 @@ from importlib import metadata
 
 # ISA features that change which kernels torch / onnxruntime pick (and so latency).
 ISA_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-    "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2", "bf16", "i8mm",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "sve",
+    "sve2",
+    "bf16",
+    "i8mm",
 )
 LIBRARIES = ("torch", "onnxruntime", "transformers", "onnx", "numpy")
 
@@ -52,7 +70,9 @@ class Fingerprint:
 
     def describe(self) -> str:
         gpu = f", {self.gpu}" if self.gpu else ""
-        return f"{self.cpu} ({self.cores} cpus, {'/'.join(self.isa) or 'no flags'}){gpu}, {self.threads} threads"
+        return (
+            f"{self.cpu} ({self.cores} cpus, {'/'.join(self.isa) or 'no flags'}){gpu}, {self.threads} threads"
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -61,13 +81,17 @@ class Fingerprint:
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
-    name, flags = platform.processor() or platform.machine(), set()
+    name, flags = platform.processor() or platform.machine(), set[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, val = line.partition(":")
                 key = key.strip()
-                if key in ("model name", "Model", "cpu model") and name in ("", platform.machine(), platform.processor()):
+                if key in ("model name", "Model", "cpu model") and name in (
+                    "",
+                    platform.machine(),
+                    platform.processor(),
+                ):
                     name = val.strip()
                 elif key in ("flags", "Features") and not flags:
                     flags = set(val.split())
@@ -108,6 +132,12 @@ def fingerprint(threads: int, device: str = "cpu") -> Fingerprint:
     """This machine's fingerprint for measurements pinned to `threads` on `device`."""
     name, cores, isa, machine, versions = _machine()
     return Fingerprint(
-        cpu=name, cores=cores, isa=isa, machine=machine, gpu=gpu_name() if device == "cuda" else None,
-        versions=dict(versions), threads=threads, device=device,
+        cpu=name,
+        cores=cores,
+        isa=isa,
+        machine=machine,
+        gpu=gpu_name() if device == "cuda" else None,
+        versions=dict(versions),
+        threads=threads,
+        device=device,
     )

@@ -64,9 +64,16 @@ def export_onnx(model: Any, path: Path, *, max_seq_len: int = 512) -> float:
             warnings.simplefilter("ignore")
             logging.getLogger("torch").setLevel(logging.ERROR)
             torch.onnx.export(
-                wrapped, (ids, torch.ones_like(ids)), str(path), input_names=list(INPUT_NAMES),
-                output_names=["last_hidden_state"], dynamic_shapes=shapes, dynamo=True, optimize=True,
-                verbose=False, external_data=False,
+                wrapped,
+                (ids, torch.ones_like(ids)),
+                str(path),
+                input_names=list(INPUT_NAMES),
+                output_names=["last_hidden_state"],
+                dynamic_shapes=shapes,
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+                external_data=False,
             )
     except Exception as e:
         raise LatencyError(f"ONNX export failed: {type(e).__name__}: {str(e)[:500]}") from e
@@ -115,7 +122,9 @@ class OnnxRuntimeBackend(LatencyBackend):
             from kdnas.latency.spec import max_positions
 
             tmp = out.with_suffix(".tmp.onnx")
-            info["export_s"] = round(export_onnx(model, tmp, max_seq_len=max_positions(model.config) or 512), 2)
+            info["export_s"] = round(
+                export_onnx(model, tmp, max_seq_len=max_positions(model.config) or 512), 2
+            )
             tmp.replace(out)
             del model
         return out
@@ -152,7 +161,11 @@ class OnnxRuntimeBackend(LatencyBackend):
         vocab = spec.hf_config().vocab_size
         rng = np.random.default_rng(0)
         ids = rng.integers(5, max(6, min(vocab, 30_000)), (shape.batch_size, shape.seq_len), dtype=np.int64)
-        feeds_all = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        feeds_all = {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids),
+        }
         names = [i.name for i in sess.get_inputs()]
         missing = [n for n in names if n not in feeds_all]
         if missing:

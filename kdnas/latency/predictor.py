@@ -37,8 +37,10 @@ class Accuracy:
     """Mean absolute percentage error (0.05 = 5%)."""
 
     def describe(self) -> str:
-        return (f"{self.n} held-out archs: {self.within_10pct:.0%} within ±10%, Spearman ρ {self.spearman:.3f}, "
-                f"MAPE {self.mape:.1%}")
+        return (
+            f"{self.n} held-out archs: {self.within_10pct:.0%} within ±10%, Spearman ρ {self.spearman:.3f}, "
+            f"MAPE {self.mape:.1%}"
+        )
 
 
 def accuracy(predicted_ms: Sequence[float], measured_ms: Sequence[float]) -> Accuracy:
@@ -47,7 +49,9 @@ def accuracy(predicted_ms: Sequence[float], measured_ms: Sequence[float]) -> Acc
     p, m = np.asarray(predicted_ms, float), np.asarray(measured_ms, float)
     rel = np.abs(p - m) / m
     rho = float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan")
-    return Accuracy(n=len(p), within_10pct=float(np.mean(rel <= 0.10)), spearman=rho, mape=float(np.mean(rel)))
+    return Accuracy(
+        n=len(p), within_10pct=float(np.mean(rel <= 0.10)), spearman=rho, mape=float(np.mean(rel))
+    )
 
 
 @dataclass
@@ -101,7 +105,9 @@ class LatencyPredictor:
         return [self.predict_ms(a, **kw) for a in archs]
 
     def evaluate(self, archs: Sequence[Arch], results: Sequence[LatencyResult]) -> Accuracy:
-        pred = [self.predict_ms(a, batch_size=r.batch_size, seq_len=r.seq_len) for a, r in zip(archs, results)]
+        pred = [
+            self.predict_ms(a, batch_size=r.batch_size, seq_len=r.seq_len) for a, r in zip(archs, results)
+        ]
         return accuracy(pred, [r.median_ms for r in results])
 
     # persistence ------------------------------------------------------------------------------------------------
@@ -122,16 +128,23 @@ class LatencyPredictor:
         try:
             d = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise LatencyError(f"cannot read latency predictor {p}: {e}; run `kdnas latency calibrate`") from e
+            raise LatencyError(
+                f"cannot read latency predictor {p}: {e}; run `kdnas latency calibrate`"
+            ) from e
         if d.pop("version", None) != 1 or d.pop("features", None) != list(FEATURES):
             raise LatencyError(f"{p} was saved by another kdnas version; run `kdnas latency calibrate` again")
         return cls(**d)
 
     @staticmethod
-    def path_for(cache_dir: str | Path, *, fingerprint: str, backend: str, teacher: str, batch_size: int,
-                 seq_len: int) -> Path:
+    def path_for(
+        cache_dir: str | Path, *, fingerprint: str, backend: str, teacher: str, batch_size: int, seq_len: int
+    ) -> Path:
         """Where the predictor for this target lives (next to the latency cache)."""
-        return Path(cache_dir) / "predictors" / f"{fingerprint}-{backend}-b{batch_size}-s{seq_len}-{teacher}.json"
+        return (
+            Path(cache_dir)
+            / "predictors"
+            / f"{fingerprint}-{backend}-b{batch_size}-s{seq_len}-{teacher}.json"
+        )
 
 
 def _row(arch: Arch, batch_size: int, seq_len: int) -> list[float]:
@@ -182,7 +195,7 @@ def default_archs(teacher_config: Any, n: int, *, seed: int = 0) -> list[Arch]:
         H = widths[min(len(widths) - 1, int(b * len(widths)))]
         heads = [h for h in range(1, H + 1) if H % h == 0 and 32 <= H // h <= 128] or [max(1, H // 64)]
         A = heads[min(len(heads) - 1, int(c * len(heads)))]
-        F = max(64, int(round((1 + 3 * d) * H / 64)) * 64)
+        F = max(64, round((1 + 3 * d) * H / 64) * 64)
         out.append(Arch(L, H, A, F, activation=t.activation))
     return space_filling(out, n, seed=seed)
 
@@ -192,7 +205,9 @@ def design(space: Any, n: int, *, teacher_config: Any = None, seed: int = 0) -> 
     the string "default" (default_archs over the teacher's dims)."""
     if isinstance(space, str):
         if space != "default":
-            raise LatencyError(f"space {space!r}: pass a SearchSpace, a sampler, a list of archs or 'default'")
+            raise LatencyError(
+                f"space {space!r}: pass a SearchSpace, a sampler, a list of archs or 'default'"
+            )
         return default_archs(teacher_config, n, seed=seed)
     if isinstance(space, Sequence):
         return space_filling(list(space), n, seed=seed)

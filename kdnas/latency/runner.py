@@ -73,11 +73,26 @@ def run_worker(
         job_path.write_text(json.dumps(job))
         out_path.touch()
         env = {**os.environ, **thread_env(int(job["threads"]))}
-        cmd = [python or sys.executable, "-m", "kdnas", "worker", "latency", "--job", str(job_path),
-               "--out", str(out_path)]
+        cmd = [
+            python or sys.executable,
+            "-m",
+            "kdnas",
+            "worker",
+            "latency",
+            "--job",
+            str(job_path),
+            "--out",
+            str(out_path),
+        ]
         with open(err_path, "wb") as err:
-            proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=err,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         last_progress = time.monotonic()
         offset = 0
         buf = ""

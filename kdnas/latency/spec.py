@@ -18,8 +18,19 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
 # Keys of a config dict that do not change the forward pass.
-_NOISE = ("_name_or_path", "architectures", "transformers_version", "id2label", "label2id", "_attn_implementation",
-          "torch_dtype", "dtype", "_commit_hash", "finetuning_task", "task_specific_params")
+_NOISE = (
+    "_name_or_path",
+    "architectures",
+    "transformers_version",
+    "id2label",
+    "label2id",
+    "_attn_implementation",
+    "torch_dtype",
+    "dtype",
+    "_commit_hash",
+    "finetuning_task",
+    "task_specific_params",
+)
 
 
 def config_to_dict(config: PretrainedConfig) -> dict[str, Any]:
@@ -78,8 +89,11 @@ class ModelSpec:
 
         arch.validate()
         student_config(teacher_config, arch)  # raises ArchError/ModelError now, before any worker starts
-        return cls("arch", json.dumps(config_to_dict(teacher_config), sort_keys=True),
-                   arch=json.dumps(arch.to_dict(), sort_keys=True))
+        return cls(
+            "arch",
+            json.dumps(config_to_dict(teacher_config), sort_keys=True),
+            arch=json.dumps(arch.to_dict(), sort_keys=True),
+        )
 
     @classmethod
     def for_config(cls, config: PretrainedConfig) -> ModelSpec:
@@ -91,7 +105,9 @@ class ModelSpec:
 
         p = Path(path).expanduser().resolve()
         if not (p / "config.json").is_file():
-            raise LatencyError(f"{p}: not a model dir (no config.json); give a dir written by save_pretrained")
+            raise LatencyError(
+                f"{p}: not a model dir (no config.json); give a dir written by save_pretrained"
+            )
         cfg = AutoConfig.from_pretrained(str(p))
         return cls("dir", json.dumps(config_to_dict(cfg), sort_keys=True), path=str(p))
 
@@ -122,7 +138,9 @@ class ModelSpec:
         if self.kind == "config":
             return f"config-{_short_hash(cfg)}@{fam}"
         files = sorted(
-            (f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in Path(self.path or ".").iterdir() if f.is_file()
+            (f.name, f.stat().st_size, int(f.stat().st_mtime))
+            for f in Path(self.path or ".").iterdir()
+            if f.is_file()
         )
         return f"dir-{_short_hash([cfg, files])}@{fam}"
 
@@ -150,8 +168,12 @@ class ModelSpec:
         if self.kind == "arch":
             from kdnas.models.student import build_student
 
-            model = build_student(config_from_dict(json.loads(self.config)), self.get_arch(),
-                                  attn_implementation=attn_implementation, seed=0)
+            model = build_student(
+                config_from_dict(json.loads(self.config)),
+                self.get_arch(),
+                attn_implementation=attn_implementation,
+                seed=0,
+            )
         elif self.kind == "config":
             try:
                 model = AutoModel.from_config(self.hf_config(), attn_implementation=attn_implementation)
@@ -159,7 +181,7 @@ class ModelSpec:
                 raise ArchError(f"cannot build a model from this config: {e}") from e
         else:
             try:
-                model = AutoModel.from_pretrained(self.path, attn_implementation=attn_implementation)
+                model = AutoModel.from_pretrained(str(self.path), attn_implementation=attn_implementation)
             except (OSError, ValueError) as e:
                 raise ModelError(f"cannot load the model in {self.path}: {e}") from e
         return model.eval()

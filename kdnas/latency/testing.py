@@ -27,8 +27,16 @@ class FakeBackend(LatencyBackend):
     devices = ("cpu", "cuda")
     isolate = False
 
-    def __init__(self, *, gflops_per_s: float = 50.0, sleep_s: float = 0.0, crash: bool = False,
-                 hang: bool = False, fail_arch: str | None = None, **kw: Any):
+    def __init__(
+        self,
+        *,
+        gflops_per_s: float = 50.0,
+        sleep_s: float = 0.0,
+        crash: bool = False,
+        hang: bool = False,
+        fail_arch: str | None = None,
+        **kw: Any,
+    ):
         super().__init__(**kw)
         self.gflops_per_s = gflops_per_s
         self.sleep_s = sleep_s
@@ -58,7 +66,17 @@ class FakeBackend(LatencyBackend):
             time.sleep(self.sleep_s)
         ms = self.latency_ms(arch, shape)
         return LatencyResult(
-            median_ms=ms, p90_ms=ms * 1.05, iqr_ms=ms * 0.04, min_ms=ms * 0.97, repeats=10, ci_rel=0.01,
-            backend=self.name, device=self.device, threads=self.threads, batch_size=shape.batch_size,
-            seq_len=shape.seq_len, fingerprint=self.fingerprint_id, model=spec.label,
+            median_ms=ms,
+            p90_ms=ms * 1.05,
+            iqr_ms=ms * 0.04,
+            min_ms=ms * 0.97,
+            repeats=10,
+            ci_rel=0.01,
+            backend=self.name,
+            device=self.device,
+            threads=self.threads,
+            batch_size=shape.batch_size,
+            seq_len=shape.seq_len,
+            fingerprint=self.fingerprint_id,
+            model=spec.label,
         )

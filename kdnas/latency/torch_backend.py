@@ -40,7 +40,9 @@ class TorchBackend(LatencyBackend):
             raise LatencyError(f"attn: {attn!r} is not one of auto, eager, sdpa")
         self.attn = attn
         self._chosen: dict[str, str] = {}  # model key -> attention chosen by `auto`
-        self._built: dict[tuple[str, str], Any] = {}  # (model key, attn) -> model; only the current model kept
+        self._built: dict[
+            tuple[str, str], Any
+        ] = {}  # (model key, attn) -> model; only the current model kept
         self._build_s = 0.0
 
     def _model(self, spec: ModelSpec, attn: str) -> Any:
@@ -48,7 +50,8 @@ class TorchBackend(LatencyBackend):
         if key not in self._built:
             self._built = {k: v for k, v in self._built.items() if k[0] == spec.key}
             t = time.perf_counter()
-            self._built[key] = spec.build(attn_implementation=attn).to(self.device)
+            model = spec.build(attn_implementation=attn)
+            self._built[key] = model.to(self.device)  # type: ignore[arg-type]
             self._build_s = time.perf_counter() - t
         return self._built[key]
 
@@ -69,8 +72,12 @@ class TorchBackend(LatencyBackend):
             vocab = int(getattr(getattr(model, "config", None), "vocab_size", 1000))
             m = model.eval().to(self.device)
             inputs = make_inputs(vocab, shape, self.device)
-            return self.timed(self._runner(m, inputs), shape, label=type(model).__name__,
-                              attn=getattr(getattr(model, "config", None), "_attn_implementation", None))
+            return self.timed(
+                self._runner(m, inputs),
+                shape,
+                label=type(model).__name__,
+                attn=getattr(getattr(model, "config", None), "_attn_implementation", None),
+            )
         vocab = spec.hf_config().vocab_size
         inputs = make_inputs(vocab, shape, self.device)
         extra: dict[str, Any] = {}
@@ -87,7 +94,9 @@ class TorchBackend(LatencyBackend):
     def _choose(self, spec: ModelSpec, inputs: dict[str, Any], shape: Shape, extra: dict[str, Any]) -> str:
         """Short timing of each attention implementation; the faster median wins."""
         screen = TimingSettings(
-            warmup_s=min(self.settings.warmup_s, 0.2), min_repeats=5, rel_ci=0.1,
+            warmup_s=min(self.settings.warmup_s, 0.2),
+            min_repeats=5,
+            rel_ci=0.1,
             max_time_s=max(0.2, min(1.0, self.settings.max_time_s / 8)),
         )
         medians: dict[str, float] = {}
@@ -115,7 +124,9 @@ class TorchCudaBackend(TorchBackend):
         kw.setdefault("device", "cuda")
         super().__init__(**kw)
         if not self.available():
-            raise LatencyError("backend torch-cuda: no CUDA GPU is visible to torch; use device cpu or run on a GPU")
+            raise LatencyError(
+                "backend torch-cuda: no CUDA GPU is visible to torch; use device cpu or run on a GPU"
+            )
 
     @classmethod
     def available(cls) -> bool:

@@ -5,6 +5,7 @@ Run by the isolated runner as `python -m kdnas worker latency --job JOB --out OU
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -13,15 +14,24 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-              "NUMEXPR_NUM_THREADS")
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 
 def thread_env(threads: int) -> dict[str, str]:
     """Environment that pins every math library's pool to `threads` (must be set before torch is imported)."""
     env = {k: str(threads) for k in THREAD_ENV}
-    env.update(TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
-               PYTHONWARNINGS="ignore")
+    env.update(
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_VERBOSITY="error",
+        PYTHONWARNINGS="ignore",
+    )
     return env
 
 
@@ -42,10 +52,8 @@ def run_job(job_path: str | Path, out_path: str | Path) -> int:
             import torch
 
             torch.set_num_threads(threads)
-            try:
+            with contextlib.suppress(RuntimeError):  # already set (some import ran a parallel op)
                 torch.set_num_interop_threads(1)
-            except RuntimeError:  # already set (some import ran a parallel op)
-                pass
             from kdnas.latency.backends import get_backend
             from kdnas.latency.result import Shape
             from kdnas.latency.spec import ModelSpec
@@ -53,8 +61,11 @@ def run_job(job_path: str | Path, out_path: str | Path) -> int:
 
             cls = get_backend(job["backend"])
             backend = cls(
-                threads=threads, device=job.get("device", "cpu"), settings=TimingSettings(**job.get("settings", {})),
-                fingerprint_id=job.get("fingerprint"), **job.get("options", {}),
+                threads=threads,
+                device=job.get("device", "cpu"),
+                settings=TimingSettings(**job.get("settings", {})),
+                fingerprint_id=job.get("fingerprint"),
+                **job.get("options", {}),
             )
         except Exception as e:
             _write(out, {"event": "fatal", "error": f"{type(e).__name__}: {e}", "type": type(e).__name__})

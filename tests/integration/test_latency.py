@@ -29,8 +29,24 @@ def test_teacher_student_and_dir_on_torch(minilm_dir, tmp_path):
 
 
 def test_cli_speedup_table(minilm_dir, tmp_path, capsys):
-    rc = main(["latency", "--teacher", str(minilm_dir), "--arch", "L=2,H=128,A=2,F=512", "--seq", "64",
-               "--max-time", "1", "--attn", "eager", "--cache-dir", str(tmp_path), "--json"])
+    rc = main(
+        [
+            "latency",
+            "--teacher",
+            str(minilm_dir),
+            "--arch",
+            "L=2,H=128,A=2,F=512",
+            "--seq",
+            "64",
+            "--max-time",
+            "1",
+            "--attn",
+            "eager",
+            "--cache-dir",
+            str(tmp_path),
+            "--json",
+        ]
+    )
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert rc == 0 and len(rows) == 2 and rows[0]["name"].startswith("teacher")
     assert rows[0]["median_ms"] > rows[1]["median_ms"]

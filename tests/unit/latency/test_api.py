@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kdnas.errors import ArchError, ConfigError, LatencyError, MissingExtraError
-from kdnas.latency import api, backends
+from kdnas.latency import api
 from kdnas.latency.cache import LatencyCache
 from kdnas.latency.config import TargetConfig
 from kdnas.latency.fingerprint import fingerprint
@@ -49,18 +49,19 @@ def test_on_error_return_keeps_going(tmp_path):
 
 
 def test_unknown_backend_lists_known():
-    with pytest.raises(LatencyError, match="unknown latency backend 'onnx'.*known: torch"):
-        api.measure_many([ModelSpec.for_arch(tiny_config(), A)], TargetConfig(), backends=["onnx"], cache=False)
+    with pytest.raises(LatencyError, match=r"unknown latency backend 'onnx'.*known: torch"):
+        api.measure_many(
+            [ModelSpec.for_arch(tiny_config(), A)], TargetConfig(), backends=["onnx"], cache=False
+        )
 
 
 def test_bad_target_config():
-    with pytest.raises(ConfigError, match="target.threads"):
+    with pytest.raises(ConfigError, match=r"target\.threads"):
         api.measure_archs(tiny_config(), [A], TargetConfig(threads=0, backend="fake"), cache=False)
 
 
 def test_missing_onnxruntime_names_the_extra(monkeypatch):
-    monkeypatch.setattr(backends, "has_package", lambda m: m != "onnxruntime")
-    import kdnas.latency.onnx_backend as ob
+    import kdnas.latency.onnx_backend as ob  # imported before patching: it binds has_package at import
 
     monkeypatch.setattr(ob, "has_package", lambda m: m != "onnxruntime")
     with pytest.raises(MissingExtraError, match=r"kdnas\[onnx\]"):
@@ -80,8 +81,12 @@ def test_sequence_longer_than_positions():
     with pytest.raises(LatencyError, match="longer than the model's 128 positions"):
         api.measure_archs(tiny_config(), [A], TargetConfig(backend="fake", seq_lens=[129]), cache=False)
     with pytest.raises(LatencyError, match="126 positions"):  # roberta: 128 - pad_token_id 1 - 1
-        api.measure_archs(tiny_config("roberta", max_position_embeddings=128), [A],
-                          TargetConfig(backend="fake", seq_lens=[127]), cache=False)
+        api.measure_archs(
+            tiny_config("roberta", max_position_embeddings=128),
+            [A],
+            TargetConfig(backend="fake", seq_lens=[127]),
+            cache=False,
+        )
 
 
 def test_arch_that_cannot_be_built_fails_before_workers():

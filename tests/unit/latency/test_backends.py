@@ -44,8 +44,9 @@ def test_real_backends_in_workers(tmp_path):
     spec = ModelSpec.for_arch(tiny_config(), Arch(1, 32, 2, 64))
     t = TargetConfig(attn_implementation="eager", **QUICK)
     shapes = [Shape(1, 16), Shape(2, 32)]
-    out = measure_many([spec], t, backends=["torch", "onnxruntime", "onnxruntime-int8"], shapes=shapes,
-                       cache=False)
+    out = measure_many(
+        [spec], t, backends=["torch", "onnxruntime", "onnxruntime-int8"], shapes=shapes, cache=False
+    )
     for b in ("torch", "onnxruntime", "onnxruntime-int8"):
         for sh in shapes:
             r = out[(0, b, sh)]
@@ -59,12 +60,29 @@ def test_real_backends_in_workers(tmp_path):
 
 
 def test_cli_table_and_json(capsys, tmp_path):
-    rc = main(["latency", "--arch", "L=1,H=32,A=2,F=64", "--backend", "fake", "--batch", "1,2", "--seq", "16",
-               "--cache-dir", str(tmp_path), "--json"])
+    rc = main(
+        [
+            "latency",
+            "--arch",
+            "L=1,H=32,A=2,F=64",
+            "--backend",
+            "fake",
+            "--batch",
+            "1,2",
+            "--seq",
+            "16",
+            "--cache-dir",
+            str(tmp_path),
+            "--json",
+        ]
+    )
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert rc == 0 and [x["shape"] for x in lines] == ["b1/s16", "b2/s16"]
     assert lines[0]["name"] == "L=1,H=32,A=2,F=64" and lines[0]["model"] == "L1-H32-A2-F64-gelu"
-    assert main(["latency", "--arch", "L=1,H=32,A=2,F=64", "--backend", "fake", "--cache-dir", str(tmp_path)]) == 0
+    assert (
+        main(["latency", "--arch", "L=1,H=32,A=2,F=64", "--backend", "fake", "--cache-dir", str(tmp_path)])
+        == 0
+    )
     assert "L=1,H=32,A=2,F=64" in capsys.readouterr().out
 
 

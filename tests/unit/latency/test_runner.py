@@ -19,16 +19,27 @@ ARCHS = [Arch(1, 32, 2, 64), Arch(2, 64, 2, 128)]
 def _job(**options):
     cfg = tiny_config()
     return {
-        "backend": "fake", "device": "cpu", "threads": 1, "fingerprint": "test", "options": options,
+        "backend": "fake",
+        "device": "cpu",
+        "threads": 1,
+        "fingerprint": "test",
+        "options": options,
         "settings": {},
-        "items": [{"spec": ModelSpec.for_arch(cfg, a).to_dict(), "shapes": [[1, 16], [2, 16]]} for a in ARCHS],
+        "items": [
+            {"spec": ModelSpec.for_arch(cfg, a).to_dict(), "shapes": [[1, 16], [2, 16]]} for a in ARCHS
+        ],
     }
 
 
 def test_worker_measures_every_item_and_shape_and_reports_per_arch_errors():
     out = run_worker(_job(fail_arch=ARCHS[1].arch_id), timeout_s=120)
     assert out.error is None and out.startup_s is not None
-    assert [(r["item"], r["shape"]) for r in out.records] == [(0, [1, 16]), (0, [2, 16]), (1, [1, 16]), (1, [2, 16])]
+    assert [(r["item"], r["shape"]) for r in out.records] == [
+        (0, [1, 16]),
+        (0, [2, 16]),
+        (1, [1, 16]),
+        (1, [2, 16]),
+    ]
     ok = [r for r in out.records if "result" in r]
     assert len(ok) == 2 and ok[0]["result"]["backend"] == "fake" and ok[0]["result"]["fingerprint"] == "test"
     expected = FakeBackend().latency_ms(ARCHS[0], Shape(1, 16))

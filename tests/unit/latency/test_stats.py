@@ -30,7 +30,9 @@ def test_ci_rel_shrinks_with_more_samples():
 
 
 def test_time_loop_stops_when_ci_is_narrow():
-    samples, warm = time_loop(lambda: 5.0, TimingSettings(warmup_s=0, min_repeats=10, rel_ci=0.03, max_time_s=60))
+    samples, warm = time_loop(
+        lambda: 5.0, TimingSettings(warmup_s=0, min_repeats=10, rel_ci=0.03, max_time_s=60)
+    )
     assert warm == 2 and len(samples) == 10
 
 
