@@ -212,11 +212,12 @@ def _calibrate(args: argparse.Namespace, backends: list[str]) -> int:
         raise LatencyError("calibrate fits one target: give one --backend, one --batch and one --seq")
     tcfg = load_teacher_config(args.teacher)
     space: Any = args.space
-    if space != "default":
-        try:
-            from kdnas.space.spaces import load_space
-        except ImportError:
+    try:
+        from kdnas.space.spaces import load_space
+    except ImportError:  # no search-space module: `default` is a Latin hypercube over the teacher's dims
+        if space != "default":
             raise LatencyError("search spaces are not available in this kdnas; use --space default") from None
+    else:
         space = load_space(args.space, tcfg)
     target = _target(args, backends[0])
     cal = calibrate(

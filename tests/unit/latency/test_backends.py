@@ -93,3 +93,28 @@ def test_cli_errors(capsys):
     assert "nothing to measure" in capsys.readouterr().err
     assert main(["latency", "calibrate", "--backend", "fake"]) == 2
     assert "needs --teacher" in capsys.readouterr().err
+
+
+def test_cli_calibrate_with_a_space(capsys, tmp_path):
+    from kdnas.testing import save_tiny_teacher
+
+    save_tiny_teacher(tmp_path / "t")
+    argv = [
+        "latency",
+        "calibrate",
+        "--teacher",
+        str(tmp_path / "t"),
+        "--backend",
+        "fake",
+        "--n",
+        "12",
+        "--seq",
+        "32",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
+    assert main([*argv, "--space", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out archs" in out and "within ±10%" in out and "saved to" in out
+    assert main([*argv, "--space", "no-such-space"]) == 2
+    assert "no-such-space" in capsys.readouterr().err
