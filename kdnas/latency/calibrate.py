@@ -41,6 +41,17 @@ class Calibration:
     failed: list[str]
     """Archs that could not be measured, with the reason."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON summary (accuracy, where the predictor is, how many archs)."""
+        return {
+            "accuracy": self.accuracy.__dict__.copy(),
+            "path": str(self.path) if self.path else None,
+            "n_train": len(self.train),
+            "n_test": len(self.test),
+            "failed": list(self.failed),
+            "weights": dict(self.predictor.weights),
+        }
+
 
 def predictor_path(teacher_config: Any, target: TargetConfig, cache: CacheArg = None) -> Path:
     from kdnas.latency.api import resolve_backend

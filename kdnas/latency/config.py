@@ -41,6 +41,8 @@ class TargetConfig:
     """Timed forward passes before the stop rule is checked."""
     cache_dir: str | None = None
     """Latency cache and predictors dir (default `<kdnas cache>/latency`)."""
+    calibrate_archs: int = 0
+    """`kdnas run`: archs to measure to fit the latency predictor (0: use a saved one if any; else >= 10)."""
 
     def check(self) -> list[str]:
         out = []
@@ -62,6 +64,8 @@ class TargetConfig:
             out.append("max_time_s, timeout_s: must be > 0")
         if self.warmup_s < 0:
             out.append(f"warmup_s: {self.warmup_s} must be >= 0")
+        if self.calibrate_archs < 0 or 0 < self.calibrate_archs < 10:
+            out.append(f"calibrate_archs: {self.calibrate_archs} must be 0 (no calibration) or >= 10")
         if self.min_repeats < 3:
             out.append(f"min_repeats: {self.min_repeats} must be >= 3")
         if self.device == "cuda" and self.backend not in ("torch", "torch-cuda", "fake"):

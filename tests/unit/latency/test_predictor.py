@@ -92,3 +92,12 @@ def test_calibrate_on_fake_saves_a_findable_predictor(tmp_path):
     assert again is not None and again.accuracy["n"] == cal.accuracy.n
     assert isinstance(cal.train[0][1], LatencyResult)
     assert np.isfinite(again.predict_ms(Arch(2, 128, 2, 256)))
+
+
+def test_calibration_summary_and_config_check(tmp_path):
+    cal = calibrate(_teacher(), "default", TargetConfig(backend="fake"), n=12, cache=LatencyCache(tmp_path))
+    d = cal.to_dict()
+    assert d["n_train"] + d["n_test"] == 12 and d["path"].endswith(".json") and d["accuracy"]["mape"] >= 0
+    assert TargetConfig(calibrate_archs=5).check() == [
+        "calibrate_archs: 5 must be 0 (no calibration) or >= 10"
+    ]
