@@ -52,7 +52,8 @@ def test_search_fake_end_to_end(tmp_path, capsys):
 
 
 def test_search_errors_are_clear(tmp_path, capsys):
-    assert main(["search", "smoke", "--run-dir", str(tmp_path)]) == 2
-    assert "not wired yet" in capsys.readouterr().err
+    missing = tmp_path / "no-such-teacher"
+    assert main(["search", "smoke", "--run-dir", str(tmp_path), "--teacher.name", str(missing)]) == 2
+    assert "no-such-teacher" in capsys.readouterr().err
     assert main(["search", "smoke", "--fake", "--run-dir", str(tmp_path), "--search.space", "nope.yaml"]) == 2
     assert "search space 'nope.yaml'" in capsys.readouterr().err
