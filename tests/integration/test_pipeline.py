@@ -1,0 +1,63 @@
+"""`kdnas run smoke` end to end on the real minilm-l6 teacher and zoo data (about 3 min on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdnas.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, wiki_en_dir: Path, bbc_dir: Path) -> Path:
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    assert main(["run", "smoke", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_smoke_run_writes_every_stage(smoke_run: Path) -> None:
+    for stage in ("fetch", "inspect", "data", "latency", "search", "distill", "evaluate", "export", "report"):
+        assert (smoke_run / "stages" / f"{stage}.json").exists(), stage
+    teacher = json.loads((smoke_run / "teacher.json").read_text())
+    assert teacher["params"] == 22_713_216
+    search = json.loads((smoke_run / "search.json").read_text())
+    assert search["counts"]["complete"] >= 1
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert summary["students"], "a student is recommended for the 3x budget"
+    rows = {r["model"]: r for r in json.loads((smoke_run / "retention.json").read_text())["rows"]}
+    assert {"teacher", "every-other-layer", "tinybert-4L-312H"} <= set(rows)
+    for s in summary["students"]:
+        r = rows[s["name"]]
+        assert r["speedup"] > 1.0 and 0.0 < r["avg_retention"] <= 1.5
+        export = smoke_run / "export" / s["name"]
+        for f in ("config.json", "model.safetensors", "model.onnx", "model-int8.onnx", "README.md"):
+            assert (export / f).exists(), f
+    for f in ("pareto.png", "pareto.html", "trials.csv", "summary.md"):
+        assert (smoke_run / "report" / f).exists(), f
+
+
+def test_exported_student_loads_with_transformers(smoke_run: Path) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    name = json.loads((smoke_run / "summary.json").read_text())["students"][0]["name"]
+    d = smoke_run / "export" / name
+    model = AutoModel.from_pretrained(d)
+    tok = AutoTokenizer.from_pretrained(d)
+    out = model(**tok(["a short test sentence"], return_tensors="pt"))
+    assert out.last_hidden_state.shape[-1] == model.config.hidden_size
+
+
+def test_rerun_skips_finished_stages(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--resume", str(smoke_run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done earlier (skipped)") == 9
+
+
+def test_resume_with_a_different_config_is_refused(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "smoke", "--run-dir", str(smoke_run), "--search.n_trials", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "different config" in err and "search.n_trials: 4 -> 5" in err
