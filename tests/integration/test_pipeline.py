@@ -13,7 +13,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, wiki_en_dir: Path, bbc_dir: Path) -> Path:
+def smoke_run(
+    tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path, wiki_en_dir: Path, bbc_dir: Path
+) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     assert main(["run", "smoke", "--run-dir", str(run_dir)]) == 0
     return run_dir
@@ -57,7 +59,9 @@ def test_rerun_skips_finished_stages(smoke_run: Path, capsys: pytest.CaptureFixt
     assert out.count("done earlier (skipped)") == 9
 
 
-def test_resume_with_a_different_config_is_refused(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_with_a_different_config_is_refused(
+    smoke_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["run", "smoke", "--run-dir", str(smoke_run), "--search.n_trials", "5"]) == 2
     err = capsys.readouterr().err
     assert "different config" in err and "search.n_trials: 4 -> 5" in err

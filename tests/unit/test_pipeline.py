@@ -29,7 +29,9 @@ def fake_stages(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return calls
 
 
-def test_failed_stage_keeps_finished_ones_and_resume_continues(tmp_path: Path, fake_stages: dict[str, int]) -> None:
+def test_failed_stage_keeps_finished_ones_and_resume_continues(
+    tmp_path: Path, fake_stages: dict[str, int]
+) -> None:
     cfg = config.load("smoke")
     with pytest.raises(KdnasError, match="b crashed"):
         pipeline.run(cfg, run_dir=tmp_path / "r")
@@ -40,7 +42,9 @@ def test_failed_stage_keeps_finished_ones_and_resume_continues(tmp_path: Path, f
     assert ctx.values["c"]["seen"] == ["a", "b"]  # earlier summaries are reloaded from the markers
 
 
-def test_resume_refuses_another_config_and_shows_the_diff(tmp_path: Path, fake_stages: dict[str, int]) -> None:
+def test_resume_refuses_another_config_and_shows_the_diff(
+    tmp_path: Path, fake_stages: dict[str, int]
+) -> None:
     pipeline.run(config.load("smoke"), run_dir=tmp_path / "r", until="a")
     other = config.load("smoke", {"distill.lr": 0.01})
     with pytest.raises(ConfigError, match=r"distill\.lr: 0\.001 -> 0\.01"):
