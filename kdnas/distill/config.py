@@ -42,7 +42,7 @@ class DistillConfig:
     """Decay after warm-up."""
     grad_clip: float = 1.0
     """Max gradient norm (0 disables)."""
-    proxy_tokens: int = 150_000
+    proxy_tokens: int = 40_000
     """Token budget of the short proxy distillation of each search candidate."""
     proxy_mode: Literal["standard", "flash"] = "standard"
     """`flash`: AutoDistill's progressive layer-by-layer transfer instead of all layers at once."""
@@ -50,7 +50,7 @@ class DistillConfig:
     """Steps per layer in flash mode."""
     flash_lower_lr: float = 0.0
     """Flash mode: lr multiplier for the layers below the one being transferred (0 freezes them)."""
-    full_tokens: int = 3_000_000
+    full_tokens: int = 600_000
     """Token budget of the full distillation of a recommended student."""
     checkpoint_every: int = 200
     """Optimiser steps between checkpoints (full distillation)."""

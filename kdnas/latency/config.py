@@ -41,7 +41,7 @@ class TargetConfig:
     """Timed forward passes before the stop rule is checked."""
     cache_dir: str | None = None
     """Latency cache and predictors dir (default `<kdnas cache>/latency`)."""
-    calibrate_archs: int = 0
+    calibrate_archs: int = 24
     """`kdnas run`: archs to measure to fit the latency predictor (0: use a saved one if any; else >= 10)."""
 
     def check(self) -> list[str]:

@@ -16,7 +16,7 @@ class SearchConfig:
     """`default` (derived from the teacher), `mobilebert`, or a path to a search-space YAML."""
     strategy: str = "kdnas"
     """kdnas (KD-NAS controller), bo (multi-objective Bayesian optimisation), tpe, nsga2 or random."""
-    n_trials: int = 24
+    n_trials: int = 16
     """Candidates that get a proxy distillation."""
     episode_size: int = 4
     """Candidates per round (kdnas: per episode, the reward predictor is retrained after each); promotion is per round."""
@@ -34,7 +34,7 @@ class SearchConfig:
     """Candidates with more parameters (millions) are never distilled."""
     promote_fraction: float = 0.25
     """Multi-fidelity: share of each round promoted to a longer proxy distillation (0 disables)."""
-    long_proxy_factor: float = 4.0
+    long_proxy_factor: float = 3.0
     """Multi-fidelity: the long proxy gets this many times the proxy token budget."""
     storage: str | None = None
     """Optuna storage URL (default: SQLite in the run dir)."""
