@@ -7,6 +7,7 @@ calls the search, the export and the CLI use.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -151,12 +152,45 @@ def measure_many(
                 n = sum(len(v) for v in todo.values())
                 where = "in a fresh worker" if cls.isolate else "in-process"
                 progress(f"{name}: measuring {n} model x shape(s) {where} ({target.threads} threads)")
+            real = cls.isolate  # in-process test backends (fake) compute latencies, they do not time them
+            busy_before = _machine_busy() if real else None
             fresh = _run_backend(cls, specs, todo, target, fp, opts)
+            busy = busy_before or (_machine_busy() if real else None)
+            if busy:
+                log.warning(
+                    "the machine was busy while measuring (%s): these latencies may be inflated and are not "
+                    "cached; measure on a quiet machine for numbers to trust",
+                    busy,
+                )
             for (i, sh), r in fresh.items():
                 out[(i, name, sh)] = r
-                if isinstance(r, LatencyResult) and db is not None:
+                if (
+                    isinstance(r, LatencyResult)
+                    and db is not None
+                    and not busy
+                    and (not real or _converged(r, target))
+                ):
                     db.put(fp, bkey, keys[i], r)
     return out
+
+
+def _machine_busy() -> str | None:
+    """Why the machine is too loaded to trust (and cache) a measurement, or None.
+
+    A run queue longer than 1.5x the cores means other work competed for the CPU; such a number must never
+    become a cache entry that every later search and report would reuse.
+    """
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+    cores = os.cpu_count() or 1
+    return f"load average {load:.1f} on {cores} cores" if load > 1.5 * cores else None
+
+
+def _converged(r: LatencyResult, target: TargetConfig) -> bool:
+    """Only converged medians (CI within 2x the target width) are cached; a timed-out noisy one is not."""
+    return r.ci_rel is not None and r.ci_rel <= 2 * target.rel_ci
 
 
 def _run_backend(
