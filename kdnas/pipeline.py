@@ -19,7 +19,7 @@ from typing import Any
 
 from kdnas import config as config_mod
 from kdnas.config import RunConfig
-from kdnas.errors import ConfigError, KdnasError
+from kdnas.errors import ConfigError, KdnasError, SearchError
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,19 @@ class RunContext:
         return p
 
     def say(self, msg: str) -> None:
-        (self.console.print if self.console is not None else print)(msg)
+        if self.console is not None:
+            self.console.print(msg, markup=False, highlight=False)
+        else:
+            print(msg)
 
     def teacher(self) -> Any:
         if "teacher" not in self._memo:
             from kdnas.models.teacher import load_teacher
 
             self._memo["teacher"] = load_teacher(
-                self.cfg.teacher.name, attn_implementation=self.cfg.teacher.attn_implementation
+                self.cfg.teacher.name,
+                attn_implementation=self.cfg.teacher.attn_implementation,
+                with_mlm_head=self.cfg.distill.losses.get("logits", 0) > 0,
             )
         return self._memo["teacher"]
 
@@ -213,11 +218,18 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
         teacher_latency_ms=setup.teacher_latency_ms,
         budgets=budgets,
         run_dir=ctx.run_dir,
-        study_name=f"{cfg.name}-{cfg.search.strategy}",
+        study_name=f"search-{cfg.search.strategy}",
         seed=cfg.seed,
         latency_predictor=setup.latency_predictor,
         callback=ctx.trial_callback,
     )
+    if not any(r.arch for r in result.recommendations):
+        fastest = min((r.latency_ms for r in result.records if r.latency_ms), default=None)
+        raise SearchError(
+            f"no evaluated arch meets any latency budget ({', '.join(b.label for b in budgets)}; fastest measured "
+            f"{fastest if fastest is None else f'{fastest:.2f} ms'}): relax target.speedups / target.budgets_ms, "
+            f"or give the search more trials (search.n_trials); completed trials are kept in the study"
+        )
     return {
         "n_evaluated": result.n_evaluated,
         "hypervolume": result.hypervolume,
@@ -244,7 +256,9 @@ def stage_distill(ctx: RunContext) -> dict[str, Any]:
             "longer (search.n_trials)"
         )
     jobs: dict[str, tuple[Arch, dict[str, Any]]] = {}
-    for rec in recs:  # one job per distinct arch; a student serving several budgets is named for the tightest
+    for rec in reversed(
+        recs
+    ):  # one job per distinct arch; budgets come loosest first, so the tightest names it
         arch = Arch.from_dict(rec["arch"])
         jobs.setdefault(arch.arch_id, (arch, rec))
     students = []
@@ -254,7 +268,7 @@ def stage_distill(ctx: RunContext) -> dict[str, Any]:
         students.append(
             {
                 "name": name,
-                "model_dir": str(model_dir),
+                "model_dir": str(model_dir.relative_to(ctx.run_dir)),
                 "arch_id": arch.arch_id,
                 "budget_label": rec["budget"]["label"],
                 "budget_ms": rec["budget"]["latency_ms"],
@@ -270,7 +284,9 @@ def stage_distill(ctx: RunContext) -> dict[str, Any]:
             if bname == "every-other-layer":
                 continue  # truncated teacher weights, fine-tuned directly (DistilBERT-style init), see evaluate
             d = _distill_full(ctx, bname, arch, ctx.run_dir / "baselines" / bname)
-            baselines.append({"name": bname, "model_dir": str(d), "arch_id": arch.arch_id})
+            baselines.append(
+                {"name": bname, "model_dir": str(d.relative_to(ctx.run_dir)), "arch_id": arch.arch_id}
+            )
     summary = {"students": students, "baselines": baselines}
     write_json_atomic(ctx.path("summary.json"), summary)
     return summary
@@ -306,7 +322,10 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
     )
     if result.failed:
         raise KdnasError(f"full distillation of {name} failed: {result.failed}; see {out}/train_log.jsonl")
-    kd = heldout_kd_loss(ctx.teacher(), student, splits.heldout, cfg.distill, projections=result.distiller)
+    kd = heldout_kd_loss(
+        ctx.teacher(), student, splits.heldout, cfg.distill, projections=result.distiller,
+        teacher_cache=str(ctx.run_dir / "teacher_cache"),
+    )  # fmt: skip
     tmp = out / "model.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -340,16 +359,21 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
         def eol() -> Any:
             t = ctx.teacher()
             if not (eol_dir / "config.json").exists():
-                m = every_other_layer(t.model)
-                m.save_pretrained(eol_dir)
-                t.tokenizer.save_pretrained(eol_dir)
+                tmp = eol_dir.with_name("model.tmp")
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                every_other_layer(t.model).save_pretrained(tmp)
+                t.tokenizer.save_pretrained(tmp)
+                os.replace(tmp, eol_dir)
             return Encoder(model=every_other_layer(t.model), tokenizer=t.tokenizer, name="every-other-layer")
 
         models.append(("every-other-layer", eol, eol_dir))
     for b in summary.get("baselines", []):
-        models.append((b["name"], _dir_encoder(b["model_dir"], b["name"]), Path(b["model_dir"])))
+        d = ctx.run_dir / b["model_dir"]  # relative to the run dir (absolute paths pass through)
+        models.append((b["name"], _dir_encoder(str(d), b["name"]), d))
     for s in summary["students"]:
-        models.append((s["name"], _dir_encoder(s["model_dir"], s["name"]), Path(s["model_dir"])))
+        d = ctx.run_dir / s["model_dir"]
+        models.append((s["name"], _dir_encoder(str(d), s["name"]), d))
 
     reports: dict[str, ModelReport] = {}
     latency: dict[str, float] = {}
@@ -408,12 +432,27 @@ def _teacher_eval_cache(ctx: RunContext) -> Path | None:
     """The teacher's scores depend only on the teacher, tasks and protocol: shared across runs."""
     import hashlib
 
+    import kdnas
+    from kdnas.distill.teacher_cache import teacher_info
     from kdnas.zoo import cache_dir
 
     ev = dict(ctx.cfg.to_dict()["evaluate"])
-    ev.pop("baselines", None)
-    ev.pop("task_distill", None)
-    key = json.dumps({"teacher": ctx.cfg.teacher.name, "evaluate": ev}, sort_keys=True)
+    for k in ("baselines", "task_distill", "threads"):
+        ev.pop(k, None)
+    tasks = []
+    for t in ev.pop("tasks"):
+        p = Path(t)
+        tasks.append([t, p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else t)
+    key = json.dumps(
+        {
+            "teacher": ctx.cfg.teacher.name,
+            "weights": teacher_info(ctx.teacher().model).fingerprint,
+            "kdnas": kdnas.__version__,
+            "tasks": tasks,
+            "evaluate": ev,
+        },
+        sort_keys=True,
+    )
     return cache_dir() / "evaluate" / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
@@ -464,7 +503,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, *, resume: bool) -> None:
         if old.hash() != cfg.hash():
             changes = "\n".join(f"  {d}" for d in config_mod.diff(old, cfg))
             raise ConfigError(
-                f"{run_dir} was made by a different config; use another run dir (--run_dir / --name) or the "
+                f"{run_dir} was made by a different config; use another run dir (--run-dir DIR) or the "
                 f"same config. Differences (run dir -> now):\n{changes}"
             )
         return
@@ -487,7 +526,12 @@ def run(
     until: str | None = None,
 ) -> RunContext:
     """Run every stage in order; finished stages are skipped. Returns the context with each stage's summary."""
-    run_dir = Path(run_dir) if run_dir else cfg.resolved_run_dir
+    run_dir = (Path(run_dir) if run_dir else cfg.resolved_run_dir).resolve()
+    if cfg.evaluate.task_distill:
+        raise ConfigError(
+            "evaluate.task_distill: not part of `kdnas run` yet; run it per model with "
+            "`kdnas evaluate MODEL_DIR --teacher T --task-distill`"
+        )
     prepare_run_dir(cfg, run_dir, resume=resume)
     ctx = RunContext(cfg=cfg, run_dir=run_dir, console=console, progress=progress)
     say = ctx.say

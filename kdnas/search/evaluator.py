@@ -28,7 +28,11 @@ def make_evaluator(
     if teacher is None:
         from kdnas.models.teacher import load_teacher
 
-        teacher = load_teacher(cfg.teacher.name, attn_implementation=cfg.teacher.attn_implementation)
+        teacher = load_teacher(
+            cfg.teacher.name,
+            attn_implementation=cfg.teacher.attn_implementation,
+            with_mlm_head=cfg.distill.losses.get("logits", 0) > 0,
+        )
     if splits is None:
         from kdnas.data.corpus import build_corpus
 
