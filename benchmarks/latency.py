@@ -1,7 +1,7 @@
 """Latency engine benchmark: repeatability, predictor accuracy, cost per measurement, backends vs a lower bound.
 
 Run on a quiet machine (nothing else loading the CPU):
-    python benchmarks/latency.py                 # full: minilm-l6, 2 threads (about 30-40 min)
+    python benchmarks/latency.py                 # full: minilm-l6, 2 threads (about 15 min)
     python benchmarks/latency.py --quick         # smoke test on a tiny random teacher (about a minute)
 Figures go to stdout (and --json FILE); record them with the machine in docs/benchmarks.md.
 """
@@ -49,6 +49,11 @@ def gemm_gflops(threads: int, n: int, reps: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny teacher, few archs: checks the script works")
+    ap.add_argument("--n-train", type=int, default=40, help="predictor design archs (default 40)")
+    ap.add_argument(
+        "--n-test", type=int, default=30, help="held-out archs for predictor accuracy (default 30)"
+    )
+    ap.add_argument("--predictor-max-time", type=float, default=3.0, help="time cap per predictor arch (s)")
     ap.add_argument("--teacher", default="minilm-l6")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backends", default="torch,onnxruntime,onnxruntime-int8")
@@ -75,7 +80,7 @@ def main() -> int:
         gemm_n, gemm_reps = 256, 5
     else:
         tcfg = load_teacher_config(args.teacher)
-        seq, big_batch, n_train, n_test, repeats, max_time = 128, 32, 60, 30, 5, 8.0
+        seq, big_batch, n_train, n_test, repeats, max_time = 128, 32, args.n_train, args.n_test, 5, 8.0
         students = [Arch(4, 256, 4, 1024), Arch(4, 384, 6, 1536), Arch(3, 192, 3, 768)]
         cost_arch = Arch(6, 384, 12, 1536)  # MiniLM-L6 size
         gemm_n, gemm_reps = 1024, 20
@@ -121,7 +126,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         test_archs = [a for a in default_archs(tcfg, n_test * 2, seed=1)][:n_test]
-        cal = calibrate(tcfg, "default", target, n=n_train, test_archs=test_archs, cache=LatencyCache(tmp))
+        # the predictor models one attention kernel: eager (the faster here, see the backends table), with a
+        # shorter time cap per arch so 70 archs fit in a few minutes
+        ptarget = TargetConfig(
+            threads=args.threads, seq_lens=[seq], max_time_s=min(max_time, args.predictor_max_time),
+            attn_implementation="eager",
+        )  # fmt: skip
+        cal = calibrate(tcfg, "default", ptarget, n=n_train, test_archs=test_archs, cache=LatencyCache(tmp))
     acc = cal.accuracy
     figures["predictor"] = acc.__dict__
     print(

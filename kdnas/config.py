@@ -105,9 +105,20 @@ class RunConfig:
         d = self.to_dict()
         d.pop("run_dir", None)
         d.pop("name", None)
-        d.get("export", {}).pop("overwrite", None)
+        for section, key in _RESOURCE_KEYS:
+            d.get(section, {}).pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
+
+_RESOURCE_KEYS = (
+    ("export", "overwrite"),
+    ("distill", "teacher_cache_mb"),
+    ("target", "cache_dir"),
+    ("target", "timeout_s"),
+    ("evaluate", "threads"),
+    ("evaluate", "eval_batch_size"),
+)
+"""Keys that change how fast or where a run works, never its results: a run can resume with other values."""
 
 # --------------------------------------------------------------------------------------------------------------
 # generic machinery

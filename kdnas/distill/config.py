@@ -54,7 +54,7 @@ class DistillConfig:
     """Token budget of the full distillation of a recommended student."""
     checkpoint_every: int = 200
     """Optimiser steps between checkpoints (full distillation)."""
-    teacher_cache_mb: int = 2048
+    teacher_cache_mb: int = 6144
     """Memory budget for the teacher-output cache (fp16, memory-mapped on disk)."""
 
     def check(self) -> list[str]:
