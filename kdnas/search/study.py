@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from kdnas.errors import ArchError, ConfigError, SearchError
 from kdnas.search.candidate import CandidateEvaluator, CandidateResult, Fidelity
 from kdnas.search.config import SearchConfig
-from kdnas.search.objectives import Budget, constraint_values, kdnas_reward, objective_values
+from kdnas.search.objectives import Budget, constraint_values, kdnas_reward, objective_values, reward_loss
 from kdnas.search.results import (
     SearchResult,
     TrialRecord,
@@ -168,7 +168,7 @@ class _Search:
 
     def reward(self, kd_loss: float, latency_ms: float) -> float:
         return kdnas_reward(
-            kd_loss,
+            reward_loss(kd_loss),
             latency_ms,
             self.teacher_latency_ms,
             alpha=self.cfg.reward_alpha,

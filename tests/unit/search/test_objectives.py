@@ -7,7 +7,13 @@ import math
 import pytest
 
 from kdnas.errors import SearchError
-from kdnas.search.objectives import constraint_values, kdnas_reward, objective_values, resolve_budgets
+from kdnas.search.objectives import (
+    constraint_values,
+    kdnas_reward,
+    objective_values,
+    resolve_budgets,
+    reward_loss,
+)
 
 
 def test_reward_formula():
@@ -19,6 +25,15 @@ def test_reward_formula():
     assert kdnas_reward(0.2, 40.0, 80.0, alpha=-1.0, beta=0.5) == pytest.approx(0.8)
     assert kdnas_reward(1.7, 25.0, 100.0) == pytest.approx(0.01)  # floor
     assert kdnas_reward(0.1, 10, 100) > kdnas_reward(0.1, 20, 100) > kdnas_reward(0.2, 20, 100)
+
+
+def test_reward_loss_keeps_large_kd_losses_apart():
+    assert reward_loss(0.0) == 0.0
+    assert reward_loss(0.01) == pytest.approx(0.01, rel=0.01)  # = the loss for small losses
+    good, bad = kdnas_reward(reward_loss(1.6), 5.0, 25.0), kdnas_reward(reward_loss(2.7), 5.0, 25.0)
+    assert good > 2.5 * bad > 0.01  # neither hits the floor: quality still counts
+    with pytest.raises(SearchError):
+        reward_loss(float("nan"))
 
 
 def test_reward_rejects_bad_parameters():
