@@ -195,11 +195,16 @@ def pareto_records(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     return sorted((r for r, m in zip(done, mask) if m), key=lambda r: (r.latency_ms, r.kd_loss_short))
 
 
+TOP_K_LONG = 3
+"""Recommendations: how many of the best short-proxy candidates a long-proxy result may reorder."""
+
+
 def recommend(records: Sequence[TrialRecord], budgets: Sequence[Budget]) -> list[Recommendation]:
     """Per budget, the evaluated arch with the lowest KD loss that meets it.
 
-    Candidates with a long-proxy result are ranked by it and preferred; if none that meets the budget has
-    one, the lowest short-proxy loss wins.
+    Every candidate is ranked by its short-proxy loss (the one fidelity they all have: a long-proxy loss is
+    lower simply because it trained longer, so mixing the two favours whatever happened to be promoted). When
+    the best few by short loss all have a long-proxy result, the long one breaks the order among them.
     """
     done = unique_complete(records)
     out = []
@@ -218,8 +223,11 @@ def recommend(records: Sequence[TrialRecord], budgets: Sequence[Budget]) -> list
                 )
             )
             continue
-        long = [r for r in ok if r.kd_loss_long is not None]
-        best = min(long, key=lambda r: r.kd_loss_long) if long else min(ok, key=lambda r: r.kd_loss_short)  # type: ignore[arg-type,return-value]
+        top = sorted(ok, key=lambda r: r.kd_loss_short)[:TOP_K_LONG]  # type: ignore[arg-type,return-value]
+        if len(top) > 1 and all(r.kd_loss_long is not None for r in top):
+            best = min(top, key=lambda r: r.kd_loss_long)  # type: ignore[arg-type,return-value]
+        else:
+            best = top[0]
         out.append(
             Recommendation(
                 b,

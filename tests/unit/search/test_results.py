@@ -65,18 +65,26 @@ def _rec(n, L, short, lat, long=None, state="complete"):
     )
 
 
-def test_recommendation_per_budget_prefers_long_fidelity():
+def test_recommendation_ranks_by_short_loss_and_long_reorders_the_top():
     recs = [
         _rec(0, 1, 0.60, 1.0),
         _rec(1, 2, 0.40, 2.0),
         _rec(2, 3, 0.35, 3.0, long=0.33),
-        _rec(3, 4, 0.30, 3.5),  # better short loss but no long result
+        _rec(3, 4, 0.30, 3.5),  # best short loss, no long result: wins (a long loss is not comparable)
         _rec(4, 5, 0.10, 9.0, state="failed"),
+        _rec(5, 6, 0.70, 0.8, long=0.20),  # promoted, low long loss, but poor on the shared short fidelity
     ]
     out = recommend(recs, [Budget(4.0, "4 ms"), Budget(2.5, "2.5 ms"), Budget(0.5, "0.5 ms")])
-    assert out[0].arch.num_layers == 3 and out[0].fidelity == "long" and out[0].kd_loss == 0.33
+    assert out[0].arch.num_layers == 4 and out[0].fidelity == "short" and out[0].kd_loss == 0.30
     assert out[1].arch.num_layers == 2 and out[1].fidelity == "short"
-    assert out[2].arch is None and "fastest evaluated arch takes 1 ms" in out[2].reason
+    assert out[2].arch is None and "fastest evaluated arch takes 0.8 ms" in out[2].reason
+    # when the best few by short loss all have long results, the long losses order them
+    both = [
+        _rec(0, 1, 0.40, 1.0, long=0.30),
+        _rec(1, 2, 0.38, 1.0, long=0.36),
+        _rec(2, 3, 0.39, 1.0, long=0.35),
+    ]
+    assert recommend(both, [Budget(2.0, "2 ms")])[0].arch.num_layers == 1
 
 
 def test_pareto_records_and_kendall():
