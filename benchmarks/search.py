@@ -27,12 +27,15 @@ from kdnas.search.table import Table, kendall_tau_table, read_table, record_tabl
 DEFAULT_TABLE = Path(__file__).parent / "data" / "search_table.csv"
 
 
-def make_table(config_ref: str, out: Path, n_archs: int, long_every: int, seed: int) -> None:
+def make_table(
+    config_ref: str, out: Path, n_archs: int, long_every: int, seed: int, proxy_tokens: int | None = None
+) -> None:
     from kdnas import config
+    from kdnas.latency import measure_archs
     from kdnas.search.evaluator import make_evaluator
     from kdnas.space.spaces import default_space
 
-    cfg = config.load(config_ref)
+    cfg = config.load(config_ref, {"distill.proxy_tokens": proxy_tokens} if proxy_tokens else None)
     setup = make_evaluator(cfg, cfg.resolved_run_dir)
     space = default_space(setup.teacher_config)
     archs = space.sample_many(n_archs, seed)
@@ -42,6 +45,10 @@ def make_table(config_ref: str, out: Path, n_archs: int, long_every: int, seed: 
         f"recording {len(archs)} archs of the default space ({space.size()} in all) with teacher {cfg.teacher.name}"
     )
     t0 = time.time()
+    # every latency in one worker first (one process start instead of one per arch); the evaluator then finds
+    # them in the latency cache
+    measure_archs(setup.teacher_config, archs, cfg.target)
+    print(f"measured {len(archs)} latencies in {time.time() - t0:.0f} s", flush=True)
 
     def progress(i: int, arch: object) -> None:
         print(
@@ -99,13 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument(
+        "--proxy-tokens", type=int, help="--make-table: short proxy tokens (default: the config's)"
+    )
     p.add_argument("--budgets", default="10,20,40")
     p.add_argument(
         "--quick", action="store_true", help="2 seeds, budgets 10,20, no bo (a check that it runs)"
     )
     args = p.parse_args(argv)
     if args.make_table:
-        make_table(args.make_table, args.table, args.n_archs, args.long_every, seed=0)
+        make_table(
+            args.make_table, args.table, args.n_archs, args.long_every, seed=0, proxy_tokens=args.proxy_tokens
+        )
         return 0
     strategies = args.strategies.split(",")
     budgets = [int(b) for b in args.budgets.split(",")]
