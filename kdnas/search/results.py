@@ -113,11 +113,13 @@ def hypervolume_2d(points: np.ndarray, reference: tuple[float, float]) -> float:
     return float(area)
 
 
-def default_reference(teacher_latency_ms: float, kd_loss_ref: float = 1.0) -> tuple[float, float]:
-    """The hypervolume reference point: (normalised KD loss 1.0, the teacher's latency).
+def default_reference(teacher_latency_ms: float, kd_loss_ref: float = 4.0) -> tuple[float, float]:
+    """The hypervolume reference point: (proxy KD loss 4.0, the teacher's latency).
 
-    A student counts only if it is faster than the teacher and has a normalised proxy loss below 1.0, so the
-    hypervolume is comparable across strategies and seeds on the same teacher and target.
+    A student counts only if it is faster than the teacher and its proxy loss is below 4.0, so the hypervolume
+    is comparable across strategies and seeds on the same teacher and target. kdnas's normalised KD loss is
+    variance-normalised hidden MSE plus relation KL in nats: 1.3-2.7 for inherited MiniLM-L6 students after a
+    40k-token proxy, with an uninformed student near 3; a reference of 1.0 would make every such front empty.
     """
     return (kd_loss_ref, float(teacher_latency_ms))
 
