@@ -17,20 +17,7 @@ from kdnas.space.arch import Arch
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
-# Keys of a config dict that do not change the forward pass.
-_NOISE = (
-    "_name_or_path",
-    "architectures",
-    "transformers_version",
-    "id2label",
-    "label2id",
-    "_attn_implementation",
-    "torch_dtype",
-    "dtype",
-    "_commit_hash",
-    "finetuning_task",
-    "task_specific_params",
-)
+from kdnas.models.student import CONFIG_NOISE_KEYS as _NOISE
 
 
 def config_to_dict(config: PretrainedConfig) -> dict[str, Any]:

@@ -44,6 +44,20 @@ _FIELDS: dict[str, tuple[str, str, str, str, str]] = {
     ),
 }
 SUPPORTED_FAMILIES = tuple(_FIELDS)
+CONFIG_NOISE_KEYS = (
+    "_name_or_path",
+    "architectures",
+    "transformers_version",
+    "id2label",
+    "label2id",
+    "_attn_implementation",
+    "torch_dtype",
+    "dtype",
+    "_commit_hash",
+    "finetuning_task",
+    "task_specific_params",
+)
+"""Keys of a config dict that do not change the forward pass (dropped when deriving or comparing configs)."""
 # Families that share BERT's WordPiece vocabulary layout, so a MobileBERT-style student can reuse the tokenizer.
 BERT_VOCAB_FAMILIES = ("bert", "distilbert", "electra", "mobilebert")
 
@@ -119,14 +133,7 @@ def student_config(teacher_config: PretrainedConfig, arch: Arch) -> PretrainedCo
             trigram_input=False,
         )
     d: dict[str, Any] = teacher_config.to_dict()
-    for k in (
-        "_name_or_path",
-        "architectures",
-        "transformers_version",
-        "id2label",
-        "label2id",
-        "_attn_implementation",
-    ):
+    for k in CONFIG_NOISE_KEYS:
         d.pop(k, None)
     d.update(
         {L: arch.num_layers, H: arch.hidden_size, A: arch.num_heads, F: arch.ffn_size, act: arch.activation}
