@@ -39,5 +39,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = config.load(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else cfg.resolved_run_dir
     console.print(f"kdnas run: {args.config or 'embedded default'} -> {run_dir} (config {cfg.hash()})")
-    pipeline.run(cfg, run_dir=run_dir, resume=bool(args.resume), console=console, progress=sys.stderr.isatty())
+    pipeline.run(
+        cfg, run_dir=run_dir, resume=bool(args.resume), console=console, progress=sys.stderr.isatty()
+    )
     return 0
