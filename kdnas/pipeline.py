@@ -43,7 +43,7 @@ class RunContext:
 
     def say(self, msg: str) -> None:
         if self.console is not None:
-            self.console.print(msg, markup=False, highlight=False)
+            self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
         else:
             print(msg)
 

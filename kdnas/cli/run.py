@@ -38,7 +38,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         cfg = config.load(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else cfg.resolved_run_dir
-    console.print(f"kdnas run: {args.config or 'embedded default'} -> {run_dir} (config {cfg.hash()})")
+    console.print(
+        f"kdnas run: {args.config or 'embedded default'} -> {run_dir} (config {cfg.hash()})",
+        markup=False,
+        soft_wrap=True,
+    )
     pipeline.run(
         cfg, run_dir=run_dir, resume=bool(args.resume), console=console, progress=sys.stderr.isatty()
     )
