@@ -344,7 +344,6 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
 def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     """Fine-tune the teacher, the baselines and the students on the tasks; retention and speed-up tables."""
     from kdnas.evaluate.baselines import every_other_layer
-    from kdnas.evaluate.encoder import Encoder
     from kdnas.evaluate.retention import ModelReport, retention_table
     from kdnas.evaluate.runner import evaluate_encoder, load_tasks
     from kdnas.latency import measure_model_dir, measure_teacher
@@ -355,19 +354,15 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     models: list[tuple[str, Callable[[], Any], Path | None]] = [("teacher", _teacher_encoder(ctx), None)]
     eol_dir = ctx.run_dir / "baselines" / "every-other-layer" / "model"
     if cfg.evaluate.baselines:
-
-        def eol() -> Any:
+        if not (eol_dir / "config.json").exists():  # saved once (atomically), then treated like any model dir
             t = ctx.teacher()
-            if not (eol_dir / "config.json").exists():
-                tmp = eol_dir.with_name("model.tmp")
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-                every_other_layer(t.model).save_pretrained(tmp)
-                t.tokenizer.save_pretrained(tmp)
-                os.replace(tmp, eol_dir)
-            return Encoder(model=every_other_layer(t.model), tokenizer=t.tokenizer, name="every-other-layer")
-
-        models.append(("every-other-layer", eol, eol_dir))
+            tmp = eol_dir.with_name("model.tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            every_other_layer(t.model).save_pretrained(tmp)
+            t.tokenizer.save_pretrained(tmp)
+            os.replace(tmp, eol_dir)
+        models.append(("every-other-layer", _dir_encoder(str(eol_dir), "every-other-layer"), eol_dir))
     for b in summary.get("baselines", []):
         d = ctx.run_dir / b["model_dir"]  # relative to the run dir (absolute paths pass through)
         models.append((b["name"], _dir_encoder(str(d), b["name"]), d))
@@ -397,8 +392,6 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
         if name == "teacher":
             latency[name] = measure_teacher(ctx.teacher().config, cfg.target).median_ms
         elif model_dir is not None:
-            if name == "every-other-layer" and not (model_dir / "config.json").exists():
-                make()
             latency[name] = measure_model_dir(model_dir, cfg.target).median_ms
     table = retention_table(
         reports["teacher"], [r for n, r in reports.items() if n != "teacher"], latency_ms=latency
