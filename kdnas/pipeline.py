@@ -23,6 +23,9 @@ from kdnas.errors import ConfigError, KdnasError, SearchError
 
 log = logging.getLogger(__name__)
 
+LATENCY_ROUNDS = 3
+"""Rounds of the side-by-side latency measurement of the evaluated models (each a fresh worker timing all)."""
+
 
 @dataclass
 class RunContext:
@@ -346,7 +349,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     from kdnas.evaluate.baselines import every_other_layer
     from kdnas.evaluate.retention import ModelReport, retention_table
     from kdnas.evaluate.runner import evaluate_encoder, load_tasks
-    from kdnas.latency import measure_model_dir, measure_teacher
+    from kdnas.latency import ModelSpec, measure_side_by_side
 
     cfg = ctx.cfg
     tasks = load_tasks(cfg.evaluate.tasks, max_train=cfg.evaluate.max_train_examples)
@@ -371,8 +374,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
         models.append((s["name"], _dir_encoder(str(d), s["name"]), d))
 
     reports: dict[str, ModelReport] = {}
-    latency: dict[str, float] = {}
-    for name, make, model_dir in models:
+    for name, make, _ in models:
         path = ctx.path("evaluate", f"{name}.json")
         if path.exists():
             reports[name] = ModelReport.from_dict(json.loads(path.read_text()))
@@ -389,17 +391,21 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
             report.name = name
             write_json_atomic(path, report.to_dict())
             reports[name] = report
-        if name == "teacher":
-            latency[name] = measure_teacher(ctx.teacher().config, cfg.target).median_ms
-        elif model_dir is not None:
-            latency[name] = measure_model_dir(model_dir, cfg.target).median_ms
+    # every model timed in the same workers, rounds alternating the order: speed-ups are per-round ratios
+    timed = [(n, d) for n, _, d in models if n == "teacher" or d is not None]
+    specs = [
+        ModelSpec.for_config(ctx.teacher().config) if d is None else ModelSpec.for_dir(d) for _, d in timed
+    ]
+    sbs = measure_side_by_side(specs, cfg.target, rounds=LATENCY_ROUNDS, progress=ctx.say)
+    latency = {n: ms for (n, _), ms in zip(timed, sbs.median_ms)}
+    spread = {n: [round(lo, 3), round(hi, 3)] for (n, _), (lo, hi) in zip(timed, sbs.speedup_range)}
     table = retention_table(
         reports["teacher"], [r for n, r in reports.items() if n != "teacher"], latency_ms=latency
     )
     table.write_json(ctx.path("retention.json"))
     table.write_markdown(ctx.path("retention.md"))
     rows = table.to_dict()["rows"] if hasattr(table, "to_dict") else []
-    return {"retention": rows, "latency_ms": latency}
+    return {"retention": rows, "latency_ms": latency, "speedup_range": spread, "latency_rounds": sbs.rounds}
 
 
 def _teacher_encoder(ctx: RunContext) -> Callable[[], Any]:

@@ -6,11 +6,13 @@ Light to import (no torch until something is measured); see docs/latency.md.
 from __future__ import annotations
 
 from kdnas.latency.api import (
+    SideBySide,
     load_teacher_config,
     measure_arch,
     measure_archs,
     measure_many,
     measure_model_dir,
+    measure_side_by_side,
     measure_teacher,
 )
 from kdnas.latency.backends import LatencyBackend, get_backend, known_backends, register_backend
@@ -33,6 +35,7 @@ __all__ = [
     "LatencyResult",
     "ModelSpec",
     "Shape",
+    "SideBySide",
     "TargetConfig",
     "TimingSettings",
     "calibrate",
@@ -45,6 +48,7 @@ __all__ = [
     "measure_archs",
     "measure_many",
     "measure_model_dir",
+    "measure_side_by_side",
     "measure_teacher",
     "register_backend",
 ]

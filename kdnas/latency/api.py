@@ -1,15 +1,17 @@
 """High-level measuring: archs, model dirs and teachers on a target, through the cache and isolated workers.
 
 `measure_many` is the engine; `measure_archs` / `measure_arch` / `measure_model_dir` / `measure_teacher` are the
-calls the search, the export and the CLI use.
+calls the search, the export and the CLI use; `measure_side_by_side` times a teacher and its students together.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import statistics
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -315,3 +317,59 @@ def measure_teacher(
     shape = shapes_of(target)[0]
     r = measure_many([spec], target, shapes=[shape], cache=cache)[(0, target.backend, shape)]
     return _unwrap([r], "raise")[0]
+
+
+@dataclass
+class SideBySide:
+    """Latencies of several models timed together: every round measures all of them in one fresh worker."""
+
+    median_ms: list[float]
+    """Per model: the median over rounds of its per-round median."""
+    speedup: list[float]
+    """Per model: the median over rounds of (reference's median / model's median) within the round."""
+    speedup_range: list[tuple[float, float]]
+    """Per model: the lowest and highest per-round speed-up."""
+    rounds: int
+    """Rounds measured."""
+
+
+def measure_side_by_side(
+    specs: Sequence[ModelSpec],
+    target: TargetConfig,
+    *,
+    reference: int = 0,
+    rounds: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> SideBySide:
+    """Time `specs` side by side: `rounds` fresh workers, each measuring every model in turn (never cached).
+
+    A speed-up is a ratio of two numbers taken minutes apart in different processes; on a shared or throttling
+    machine both drift. Measuring all models in the same worker, in alternating order over rounds, and taking
+    the median of per-round ratios cancels most of that drift. `reference` is the index of the model every
+    speed-up is relative to (the teacher).
+    """
+    if rounds < 1:
+        raise ConfigError([f"rounds: {rounds} must be >= 1"])
+    if not 0 <= reference < len(specs):
+        raise ConfigError([f"reference: {reference} is not an index of the {len(specs)} models"])
+    shape = shapes_of(target)[0]
+    per_round: list[list[float]] = []
+    for r in range(rounds):
+        order = list(range(len(specs)))
+        if r % 2:
+            order.reverse()  # alternate the order so warm-up or drift within a round favours nobody
+        if progress:
+            progress(f"side-by-side latency: round {r + 1}/{rounds} ({len(specs)} models)")
+        res = measure_many([specs[i] for i in order], target, shapes=[shape], cache=False)
+        ms = [0.0] * len(specs)
+        for j, i in enumerate(order):
+            ms[i] = _unwrap([res[(j, target.backend, shape)]], "raise")[0].median_ms
+        per_round.append(ms)
+    med = [statistics.median(rd[i] for rd in per_round) for i in range(len(specs))]
+    ratios = [[rd[reference] / rd[i] for rd in per_round] for i in range(len(specs))]
+    return SideBySide(
+        median_ms=med,
+        speedup=[statistics.median(x) for x in ratios],
+        speedup_range=[(min(x), max(x)) for x in ratios],
+        rounds=rounds,
+    )

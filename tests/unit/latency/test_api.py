@@ -101,3 +101,41 @@ def test_fingerprint_is_stable_and_keyed_by_threads():
     a, b = fingerprint(2), fingerprint(2)
     assert a.id == b.id and len(a.id) == 12 and a.cores >= 1
     assert fingerprint(1).id != a.id
+
+
+def test_side_by_side_speedups_are_per_round_ratios(monkeypatch):
+    cfg = tiny_config()
+    specs = [ModelSpec.for_arch(cfg, a) for a in (Arch(4, 64, 2, 256), Arch(1, 32, 2, 64))]
+    # a machine that drifts 2x slower every round: per-round ratios stay exact, raw medians do not
+    calls = {"n": 0}
+    real = api.measure_many
+
+    def drifting(sp, target, **kw):
+        calls["n"] += 1
+        out = real(sp, target, **kw)
+        return {k: _scaled(v, 2.0 ** calls["n"]) for k, v in out.items()}
+
+    monkeypatch.setattr(api, "measure_many", drifting)
+    t = TargetConfig(backend="fake")
+    base = [
+        r.median_ms for r in api.measure_archs(cfg, [Arch(4, 64, 2, 256), Arch(1, 32, 2, 64)], t, cache=False)
+    ]
+    sbs = api.measure_side_by_side(specs, t, rounds=3)
+    assert calls["n"] == 4 and sbs.rounds == 3  # one measure_archs call, then one worker per round
+    assert sbs.speedup[0] == pytest.approx(1.0)
+    assert sbs.speedup[1] == pytest.approx(base[0] / base[1])
+    lo, hi = sbs.speedup_range[1]
+    assert lo == pytest.approx(hi)
+    assert sbs.median_ms[0] == pytest.approx(
+        base[0] / 2 * 8
+    )  # the middle round's (x8) of the drifted medians
+    with pytest.raises(ConfigError, match="rounds"):
+        api.measure_side_by_side(specs, t, rounds=0)
+    with pytest.raises(ConfigError, match="reference"):
+        api.measure_side_by_side(specs, t, reference=2)
+
+
+def _scaled(r, k):
+    from dataclasses import replace
+
+    return replace(r, median_ms=r.median_ms * k) if isinstance(r, LatencyResult) else r
