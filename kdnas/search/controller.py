@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,16 @@ from kdnas.space.arch import Arch
 
 if TYPE_CHECKING:
     from kdnas.space.space import SearchSpace
+
+
+def latency_bands(budgets_ms: Sequence[float], margin: float) -> list[tuple[float, float]]:
+    """(low, high] predicted-latency band of each budget, tightest first: from the next tighter budget (x (1 +
+    margin)) to this one x (1 + margin)."""
+    out, lo = [], 0.0
+    for b in sorted(set(budgets_ms)):
+        out.append((lo, b * (1 + margin)))
+        lo = b * (1 + margin)
+    return out
 
 
 class RewardPredictor:
@@ -129,6 +139,11 @@ class KDNASSampler(BaseSampler):
     attr, sample `pool_factor * episode_size` unseen valid archs, take the top `episode_size - n_random` by
     predicted reward and fill `n_random` at random, where `n_random` is `epsilon * epsilon_decay**e *
     episode_size` (stochastically rounded). Each trial takes the next arch of the current episode's plan.
+
+    With latency `budgets_ms` (and a space whose `latency_fn` predicts latency), every slot of an episode
+    belongs to one budget's band, (next tighter budget, budget x (1 + margin)], in turn: the reward favours
+    fast archs, and without bands a multi-budget search spends all its trials at the tightest budget and
+    recommends nothing fitted to the loose ones.
     """
 
     def __init__(
@@ -143,10 +158,13 @@ class KDNASSampler(BaseSampler):
         hidden_size: int = 32,
         train_steps: int = 200,
         seed: int | None = None,
+        budgets_ms: Sequence[float] = (),
+        latency_margin: float = 0.1,
     ):
         if episode_size < 1 or pool_factor < 1:
             raise ValueError("episode_size and pool_factor must be >= 1")
         self._space = space
+        self.bands = latency_bands(budgets_ms, latency_margin) if space.latency_fn is not None else []
         self.episode_size, self.pool_factor = episode_size, pool_factor
         self.epsilon, self.epsilon_decay = epsilon, epsilon_decay
         self.reward_attr = reward_attr
@@ -184,23 +202,41 @@ class KDNASSampler(BaseSampler):
         else:
             frac = eps * k
             n_random = int(frac) + int(self._rng.random() < frac - int(frac))
-        chosen: list[Arch] = []
-        if n_random < k:
-            pool = self._space.sample_many(self.pool_factor * k, self._rng, exclude=seen)
-            if pool:
-                pred = RewardPredictor(
-                    self._space.encoding_dim,
-                    hidden_size=self.hidden_size,
-                    steps=self.train_steps,
-                    seed=int(self._rng.integers(2**31)),
-                ).fit(self._space.encode_many(archs), rewards)
-                scores = pred.predict(self._space.encode_many(pool))
-                order = np.argsort(-scores, kind="stable")[: k - n_random]
-                chosen = [pool[i] for i in order]
-                ep.top = [a.arch_id for a in chosen]
-                ep.predicted = [float(scores[i]) for i in order]
-                ep.train_loss = pred.train_loss
-        fill = self._space.sample_many(k - len(chosen), self._rng, exclude=seen | {a.arch_id for a in chosen})
+        bands = [self.bands[(index + j) % len(self.bands)] for j in range(k)] if self.bands else [None] * k
+        n_pool = self.pool_factor * k * max(1, len(self.bands))
+        pool = self._space.sample_many(n_pool, self._rng, exclude=seen)
+        lat = (
+            [float(self._space.latency_fn(a)) for a in pool] if self.bands and self._space.latency_fn else []
+        )
+        scores = None
+        if n_random < k and pool:
+            pred = RewardPredictor(
+                self._space.encoding_dim,
+                hidden_size=self.hidden_size,
+                steps=self.train_steps,
+                seed=int(self._rng.integers(2**31)),
+            ).fit(self._space.encode_many(archs), rewards)
+            scores = pred.predict(self._space.encode_many(pool))
+            ep.train_loss = pred.train_loss
+        taken: set[int] = set()
+        chosen, fill = [], []
+        for j in range(k):  # the first k - n_random slots by predicted reward, the rest at random
+            free = [i for i in range(len(pool)) if i not in taken]
+            band = bands[j]
+            if band is not None:
+                inside = [i for i in free if band[0] < lat[i] <= band[1]]
+                free = inside or free  # an empty band: any arch rather than none
+            if not free:
+                break
+            if scores is not None and j < k - n_random:
+                i = max(free, key=lambda i: scores[i])
+                chosen.append(pool[i])
+                ep.predicted.append(float(scores[i]))
+            else:
+                i = free[int(self._rng.integers(len(free)))]
+                fill.append(pool[i])
+            taken.add(i)
+        ep.top = [a.arch_id for a in chosen]
         ep.random = [a.arch_id for a in fill]
         self._queue.extend(chosen + fill)
         self.episodes.append(ep)

@@ -5,7 +5,7 @@ GP), tpe, nsga2 and random (uniform over the valid archs of the space).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,7 +86,9 @@ class SpaceRandomSampler(BaseSampler):
 SamplerFactory = Callable[..., BaseSampler]
 
 
-def _kdnas(space: SearchSpace, cfg: SearchConfig, seed: int | None) -> BaseSampler:
+def _kdnas(
+    space: SearchSpace, cfg: SearchConfig, seed: int | None, budgets_ms: Sequence[float] = ()
+) -> BaseSampler:
     from kdnas.search.controller import KDNASSampler
 
     return KDNASSampler(
@@ -96,6 +98,8 @@ def _kdnas(space: SearchSpace, cfg: SearchConfig, seed: int | None) -> BaseSampl
         epsilon=cfg.epsilon,
         epsilon_decay=cfg.epsilon_decay,
         seed=seed,
+        budgets_ms=budgets_ms,
+        latency_margin=cfg.latency_margin,
     )
 
 
@@ -156,9 +160,22 @@ STRATEGIES: dict[str, SamplerFactory] = {
 }
 
 
-def make_sampler(name: str, *, space: SearchSpace, cfg: SearchConfig, seed: int | None = None) -> BaseSampler:
-    """The Optuna sampler of strategy `name` over `space` (SearchError for an unknown name)."""
+def make_sampler(
+    name: str,
+    *,
+    space: SearchSpace,
+    cfg: SearchConfig,
+    seed: int | None = None,
+    budgets_ms: Sequence[float] = (),
+) -> BaseSampler:
+    """The Optuna sampler of strategy `name` over `space` (SearchError for an unknown name).
+
+    `budgets_ms` (the latency budgets recommendations are made for) spread the kdnas controller's episodes
+    over one latency band per budget; the other strategies explore the (budget-capped) space as a whole.
+    """
     factory = STRATEGIES.get(name)
     if factory is None:
         raise SearchError(f"unknown search strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if name == "kdnas":
+        return _kdnas(space, cfg, seed, budgets_ms)
     return factory(space, cfg, seed)

@@ -446,7 +446,9 @@ def run_search(
         )
     n_trials = cfg.n_trials if n_trials is None else n_trials
     space, max_latency_ms = prepare_space(space, cfg, budgets, latency_predictor)
-    sampler = make_sampler(cfg.strategy, space=space, cfg=cfg, seed=seed)
+    sampler = make_sampler(
+        cfg.strategy, space=space, cfg=cfg, seed=seed, budgets_ms=[b.latency_ms for b in budgets]
+    )
     url = storage_url(cfg, storage, run_dir)
     store = open_storage(url)
     try:

@@ -76,3 +76,36 @@ def test_kdnas_controller_plans_top_k_and_decays_epsilon(minilm):
     first = _synthetic_reward(space, [space.arch(t.params) for t in study.trials[:4]]).mean()
     last = _synthetic_reward(space, [space.arch(t.params) for t in study.trials[-4:]]).mean()
     assert last > first
+
+
+def test_kdnas_controller_spreads_episodes_over_budget_bands(minilm, fake):
+    import optuna
+
+    from kdnas.search.controller import latency_bands
+
+    assert latency_bands([3.0, 9.0, 3.0], 0.1) == [(0.0, pytest.approx(3.3)), (pytest.approx(3.3), 9.9)]
+    t_ms = fake.teacher_latency_ms
+    budgets = [t_ms / 7, t_ms / 3]
+    space = default_space(minilm).replace(latency_fn=fake.predict_latency_ms)
+    space = space.with_constraints(max_latency_ms=budgets[1] * 1.1)
+
+    def picks(budgets_ms):
+        sampler = KDNASSampler(space=space, episode_size=4, epsilon=0.5, seed=0, budgets_ms=budgets_ms)
+        study = optuna.create_study(sampler=sampler)
+        lat = []
+        for _ in range(12):
+            t = study.ask()
+            arch = space.suggest(t)
+            lat.append(fake.predict_latency_ms(arch))
+            t.set_user_attr("arch_id", arch.arch_id)
+            t.set_user_attr("arch", arch.to_dict())
+            # the KD-NAS reward favours fast archs: unbanded, the controller crowds the tightest budget
+            t.set_user_attr("reward", 1.0 / lat[-1])
+            study.tell(t, 0.0)
+        return lat
+
+    banded = picks(budgets)
+    loose = [x for x in banded if x > budgets[0] * 1.1]
+    assert len(loose) >= 5  # about half of every episode explores the loose budget's band
+    assert len([x for x in banded if x <= budgets[0] * 1.1]) >= 5
+    assert len([x for x in picks(()) if x > budgets[0] * 1.1]) < len(loose)
