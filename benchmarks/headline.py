@@ -46,15 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     students = {s["name"]: s for s in summary["students"]}
     rows = table["rows"]
     tasks = table["tasks"]
+    ev = json.loads((run_dir / "stages" / "evaluate.json").read_text()).get("summary", {})
+    spread = ev.get("speedup_range", {})
 
     print(f"\nheadline: {args.config or 'embedded default'} in {run_dir}")
+    print(
+        f"latency: {ev.get('latency_rounds', 1)} side-by-side rounds; speed-up from the medians, range over rounds"
+    )
     print(f"machine: {platform.processor() or platform.machine()}, target {cfg.target.device} "
           f"{cfg.target.threads} threads, batch {cfg.target.batch_size}, seq {cfg.target.seq_lens[0]}, "
           f"backend {cfg.target.backend}")  # fmt: skip
     print(f"stage seconds (this invocation {wall:.0f} s; all stages as first run): "
           + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()) + f"; total {sum(stages.values()) / 60:.1f} min")  # fmt: skip
     head = (
-        f"{'model':22} {'arch':24} {'params':>8} {'lat ms':>8} {'speed-up':>8} "
+        f"{'model':22} {'arch':24} {'params':>8} {'lat ms':>8} {'speed-up (per-round range)':>24} "
         + " ".join(f"{t[:12]:>12}" for t in tasks)
         + f" {'retention':>9}"
     )
@@ -70,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             else f"{'-':>12}"
             for t in tasks
         )
+        lo, hi = spread.get(r["model"], (r["speedup"], r["speedup"]))
         print(f"{r['model']:22} {arch:24} {r['params'] / 1e6:7.2f}M {r['latency_ms']:8.2f} "
-              f"{r['speedup']:7.2f}x {scores} {100 * r['avg_retention']:8.1f}%")  # fmt: skip
+              f"{r['speedup']:7.2f}x [{lo:5.2f}-{hi:5.2f}] {scores} {100 * r['avg_retention']:8.1f}%")  # fmt: skip
 
     searched = [r for r in rows if r["model"] in students]
     baselines = [r for r in rows if r["model"] not in students and r["model"] != "teacher"]
