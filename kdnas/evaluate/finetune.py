@@ -2,7 +2,8 @@
 
 Protocol (the same for teacher, baselines and students): per (lr, seed) a fresh copy of the encoder is trained
 with AdamW and early stopping on dev; the lr with the best mean dev score is chosen; test is reported at that lr
-as mean and sample std over seeds.
+as mean and sample std over seeds. Zero-shot transfer rides on the same runs: each run's best dev model also scores
+the target test sets handed in as `transfer` scorers (`zero_shot_logits` pools source logits into target classes).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +167,17 @@ def predictions_of(logits: torch.Tensor, kind: str) -> np.ndarray:
     return (logits.squeeze(-1) if kind == "regression" else logits.argmax(-1)).numpy()
 
 
+def zero_shot_logits(logits: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """Source logits [N, K_src] -> target-class scores [N, C]: class c = logsumexp of the logits in groups[c].
+
+    Pooling with logsumexp makes the argmax that of the summed softmax probabilities of each group; source
+    classes in no group take no part. Every group must name at least one source class.
+    """
+    if not groups or any(not g for g in groups):
+        raise ValueError(f"every target class needs at least one source class, got groups {groups}")
+    return torch.stack([logits[:, g].logsumexp(-1) for g in groups], dim=-1)  # [N, C]
+
+
 # ------------------------------------------------------------------------------------------------------------
 # results
 
@@ -182,6 +194,8 @@ class RunResult:
     epochs_run: int
     steps: int
     train_s: float
+    transfer: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Zero-shot reference -> metrics of this run's best dev model on that target's test set."""
 
 
 @dataclass
@@ -203,6 +217,10 @@ class TaskResult:
     n_dev: int
     n_test: int
     runs: list[RunResult] = field(default_factory=list)
+    language: str | None = None
+    """Language of the test texts (None: unknown)."""
+    zero_shot: dict[str, Any] | None = None
+    """For a zero-shot column: source, target, shared classes, excluded target examples (`ZeroShotTask.summary`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,6 +251,7 @@ def summarize(task: Task, runs: list[RunResult]) -> TaskResult:
         test_metrics={k: statistics.fmean(r.test[k] for r in chosen) for k in names},
         test_metrics_std={k: _std([r.test[k] for r in chosen]) for k in names},
         n_train=len(task.train), n_dev=len(task.dev), n_test=len(task.test), runs=runs,
+        language=getattr(task, "language", None),
     )  # fmt: skip
 
 
@@ -273,10 +292,12 @@ def train_run(
     lr: float,
     seed: int,
     soft_targets: torch.Tensor | None = None,
+    transfer: Mapping[str, Callable[[TaskModel], dict[str, float]]] | None = None,
 ) -> tuple[RunResult, TaskModel]:
     """Fine-tune a copy of `encoder` at `lr` / `seed`; early stopping on dev; returns the run and its best model.
 
     soft_targets: teacher logits [N_train, K] for task distillation (loss mixes them with the labels).
+    transfer: name -> scorer run on the best dev model (e.g. a zero-shot target test set); in `RunResult.transfer`.
     """
     device = torch.device(cfg.device)
     torch.manual_seed(seed)
@@ -336,9 +357,10 @@ def train_run(
     if best_state is not None:
         model.load_state_dict(best_state)
     test = _score(model, data.test, task, cfg)
+    scored = {name: fn(model) for name, fn in (transfer or {}).items()}
     model.eval()
     run = RunResult(lr=lr, seed=seed, dev=best_dev, test=test, best_epoch=best_epoch, epochs_run=epoch,
-                    steps=steps, train_s=round(train_s, 3))  # fmt: skip
+                    steps=steps, train_s=round(train_s, 3), transfer=scored)  # fmt: skip
     return run, model
 
 
@@ -369,10 +391,12 @@ def finetune(
     *,
     soft_targets: torch.Tensor | None = None,
     return_model: bool = False,
+    transfer: Mapping[str, Callable[[TaskModel], dict[str, float]]] | None = None,
 ) -> tuple[TaskResult, TaskModel | None]:
     """Run the protocol (every lr x seed) on `task`; returns the result and, if asked, the best dev model.
 
-    The encoder is copied for every run and left untouched.
+    The encoder is copied for every run and left untouched. `transfer` scorers run on every run's best dev
+    model (see `train_run`), so a source task is fine-tuned once for all its zero-shot targets.
     """
     cfg = cfg or EvaluateConfig()
     if cfg.max_train_examples is not None and len(task.train) > cfg.max_train_examples:
@@ -385,12 +409,13 @@ def finetune(
             f"{task.name}: {soft_targets.shape[0]} teacher logits for {len(task.train)} training examples"
         )
     with torch_threads(cfg.threads):
-        return _finetune(encoder, tokenizer, task, cfg, soft_targets, return_model)
+        return _finetune(encoder, tokenizer, task, cfg, soft_targets, return_model, transfer)
 
 
 def _finetune(
     encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task, cfg: EvaluateConfig,
     soft_targets: torch.Tensor | None, return_model: bool,
+    transfer: Mapping[str, Callable[[TaskModel], dict[str, float]]] | None,
 ) -> tuple[TaskResult, TaskModel | None]:  # fmt: skip
     data = encode_task(tokenizer, task, cfg.max_len)
     runs: list[RunResult] = []
@@ -400,7 +425,8 @@ def _finetune(
     metric = MAIN_METRIC[task.kind]
     for lr in cfg.lrs:
         for seed in cfg.seeds:
-            run, model = train_run(encoder, task, data, cfg, lr=lr, seed=seed, soft_targets=soft_targets)
+            run, model = train_run(encoder, task, data, cfg, lr=lr, seed=seed, soft_targets=soft_targets,
+                                   transfer=transfer)  # fmt: skip
             log.info("%s: lr %g seed %d: dev %s %.4f, test %.4f (%d epochs, %.1f s)", task.name, lr, seed,
                      metric, run.dev[metric], run.test[metric], run.epochs_run, run.train_s)  # fmt: skip
             runs.append(run)

@@ -1,40 +1,141 @@
 """Evaluate one or more encoders on a list of tasks under the shared protocol, and compare them with a teacher.
 
-Used by `kdnas evaluate`, the pipeline's evaluation stage and `benchmarks/evaluate.py`.
+Used by `kdnas evaluate`, the pipeline's evaluation stage and `benchmarks/evaluate.py`. Zero-shot references
+(`SOURCE>TARGET`) share the source's fine-tuning: each source is fine-tuned once per lr x seed, and every such
+model is also scored on each of its targets' test sets.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdnas.data.tasks import Task, load_task
+from kdnas.data.topics import ZeroShotTask, load_zero_shot, split_task_ref
 from kdnas.errors import KdnasError
 from kdnas.evaluate.config import EvaluateConfig
 from kdnas.evaluate.encoder import Encoder
-from kdnas.evaluate.finetune import finetune
+from kdnas.evaluate.finetune import (
+    TaskModel,
+    TaskResult,
+    encode_split,
+    finetune,
+    predict_logits,
+    summarize,
+    zero_shot_logits,
+)
+from kdnas.evaluate.metrics import score
 from kdnas.evaluate.retention import ModelReport
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 log = logging.getLogger(__name__)
+
+AnyTask = Task | ZeroShotTask
 
 
 def load_tasks(
     refs: list[str], *, cache_dir: str | Path | None = None, max_train: int | None = None
-) -> list[Task]:
-    """Load every task reference (zoo name or task file / dir) up front, so bad input fails before training."""
-    return [load_task(r, cache_dir=cache_dir, max_train=max_train) for r in refs]
+) -> list[AnyTask]:
+    """Load every task reference up front, so bad input fails before training.
+
+    A reference is a zoo name, a task file / dir, or `SOURCE>TARGET` (zero-shot: a `ZeroShotTask`). Each task
+    is loaded once, so a source listed on its own and in zero-shot references is the same `Task` object.
+    Repeated references are kept once.
+    """
+    loaded: dict[str, Task] = {}
+    out: list[AnyTask] = []
+    for ref in dict.fromkeys(str(r).strip() for r in refs):
+        if split_task_ref(ref) is not None:
+            out.append(load_zero_shot(ref, cache_dir=cache_dir, max_train=max_train, loaded=loaded))
+            continue
+        if ref not in loaded:
+            loaded[ref] = load_task(ref, cache_dir=cache_dir, max_train=max_train)
+        out.append(loaded[ref])
+    names = [t.name for t in out]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        from kdnas.errors import DataError
+
+        raise DataError(
+            f"tasks: two references load as the same task name {', '.join(clash)} (e.g. two files named alike "
+            "in different dirs); rename one file so every result column has its own name"
+        )
+    return out
 
 
-def evaluate_encoder(encoder: Encoder, tasks: list[Task], cfg: EvaluateConfig | None = None) -> ModelReport:
-    """Run the protocol for `encoder` on each task."""
+@dataclass
+class SourcePlan:
+    """One source task to fine-tune, whether its own result is reported, and the zero-shot targets it feeds."""
+
+    task: Task
+    report: bool = False
+    targets: list[ZeroShotTask] = field(default_factory=list)
+
+
+def plan_sources(tasks: Sequence[AnyTask]) -> list[SourcePlan]:
+    """Group the tasks by the task that is fine-tuned: one plan per source, in order of first appearance."""
+    plans: dict[str, SourcePlan] = {}
+    for t in tasks:
+        if isinstance(t, ZeroShotTask):
+            plan = plans.setdefault(t.source.name, SourcePlan(t.source))
+            plan.targets.append(t)
+        else:
+            plan = plans.setdefault(t.name, SourcePlan(t))
+            plan.report = True
+    return list(plans.values())
+
+
+def transfer_scorer(
+    tokenizer: PreTrainedTokenizerBase, zs: ZeroShotTask, cfg: EvaluateConfig
+) -> Callable[[TaskModel], dict[str, float]]:
+    """Scores a model fine-tuned on `zs.source` on the target test set (tokenized once, here)."""
+    data = encode_split(tokenizer, zs.test, "classification", cfg.max_len)
+    groups = zs.source_groups
+
+    def run(model: TaskModel) -> dict[str, float]:
+        logits = predict_logits(model, data, batch_size=cfg.eval_batch_size)  # [N, K_src]
+        pred = zero_shot_logits(logits, groups).argmax(-1)  # [N]
+        return score("classification", pred.numpy(), data.labels.numpy(), len(groups))
+
+    return run
+
+
+def zero_shot_result(zs: ZeroShotTask, source: TaskResult) -> TaskResult:
+    """The target's column from the source's runs: the lr chosen on the source dev, target test over seeds."""
+    runs = []
+    for r in source.runs:
+        if zs.name not in r.transfer:
+            raise KdnasError(f"{zs.name}: run lr {r.lr} seed {r.seed} of {source.task} was not scored on it")
+        runs.append(replace(r, test=r.transfer[zs.name], transfer={}))
+    res = summarize(zs, runs)  # type: ignore[arg-type]  # a ZeroShotTask has the name/kind/splits it reads
+    assert res.best_lr == source.best_lr  # same dev scores, same choice
+    return replace(
+        res, n_train=source.n_train, n_dev=source.n_dev, language=zs.language, zero_shot=zs.summary()
+    )
+
+
+def evaluate_encoder(
+    encoder: Encoder, tasks: Sequence[AnyTask], cfg: EvaluateConfig | None = None
+) -> ModelReport:
+    """Run the protocol for `encoder` on each task; results keyed by task name in the order of `tasks`."""
     cfg = cfg or EvaluateConfig()
-    results = {}
-    for task in tasks:
-        log.info("%s on %s", encoder.name, task.describe())
-        res, _ = finetune(encoder.model, encoder.tokenizer, task, cfg)
-        results[task.name] = res
+    results: dict[str, TaskResult] = {}
+    for plan in plan_sources(tasks):
+        what = plan.task.describe()
+        if plan.targets:
+            what += f", zero-shot to {', '.join(z.target for z in plan.targets)}"
+        log.info("%s on %s", encoder.name, what)
+        transfer = {z.name: transfer_scorer(encoder.tokenizer, z, cfg) for z in plan.targets}
+        res, _ = finetune(encoder.model, encoder.tokenizer, plan.task, cfg, transfer=transfer or None)
+        for z in plan.targets:
+            results[z.name] = zero_shot_result(z, res)
+        if plan.report:
+            results[plan.task.name] = replace(res, runs=[replace(r, transfer={}) for r in res.runs])
     arch = None
     try:
         from kdnas.models.student import arch_of
@@ -42,7 +143,9 @@ def evaluate_encoder(encoder: Encoder, tasks: list[Task], cfg: EvaluateConfig | 
         arch = arch_of(encoder.model.config).describe()
     except KdnasError:  # an encoder family kdnas cannot describe still gets evaluated
         arch = None
-    return ModelReport(name=encoder.name, results=results, params=encoder.params, arch=arch)
+    return ModelReport(
+        name=encoder.name, results={t.name: results[t.name] for t in tasks}, params=encoder.params, arch=arch
+    )
 
 
 def config_with(cfg: EvaluateConfig, **changes: Any) -> EvaluateConfig:
