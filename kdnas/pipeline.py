@@ -69,11 +69,38 @@ class RunContext:
         return self._memo["corpus"]
 
     def space(self) -> Any:
+        """The search space, its `vocab` choices resolved on this run's corpus (vocab.json) when it has some."""
         if "space" not in self._memo:
+            space = self.raw_space()
+            table = self.vocab()
+            self._memo["space"] = space.with_vocab(table.sizes) if table is not None else space
+        return self._memo["space"]
+
+    def raw_space(self) -> Any:
+        """The search space as configured (`vocab` choices not yet resolved)."""
+        if "raw_space" not in self._memo:
             from kdnas.space.spaces import load_space
 
-            self._memo["space"] = load_space(self.cfg.search.space, self.teacher().config)
-        return self._memo["space"]
+            self._memo["raw_space"] = load_space(self.cfg.search.space, self.teacher().config)
+        return self._memo["raw_space"]
+
+    def vocab(self) -> Any:
+        """The run's `VocabTable` (vocab.json, written by the data stage), None when no choice trims."""
+        if self._memo.get("vocab") is None:
+            from kdnas.space.vocab import VOCAB_FILE, VocabTable
+
+            p = self.run_dir / VOCAB_FILE
+            self._memo["vocab"] = VocabTable.load(p) if p.is_file() else None
+        return self._memo["vocab"]
+
+    def student_tokenizer(self, arch: Any) -> Any:
+        """The tokenizer a student of `arch` ships with: the teacher's, or its trimmed one (run_dir/vocab/)."""
+        if arch.vocab_size is None:
+            return self.teacher().tokenizer
+        from transformers import AutoTokenizer
+
+        key = self.vocab().choice_of(arch.vocab_size)
+        return AutoTokenizer.from_pretrained(str(self.run_dir / "vocab" / key))
 
     def evaluator_like(self) -> Any:
         """Builds students the way the search did (same inheritance and importance ranking)."""
@@ -83,7 +110,7 @@ class RunContext:
             splits = self.corpus()
             self._memo["builder"] = ProxyEvaluator(
                 cfg=self.cfg, teacher=self.teacher(), proxy=splits.proxy, heldout=splits.heldout,
-                cache_dir=self.run_dir / "teacher_cache",
+                cache_dir=self.run_dir / "teacher_cache", vocab=self.vocab(),
             )  # fmt: skip
         return self._memo["builder"]
 
@@ -173,7 +200,48 @@ def stage_data(ctx: RunContext) -> dict[str, Any]:
         name: {"rows": len(block), "tokens": int(block.num_tokens)}
         for name, block in (("proxy", splits.proxy), ("train", splits.train), ("heldout", splits.heldout))
     }
+    vocab = _resolve_vocab(ctx, splits)
+    if vocab is not None:
+        out["vocab"] = vocab
     write_json_atomic(ctx.path("data.json"), {**out, "stats": getattr(splits, "stats", None)})
+    return out
+
+
+def _resolve_vocab(ctx: RunContext, splits: Any) -> dict[str, Any] | None:
+    """A space with `vocab` choices: keep ids per choice from the train split's token counts (vocab.json) and
+    the trimmed tokenizer of each (vocab/<choice>/), so every later stage and a resumed run use the same ids."""
+    from kdnas.models.vocab import trim_tokenizer
+    from kdnas.space.vocab import VOCAB_FILE, build_vocab_table, trims, unk_rate
+
+    choices = ctx.raw_space().vocab_choices
+    if not trims(choices):
+        return None
+    teacher = ctx.teacher()
+    table = build_vocab_table(
+        teacher.tokenizer, splits.train, choices, teacher_vocab_size=int(teacher.config.vocab_size)
+    )
+    out: dict[str, Any] = {"corpus_tokens": table.corpus_tokens, "corpus_distinct": table.corpus_distinct}
+    for key, ids in table.kept.items():
+        d = ctx.run_dir / "vocab" / key
+        tmp = d.with_name(f"{key}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        trim_tokenizer(teacher.tokenizer, ids).save_pretrained(str(tmp))
+        if d.exists():
+            shutil.rmtree(d)
+        os.replace(tmp, d)
+        rates = {
+            f"unk_rate_{n}": unk_rate(b, ids, table.teacher_vocab_size)
+            for n, b in (("proxy", splits.proxy), ("heldout", splits.heldout))
+        }
+        out[key] = {"vocab_size": len(ids), **rates}
+        ctx.say(
+            f"  vocab {key}: {len(ids):,} of {table.teacher_vocab_size:,} tokens; unk on proxy "
+            f"{rates['unk_rate_proxy']:.3%}, held-out {rates['unk_rate_heldout']:.3%}"
+        )
+    table.save(ctx.run_dir / VOCAB_FILE)  # last: its presence means the tokenizers are there
+    ctx._memo.pop("vocab", None)
+    ctx._memo.pop("space", None)
     return out
 
 
@@ -207,6 +275,7 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
         teacher=ctx.teacher(),
         splits=ctx.corpus(),
         teacher_latency_ms=ctx.values["latency"]["teacher_latency_ms"],
+        vocab=ctx.vocab(),
     )
     budgets = resolve_budgets(
         budgets_ms=cfg.target.budgets_ms,
@@ -277,6 +346,8 @@ def stage_distill(ctx: RunContext) -> dict[str, Any]:
                 "budget_ms": rec["budget"]["latency_ms"],
                 "kd_loss": rec.get("kd_loss"),
                 "search_latency_ms": rec.get("latency_ms"),
+                "params_m": rec.get("params_m"),
+                "vocab_size": arch.vocab_size,
             }
         )
     baselines = []
@@ -304,7 +375,9 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
     if (out / "result.json").exists() and (model_dir / "config.json").exists():
         return model_dir
     splits = ctx.corpus()
-    student = ctx.evaluator_like().build_student(arch)
+    builder = ctx.evaluator_like()
+    student = builder.build_student(arch)
+    input_map = builder.input_map(arch)  # a trimmed vocabulary reads the data's (teacher) ids through it
     resume = (out / "checkpoint.pt").exists()
     say = ctx.say
     say(
@@ -322,24 +395,42 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
         resume=resume,
         seed=cfg.seed,
         progress=ctx.progress,
+        input_map=input_map,
     )
     if result.failed:
         raise KdnasError(f"full distillation of {name} failed: {result.failed}; see {out}/train_log.jsonl")
     kd = heldout_kd_loss(
         ctx.teacher(), student, splits.heldout, cfg.distill, projections=result.distiller,
-        teacher_cache=str(ctx.run_dir / "teacher_cache"),
+        teacher_cache=str(ctx.run_dir / "teacher_cache"), input_map=input_map,
     )  # fmt: skip
+    vocab: dict[str, Any] = {}
+    if arch.vocab_size is not None:
+        table = ctx.vocab()
+        vocab = {
+            "choice": table.choice_of(arch.vocab_size),
+            "vocab_size": arch.vocab_size,
+            "teacher_vocab_size": table.teacher_vocab_size,
+            "unk_rate_train": table.unk_rate(arch, splits.train),
+            "unk_rate_heldout": table.unk_rate(arch, splits.heldout),
+        }
+        say(f"  {name}: {vocab['unk_rate_heldout']:.3%} of held-out tokens are outside its vocabulary (unk)")
     tmp = out / "model.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     student.save_pretrained(tmp)
-    ctx.teacher().tokenizer.save_pretrained(tmp)
+    ctx.student_tokenizer(arch).save_pretrained(tmp)
     if model_dir.exists():
         shutil.rmtree(model_dir)
     os.replace(tmp, model_dir)
     write_json_atomic(
         out / "result.json",
-        {"name": name, "arch": arch.to_dict(), "heldout_kd_loss": kd, **result.to_dict(history=False)},
+        {
+            "name": name,
+            "arch": arch.to_dict(),
+            "heldout_kd_loss": kd,
+            **({"vocab": vocab} if vocab else {}),
+            **result.to_dict(history=False),
+        },
     )
     return model_dir
 

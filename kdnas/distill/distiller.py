@@ -51,6 +51,35 @@ def mlm_head(model: Any) -> Callable[[Tensor], Tensor] | None:
     return fn
 
 
+def student_vocab_size(student: nn.Module) -> int | None:
+    """Rows of the student's input embedding (None when it has no plain embedding table)."""
+    emb = getattr(base_encoder(student), "get_input_embeddings", lambda: None)()
+    return int(emb.weight.shape[0]) if isinstance(emb, nn.Embedding) else None
+
+
+def check_input_map(student: nn.Module, ids: Tensor, input_map: Tensor | None) -> None:
+    """DistillError when the student cannot read `ids` [N, S] (teacher ids), through `input_map` if given."""
+    rows = student_vocab_size(student)
+    top = int(ids.max()) if ids.numel() else 0
+    if input_map is None:
+        if rows is not None and top >= rows:
+            raise DistillError(
+                f"the data has token id {top} but the student's embedding has {rows} rows: a student with a "
+                "trimmed vocabulary reads the data through input_map (kdnas.space.vocab.VocabTable.input_map)"
+            )
+        return
+    if input_map.dim() != 1 or top >= len(input_map):
+        raise DistillError(
+            f"input_map covers {len(input_map)} teacher ids but the data has token id {top}; build it for the "
+            "teacher's vocabulary"
+        )
+    if rows is not None and int(input_map.max()) >= rows:
+        raise DistillError(
+            f"input_map sends ids to row {int(input_map.max())} but the student's embedding has {rows} rows; "
+            "use the map of this student's vocabulary"
+        )
+
+
 def student_shape(student: nn.Module) -> tuple[int, int, int]:
     """(layers, hidden width of hidden_states, attention heads) of a student encoder."""
     cfg: Any = base_encoder(student).config
@@ -67,6 +96,9 @@ class Distiller(nn.Module):
     Projections are `nn.Linear(Hs, k * Ht)` per student layer (k = 1, or 2 for `uniform+last` where the two
     teacher states are concatenated), plus one for the embedding output and one for logit KD through the
     teacher's MLM head. They train with the student and are saved in its checkpoints.
+
+    `input_map` (LongTensor [teacher vocab], teacher id -> student id) is for a student with a trimmed
+    vocabulary: the teacher (and its cache) read the data's own ids, the student reads `input_map[ids]`.
     """
 
     def __init__(
@@ -77,9 +109,13 @@ class Distiller(nn.Module):
         *,
         flash: bool = False,
         teacher_head: Callable[[Tensor], Tensor] | None = None,
+        input_map: Tensor | None = None,
     ):
         super().__init__()
         self.student = student
+        self.input_map: Tensor | None
+        # not persistent: the map is data of the run (vocab.json), not a weight; checkpoints stay the same size
+        self.register_buffer("input_map", None if input_map is None else input_map.long(), persistent=False)
         self.cfg = cfg
         self.teacher = teacher
         self.flash = flash
@@ -130,6 +166,10 @@ class Distiller(nn.Module):
             attn |= {t for tl in self.map for t in tl}
         return TeacherNeeds(hidden=tuple(sorted(hidden)), qkv=tuple(sorted(qkv)), attn=tuple(sorted(attn)))
 
+    def student_ids(self, input_ids: Tensor) -> Tensor:
+        """The ids the student reads [B, S]: the data's own, or their rows in its trimmed vocabulary."""
+        return input_ids if self.input_map is None else self.input_map[input_ids]
+
     def phase_weights(self, flash_layer: int | None) -> dict[str, float]:
         if flash_layer is None:
             return self.weights
@@ -160,7 +200,7 @@ class Distiller(nn.Module):
         base = base_encoder(self.student)
         with capture_qkv(base, rel_layers) as cap:
             out = base(
-                input_ids=input_ids,
+                input_ids=self.student_ids(input_ids),
                 attention_mask=mask,
                 output_hidden_states=True,
                 output_attentions="attention" in weights,

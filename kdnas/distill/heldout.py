@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from kdnas.distill.config import DistillConfig
-from kdnas.distill.distiller import Distiller, mlm_head
+from kdnas.distill.distiller import Distiller, check_input_map, mlm_head
 from kdnas.distill.teacher_cache import (
     CachedTeacher,
     TeacherCache,
@@ -61,7 +61,7 @@ def fit_projections(d: Distiller, handle: CachedTeacher, batch_size: int, *, rid
         rows = torch.arange(start, min(n, start + batch_size))
         ids, mask = handle.input_ids[rows], handle.attention_mask[rows]
         t_out = handle.fetch(rows)
-        hs = base(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        hs = base(input_ids=d.student_ids(ids), attention_mask=mask, output_hidden_states=True).hidden_states
         m = mask.bool()
         xs, ys = _inputs(d, hs), _targets(d, t_out)
         for name in d.proj:
@@ -90,6 +90,7 @@ def heldout_kd_loss(
     teacher_cache: TeacherCache | str | None = None,
     batch_size: int | None = None,
     components: dict[str, float] | None = None,
+    input_map: Tensor | None = None,
 ) -> float:
     """The weighted KD loss of `cfg.losses` on `heldout` (student in eval mode, no dropout), averaged per real
     token. Comparable across students: every term is normalised (docs/distillation.md).
@@ -97,12 +98,15 @@ def heldout_kd_loss(
     projections: the distiller (or its `.proj`) trained with the student; None fits least-squares projections
     on `heldout` in closed form (the best linear read-out, so the loss measures what the student's states
     contain rather than how well a projection was trained). components: filled with per-component values.
+    input_map: for a student with a trimmed vocabulary, teacher id -> student id (see `Distiller`); the
+    teacher cache stays keyed on the held-out block's own ids.
     """
     info = teacher_info(teacher)
     base_encoder(teacher).eval()
-    with torch.random.fork_rng(devices=[]):  # the throw-away projection init must not move the caller's RNG
-        d = Distiller(student, info, cfg, teacher_head=mlm_head(teacher))
     ids, mask = as_block(heldout)
+    check_input_map(student, ids, input_map)
+    with torch.random.fork_rng(devices=[]):  # the throw-away projection init must not move the caller's RNG
+        d = Distiller(student, info, cfg, teacher_head=mlm_head(teacher), input_map=input_map)
     bs = batch_size or cfg.batch_size
     if teacher_cache is None:
         handle = ephemeral_teacher(teacher, (ids, mask), d.needs(), batch_size=bs)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from kdnas.distill.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from kdnas.distill.config import DistillConfig
-from kdnas.distill.distiller import Distiller, mlm_head
+from kdnas.distill.distiller import Distiller, check_input_map, mlm_head
 from kdnas.distill.teacher_cache import (
     CachedTeacher,
     TeacherCache,
@@ -245,6 +245,7 @@ def distill(
     seed: int = 0,
     progress: bool = True,
     stop_after_steps: int | None = None,
+    input_map: Tensor | None = None,
 ) -> DistillResult:
     """Distill `teacher` into `student` (trained in place) on the token block `data`.
 
@@ -255,7 +256,9 @@ def distill(
     candidates), a prepared CachedTeacher, or None for a temporary one. out_dir: checkpoints every
     `cfg.checkpoint_every` steps and at the end, plus train_log.jsonl. resume: continue from out_dir's
     checkpoint (exactly: the same losses as an uninterrupted run). stop_after_steps: checkpoint and return
-    after this many steps in total (the run can be resumed later).
+    after this many steps in total (the run can be resumed later). input_map: for a student with a trimmed
+    vocabulary, LongTensor [teacher vocab] teacher id -> student id (`kdnas.space.vocab.VocabTable.input_map`):
+    the teacher and its cache see `data` as it is, the student `input_map[ids]`.
     The student is left in eval mode. A non-finite loss or gradient ends the run with `failed` set.
     """
     problems = cfg.check()
@@ -269,6 +272,7 @@ def distill(
         raise DistillError("resume needs the out_dir of the run to continue")
     mode = mode or cfg.proxy_mode
     ids, mask = as_block(data)
+    check_input_map(student, ids, input_map)
     n_rows = ids.shape[0]
     base_encoder(teacher).eval()
     _ensure_eager(student)
@@ -277,7 +281,9 @@ def distill(
     with contextlib.ExitStack() as stack, torch.random.fork_rng(devices=[]):
         stack.enter_context(_deterministic())
         torch.manual_seed(seed)
-        distiller = Distiller(student, info, cfg, flash=mode == "flash", teacher_head=mlm_head(teacher))
+        distiller = Distiller(
+            student, info, cfg, flash=mode == "flash", teacher_head=mlm_head(teacher), input_map=input_map
+        )
         t0 = time.perf_counter()
         handle = _cached_teacher(teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress)
         setup_s = time.perf_counter() - t0
@@ -303,9 +309,13 @@ def distill(
                 stacklevel=2,
             )
         stages = plan_stages(steps, distiller.num_layers, cfg, mode)
-        fp = _fingerprint(
-            cfg, student, info.fingerprint, block_hash(ids, mask), seed=seed, steps=steps, mode=mode
+        vocab_fp = (
+            None if input_map is None else block_hash(input_map[None], torch.ones_like(input_map[None]))
         )
+        fp = _fingerprint(
+            cfg, student, info.fingerprint, block_hash(ids, mask), seed=seed, steps=steps, mode=mode,
+            **({"vocab": vocab_fp} if vocab_fp else {}),
+        )  # fmt: skip
 
         def rows_of(micro: int) -> Tensor:
             epoch, pos = divmod(micro, per_epoch)

@@ -80,6 +80,8 @@ class ModelCardInfo:
     """The search config used (section `search`)."""
     notes: str = ""
     """Free text appended to the card."""
+    vocab: dict[str, Any] = field(default_factory=dict)
+    """A trimmed vocabulary: choice (corpus, N), teacher_vocab_size, unk_rate_heldout (from the run's files)."""
 
 
 def library_versions() -> dict[str, str]:
@@ -162,6 +164,7 @@ def render_card(
     if info.proxy_kd_loss is not None:
         rows.append(["held-out KD loss vs teacher", f"{info.proxy_kd_loss:.4f}"])
     parts.append("## Architecture\n\n" + _table(["", ""], rows))
+    parts.append(_vocabulary(info, result))
 
     if result.latency:
         any_fig = next(iter(result.latency.values()))
@@ -234,6 +237,38 @@ def render_card(
     if info.notes:
         parts.append(info.notes)
     return "\n\n".join(parts) + "\n"
+
+
+def _vocabulary(info: ModelCardInfo, result: ExportResult) -> str:
+    """The vocabulary section: kept tokens against the teacher's, and where the parameters sit."""
+    v = info.vocab
+    kept = result.vocab_size
+    t_vocab = v.get("teacher_vocab_size")
+    word = result.params_word_embedding
+    other_emb = result.params_total - result.params_non_embedding - word
+    if v.get("choice"):
+        how = {"corpus": "every token its distillation corpus uses"}.get(
+            str(v["choice"]), f"the {v['choice']} most frequent tokens of its distillation corpus"
+        )
+        text = (
+            f"The vocabulary is trimmed to {how} (plus special tokens and single characters): **{kept:,}** of "
+            f"the teacher's {t_vocab:,} tokens. The tokenizer in this folder maps raw text straight to the "
+            "reduced ids: a word whose pieces were dropped is split into kept sub-pieces (down to single "
+            "characters); only a character with no kept piece becomes the unk token."
+        )
+        if v.get("unk_rate_heldout") is not None:
+            text += (
+                f" On held-out text {100 * v['unk_rate_heldout']:.2f}% of the teacher's tokens were not kept."
+            )
+    else:
+        text = f"The student keeps its teacher's vocabulary ({kept:,} tokens)."
+    rows = [
+        ["tokens", f"{kept:,}" + (f" (teacher: {t_vocab:,})" if t_vocab and v.get("choice") else "")],
+        ["word-embedding parameters", f"{word / 1e6:.2f} M"],
+        ["position / type embeddings and norm", f"{other_emb / 1e6:.2f} M"],
+        ["transformer parameters", f"{result.params_non_embedding / 1e6:.2f} M"],
+    ]
+    return "## Vocabulary\n\n" + text + "\n\n" + _table(["", ""], rows)
 
 
 def _usage(dirname: str, input_names: list[str], onnx: bool) -> str:

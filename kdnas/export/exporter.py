@@ -48,6 +48,10 @@ class ExportResult:
     """All parameters."""
     params_non_embedding: int = 0
     """Parameters outside the embedding block (what the transformer layers cost)."""
+    params_word_embedding: int = 0
+    """Parameters of the word-embedding table (vocab_size x embedding width)."""
+    vocab_size: int = 0
+    """Rows of the word-embedding table (tokens the tokenizer can produce)."""
     opset: int | None = None
     """ONNX opset of model.onnx."""
     hardware: str = ""
@@ -67,6 +71,8 @@ class ExportResult:
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
             "params_total": self.params_total,
             "params_non_embedding": self.params_non_embedding,
+            "params_word_embedding": self.params_word_embedding,
+            "vocab_size": self.vocab_size,
             "opset": self.opset,
             "hardware": self.hardware,
             "versions": self.versions,
@@ -178,6 +184,13 @@ def _write(
         out_dir=d, hardware=hardware_description(target.threads), versions=library_versions(), created=today()
     )
     result.params_total, result.params_non_embedding = param_counts(model)
+    word = model.get_input_embeddings().weight
+    result.params_word_embedding, result.vocab_size = word.numel(), int(word.shape[0])
+    if len(tokenizer) > result.vocab_size:
+        raise ExportError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {result.vocab_size} rows: "
+            "a student with a trimmed vocabulary must ship its trimmed tokenizer (kdnas.models.vocab.trim_tokenizer)"
+        )
 
     model.save_pretrained(d, safe_serialization=True)
     tokenizer.save_pretrained(d)

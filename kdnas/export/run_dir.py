@@ -165,6 +165,11 @@ def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None
         info.base_model, lic = _teacher_hub_id(info.teacher)
         if lic:
             info.license = lic
+    result_json = Path(student["model_dir"]).parent / "result.json"
+    if result_json.is_file():  # written by the pipeline's distill stage next to the model
+        vocab = read_json(result_json).get("vocab")
+        if isinstance(vocab, dict):
+            info.vocab = vocab
     search_path = first_existing(run, SEARCH_FILES)
     if search_path is not None:
         t_lat = read_json(search_path).get("teacher_latency_ms")

@@ -193,6 +193,23 @@ def _vocab_rows(arch: Arch, v_t: int, vocab_ids: Sequence[int] | None) -> Any:
     return ids
 
 
+def remap_token_ids(config: Any, kept: list[int]) -> None:
+    """Point the student config's special-token ids at their rows of the trimmed table (None if not kept)."""
+    from kdnas.models.vocab import TOKEN_ID_FIELDS
+
+    mapping = {old: new for new, old in enumerate(kept)}
+    pad = getattr(config, "pad_token_id", None)
+    if isinstance(pad, int) and mapping.get(pad) != pad:
+        raise ArchError(
+            f"the trimmed vocabulary moves the pad token id {pad} to {mapping.get(pad)}; keep every special token "
+            "(the ids below the pad must stay) so that padding and RoBERTa-style positions are unchanged"
+        )
+    for key in TOKEN_ID_FIELDS:
+        old = getattr(config, key, None)
+        if isinstance(old, int):
+            setattr(config, key, mapping.get(old))
+
+
 def _fold_projection(
     s: dict[str, torch.Tensor], t: dict[str, torch.Tensor], n: Any, hid: torch.Tensor, rows: Any
 ) -> None:
@@ -293,6 +310,8 @@ def inherit_student(
     t_arch = arch_of(teacher.config)
     d_t, d_s = t_arch.head_dim, arch.head_dim
     rows = _vocab_rows(arch, teacher.config.vocab_size, vocab_ids)
+    if rows is not None:
+        remap_token_ids(student.config, rows.tolist())
     with torch.no_grad():
         t = {k: v.detach().float() for k, v in teacher.state_dict().items()}
         s = student.state_dict()

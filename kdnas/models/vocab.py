@@ -34,7 +34,7 @@ _SLOW_VOCAB_FILES = (
     "added_tokens.json",
 )
 """Files a saved tokenizer may carry besides tokenizer.json; they would describe the untrimmed vocabulary."""
-_TOKEN_ID_FIELDS = (
+TOKEN_ID_FIELDS = (
     "pad_token_id",
     "bos_token_id",
     "eos_token_id",
@@ -44,6 +44,7 @@ _TOKEN_ID_FIELDS = (
     "unk_token_id",
     "decoder_start_token_id",
 )
+"""Config fields holding token ids; they follow a trimmed vocabulary's new ids."""
 UNK_ONLY_RATE = 0.999
 """A language whose text is at least this share of unk tokens is not covered by the tokenizer at all."""
 
@@ -184,7 +185,7 @@ def select_vocabulary(
         )
     required: set[int] = set(_special_ids(tokenizer)) if keep_special else set()
     if keep_chars:
-        required |= _char_ids(tokenizer, corpus)
+        required |= _char_ids(tokenizer, corpus, counts)
     if max_size is not None and max_size < len(required):
         raise DataError(
             f"max_size {max_size} is below the {len(required)} special and single-character tokens that must be "
@@ -205,18 +206,31 @@ def _special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return sorted(i for i in ids if i is not None and i >= 0)
 
 
-def _char_ids(tokenizer: PreTrainedTokenizerBase, corpus: Corpus) -> set[int]:
-    """Ids of the single-character pieces (bare, word-initial `▁c`, continuation `##c`) of the corpus' chars."""
-    texts = _texts_of(corpus)
-    if texts is None:
-        return set()
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    norm = getattr(backend, "normalizer", None)
-    chars: set[str] = set()
-    for t in texts:
-        chars.update(norm.normalize_str(t) if norm is not None else t)
+_PIECE_MARKS = ("\u2581", "##", "\u0120")
+"""Word-initial / continuation marks of sentencepiece, WordPiece and byte-level BPE pieces."""
+
+
+def _char_ids(tokenizer: PreTrainedTokenizerBase, corpus: Corpus, counts: Mapping[int, int]) -> set[int]:
+    """Ids of the single-character pieces (bare, word-initial `▁c`/`Ġc`, continuation `##c`) of the corpus'
+    characters: those of the (normalised) texts, or for a corpus of ids those of the pieces it uses."""
     vocab = tokenizer.get_vocab()
-    out = {vocab[s] for c in chars for s in (c, "\u2581" + c, "##" + c) if s in vocab}
+    chars: set[str] = set()
+    texts = _texts_of(corpus)
+    if texts is not None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        norm = getattr(backend, "normalizer", None)
+        for t in texts:
+            chars.update(norm.normalize_str(t) if norm is not None else t)
+    else:
+        special = set(_special_ids(tokenizer))
+        pieces = tokenizer.convert_ids_to_tokens([i for i in counts if i not in special])
+        for piece in pieces:
+            if not isinstance(piece, str):
+                continue
+            for mark in _PIECE_MARKS:
+                piece = piece.removeprefix(mark)
+            chars.update(piece)
+    out = {vocab[s] for c in chars for s in (c, "\u2581" + c, "##" + c, "\u0120" + c) if s in vocab}
     if "\u2581" in vocab:
         out.add(vocab["\u2581"])
     return out
@@ -433,7 +447,7 @@ def slice_embeddings(model: PreTrainedModel, kept_ids: Sequence[int]) -> PreTrai
             mod.out_features = new_v
     cfg = new.config
     cfg.vocab_size = new_v
-    for key in _TOKEN_ID_FIELDS:
+    for key in TOKEN_ID_FIELDS:
         old = getattr(cfg, key, None)
         if isinstance(old, int):
             setattr(cfg, key, mapping.get(old))

@@ -51,6 +51,8 @@ class TrialRow:
     """Parameters in millions."""
     reason: str | None = None
     """Why a trial failed or was filtered."""
+    vocab_size: int | None = None
+    """Rows of a trimmed vocabulary (None: the teacher's)."""
 
     @property
     def plottable(self) -> bool:
@@ -139,7 +141,8 @@ class ReportData:
     """Extra facts shown in the summary (strategy, hypervolume, counts, ...)."""
 
     def front(self) -> list[TrialRow]:
-        """Pareto front of (kd_loss, latency_ms) over completed trials, one per arch, fastest first."""
+        """Pareto front of the search's objectives (`meta["objectives"]`, default kd_loss and latency_ms; params_m
+        when the search had it) over completed trials, one per arch, fastest first."""
         from kdnas.search.results import pareto_mask
 
         seen: dict[str, TrialRow] = {}
@@ -149,7 +152,14 @@ class ReportData:
         done = list(seen.values())
         if not done:
             return []
-        mask = pareto_mask([[t.kd_loss, t.latency_ms] for t in done])  # type: ignore[arg-type]
+        objectives = self.meta.get("objectives") or ["kd_loss", "latency_ms"]
+        inf = math.inf
+
+        def value(t: TrialRow, o: str) -> float:
+            v = {"kd_loss": t.kd_loss, "latency_ms": t.latency_ms, "params_m": t.params_m}.get(o)
+            return inf if v is None else float(v)
+
+        mask = pareto_mask([[value(t, o) for o in objectives] for t in done])
         return sorted((t for t, m in zip(done, mask) if m), key=lambda t: (t.latency_ms, t.kd_loss))
 
     def budget_label(self, budget_ms: float) -> str:
@@ -249,7 +259,8 @@ def load_report_data(run_dir: str | Path) -> ReportData:
                 baselines.append(RefPoint(name=r.model, latency_ms=r.latency_ms))
 
     meta: dict[str, Any] = {"search_file": str(search_path.relative_to(run))}
-    for k in ("strategy", "hypervolume", "counts", "kendall_tau_short_long", "stopped_reason", "study_name"):
+    for k in ("strategy", "hypervolume", "counts", "kendall_tau_short_long", "stopped_reason", "study_name",
+              "objectives"):  # fmt: skip
         if search.get(k) is not None:
             meta[k] = search[k]
     return ReportData(
@@ -283,6 +294,7 @@ def _trial(t: dict[str, Any]) -> TrialRow:
         kd_loss_long=t.get("kd_loss_long"),
         params_m=t.get("params_m"),
         reason=t.get("reason"),
+        vocab_size=(t.get("arch") or {}).get("vocab_size"),
     )
 
 

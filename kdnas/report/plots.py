@@ -85,7 +85,8 @@ def pareto_png(data: ReportData, path: str | Path, *, dpi: int = 130) -> Path:
                        alpha=0.7, label=f"trial ({len(pts)})", zorder=2, edgecolors="none")  # fmt: skip
         front = g["front"]
         if front:
-            ax.step([t.latency_ms for t in front], [t.kd_loss for t in front], where="post", c=_COLORS["front"],
+            line = _front_2d(front)  # a params objective puts points on the front that this plane hides
+            ax.step([t.latency_ms for t in line], [t.kd_loss for t in line], where="post", c=_COLORS["front"],
                     lw=1.4, alpha=0.8, zorder=3)  # fmt: skip
             ax.scatter([t.latency_ms for t in front], [t.kd_loss for t in front], s=46, c=_COLORS["front"],
                        label=f"Pareto front ({len(front)})", zorder=4, edgecolors="white", linewidths=0.6)  # fmt: skip
@@ -165,6 +166,16 @@ def pareto_png(data: ReportData, path: str | Path, *, dpi: int = 130) -> Path:
     return out
 
 
+def _front_2d(front: list[TrialRow]) -> list[TrialRow]:
+    """The points of `front` not dominated in the (latency, KD loss) plane, fastest first (for the step line)."""
+    from kdnas.search.results import pareto_mask
+
+    if not front:
+        return []
+    mask = pareto_mask([[t.latency_ms, t.kd_loss] for t in front])
+    return [t for t, m in zip(front, mask) if m]
+
+
 def pareto_figure(data: ReportData) -> Any:
     """The interactive plotly figure (hover shows each trial's arch, loss, latency, params, reason)."""
     go = optional_import("plotly.graph_objects", purpose="the report's HTML plot")
@@ -181,8 +192,17 @@ def pareto_figure(data: ReportData) -> Any:
             ))  # fmt: skip
 
     add(g["trial"], "trial", _COLORS["trial"], mode="markers", marker={"size": 7, "opacity": 0.75})
-    add(g["front"], "Pareto front", _COLORS["front"], mode="lines+markers", line={"shape": "hv"},
+    line = _front_2d(g["front"])
+    add(line, "Pareto front", _COLORS["front"], mode="lines+markers", line={"shape": "hv"},
         marker={"size": 10})  # fmt: skip
+    rest = [t for t in g["front"] if t not in line]  # on the front by params only
+    add(
+        rest,
+        "Pareto front (by params)",
+        _COLORS["front"],
+        mode="markers",
+        marker={"size": 10, "symbol": "diamond"},
+    )
     for state, symbol in (("failed", "x"), ("filtered", "line-ns-open")):
         rows = [t for t in g[state] if t.latency_ms is not None]
         if rows:

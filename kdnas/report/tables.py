@@ -8,7 +8,8 @@ from pathlib import Path
 from kdnas.report.data import ReportData
 
 CSV_COLUMNS = (
-    "number", "state", "arch_id", "latency_ms", "kd_loss", "kd_loss_long", "params_m", "on_front", "reason",
+    "number", "state", "arch_id", "latency_ms", "kd_loss", "kd_loss_long", "params_m", "vocab_size", "on_front",
+    "reason",
 )  # fmt: skip
 
 
@@ -23,7 +24,8 @@ def trials_csv(data: ReportData, path: str | Path) -> Path:
         for t in sorted(data.trials, key=lambda t: t.number):
             w.writerow([
                 t.number, t.state, t.arch_id or "", _num(t.latency_ms), _num(t.kd_loss), _num(t.kd_loss_long),
-                _num(t.params_m), int(id(t) in front), (t.reason or "").replace("\n", " "),
+                _num(t.params_m), "" if t.vocab_size is None else t.vocab_size, int(id(t) in front),
+                (t.reason or "").replace("\n", " "),
             ])  # fmt: skip
     return p
 
@@ -82,7 +84,9 @@ def summary_markdown(data: ReportData, *, files: dict[str, str] | None = None) -
     lines += [
         "## Pareto front",
         "",
-        "Proxy KD loss against latency over completed trials, fastest first.",
+        "Over completed trials, fastest first: proxy KD loss against latency"
+        + (" and parameters" if "params_m" in (data.meta.get("objectives") or []) else "")
+        + ".",
         "",
     ]
     if front:

@@ -44,6 +44,8 @@ class SearchConfig:
     """bo, tpe, nsga2: uniform random valid archs evaluated before the strategy's model takes over."""
     latency_margin: float = 0.1
     """A latency-predictor filter rules a candidate out only above the loosest budget times (1 + this)."""
+    kd_loss_tolerance: float = 0.0
+    """Recommendations: KD losses within this fraction of the best tie, and the fewest parameters wins a tie."""
 
     def check(self) -> list[str]:
         out = []
@@ -76,6 +78,8 @@ class SearchConfig:
             out.append(f"n_startup_trials: {self.n_startup_trials} must be >= 1")
         if self.latency_margin < 0:
             out.append(f"latency_margin: {self.latency_margin} must be >= 0")
+        if not 0 <= self.kd_loss_tolerance < 1:
+            out.append(f"kd_loss_tolerance: {self.kd_loss_tolerance} must be in [0, 1)")
         if self.long_proxy_factor < 1:
             out.append(f"long_proxy_factor: {self.long_proxy_factor} must be >= 1")
         return out

@@ -20,10 +20,15 @@ def make_evaluator(
     teacher: Any = None,
     splits: Any = None,
     teacher_latency_ms: float | None = None,
+    vocab: Any = None,
 ) -> EvaluatorSetup:
-    """The evaluator for a run and the teacher's numbers; pass what the caller already has to avoid redoing it."""
+    """The evaluator for a run and the teacher's numbers; pass what the caller already has to avoid redoing it.
+
+    `vocab`: the run's `kdnas.space.vocab.VocabTable` (default: `run_dir/vocab.json` when there is one).
+    """
     from kdnas.latency import LatencyCache, load_predictor, measure_teacher
     from kdnas.search.proxy import ProxyEvaluator
+    from kdnas.space.vocab import VOCAB_FILE, VocabTable
 
     if teacher is None:
         from kdnas.models.teacher import load_teacher
@@ -41,6 +46,8 @@ def make_evaluator(
     if teacher_latency_ms is None:
         teacher_latency_ms = measure_teacher(teacher.config, cfg.target, cache=latency_cache).median_ms
     predictor = load_predictor(teacher.config, cfg.target)
+    if vocab is None and (Path(run_dir) / VOCAB_FILE).is_file():
+        vocab = VocabTable.load(Path(run_dir) / VOCAB_FILE)
     evaluator = ProxyEvaluator(
         cfg=cfg,
         teacher=teacher,
@@ -48,6 +55,7 @@ def make_evaluator(
         heldout=splits.heldout,
         cache_dir=Path(run_dir) / "teacher_cache",
         latency_cache=latency_cache,
+        vocab=vocab,
     )
     return EvaluatorSetup(
         evaluator=evaluator,

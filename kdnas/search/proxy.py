@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas.config import RunConfig
-from kdnas.errors import DistillError
+from kdnas.errors import ArchError, DistillError
 from kdnas.search.candidate import CandidateResult, Fidelity
 from kdnas.space.arch import Arch
 
@@ -38,12 +38,15 @@ class ProxyEvaluator:
     """Teacher cache dir (shared by every candidate)."""
     latency_cache: Any = None
     importance: Any = None
+    vocab: Any = None
+    """`kdnas.space.vocab.VocabTable` of the run: the kept teacher ids of archs with a trimmed vocabulary."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from kdnas.distill import TeacherCache
 
         self._cache = TeacherCache(self.cache_dir, budget_mb=self.cfg.distill.teacher_cache_mb)
+        self._unk: dict[tuple[int | None, int], float | None] = {}
         if self.cfg.distill.init == "inherit" and self.importance is None:
             from kdnas.models.importance import compute_importance
 
@@ -52,11 +55,28 @@ class ProxyEvaluator:
                 batches = [self.proxy[i : i + 16] for i in range(0, min(64, len(self.proxy)), 16)]
             self.importance = compute_importance(self.teacher.model, self.cfg.distill.importance, batches)
 
+    def vocab_ids(self, arch: Arch) -> list[int] | None:
+        """Teacher ids of `arch`'s embedding rows (None: the teacher's whole table)."""
+        if arch.vocab_size is None:
+            return None
+        if self.vocab is None:
+            raise ArchError(
+                f"{arch.arch_id} has a trimmed vocabulary but this run has no vocabulary table (vocab.json, "
+                "written by the data stage when the search space has a `vocab` dimension); run `kdnas run`"
+            )
+        return list(self.vocab.ids_for(arch))
+
+    def input_map(self, arch: Arch) -> Any:
+        """LongTensor [teacher vocab] teacher id -> student id for a trimmed vocabulary, else None."""
+        return None if arch.vocab_size is None else self.vocab.input_map(arch)
+
     def build_student(self, arch: Arch) -> Any:
-        """The student of shape `arch`, inheriting the teacher's weights (or random, per `distill.init`)."""
-        from kdnas.models.inherit import inherit_student
+        """The student of shape `arch`, inheriting the teacher's weights (or random, per `distill.init`); a
+        trimmed vocabulary inherits the embedding rows of its kept tokens."""
+        from kdnas.models.inherit import inherit_student, remap_token_ids
         from kdnas.models.student import build_student
 
+        ids = self.vocab_ids(arch)
         if self.cfg.distill.init == "inherit" and arch.family != "mobilebert":
             return inherit_student(
                 self.teacher.model,
@@ -64,8 +84,12 @@ class ProxyEvaluator:
                 layer_selection=self.cfg.distill.layer_selection,
                 importance=self.importance,
                 seed=self.cfg.seed,
+                vocab_ids=ids,
             )
-        return build_student(self.teacher.config, arch, seed=self.cfg.seed)
+        student = build_student(self.teacher.config, arch, seed=self.cfg.seed)
+        if ids is not None:
+            remap_token_ids(student.config, ids)
+        return student
 
     def evaluate(self, arch: Arch, *, fidelity: Fidelity, tokens: int) -> CandidateResult:
         from kdnas.distill import distill, heldout_kd_loss
@@ -74,6 +98,7 @@ class ProxyEvaluator:
 
         t0 = time.perf_counter()
         student = self.build_student(arch)
+        input_map = self.input_map(arch)
         result = distill(
             self.teacher,
             student,
@@ -83,12 +108,13 @@ class ProxyEvaluator:
             teacher_cache=self._cache,
             seed=self.cfg.seed,
             progress=False,
+            input_map=input_map,
         )
         if result.failed:
             raise DistillError(f"{arch.arch_id}: proxy distillation failed: {result.failed}")
         kd = heldout_kd_loss(
             self.teacher, student, self.heldout, self.cfg.distill, projections=result.distiller,
-            teacher_cache=self._cache,
+            teacher_cache=self._cache, input_map=input_map,
         )  # fmt: skip
         if not math.isfinite(kd):
             raise DistillError(f"{arch.arch_id}: held-out KD loss is {kd}")
@@ -106,7 +132,18 @@ class ProxyEvaluator:
             "latency_repeats": lat.repeats,
             "latency_attn": lat.attn,
             "params_non_embedding_m": params.non_embedding / 1e6,
+            "params_embedding_m": params.embedding / 1e6,
         }
+        if arch.vocab_size is not None:
+            extra["vocab_size"] = arch.vocab_size
+            extra["unk_rate_proxy"] = self._unk_rate(arch, self.proxy)
+            extra["unk_rate_heldout"] = self._unk_rate(arch, self.heldout)
         self.history.append({"arch_id": arch.arch_id, "kd_loss": kd, "latency_ms": lat.median_ms, **extra})
         log.info("%s %s: kd %.4f, %.2f ms (%.0f s)", fidelity, arch.arch_id, kd, lat.median_ms, distill_s)
         return CandidateResult(kd_loss=kd, latency_ms=lat.median_ms, params_m=params.total / 1e6, extra=extra)
+
+    def _unk_rate(self, arch: Arch, block: Any) -> float | None:
+        key = (arch.vocab_size, id(block))
+        if key not in self._unk:
+            self._unk[key] = self.vocab.unk_rate(arch, block)
+        return self._unk[key]

@@ -184,16 +184,30 @@ def unique_complete(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     return list(out.values())
 
 
-def pareto_records(records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """The Pareto front of (short proxy KD loss, latency) over the evaluated archs, fastest first.
+def objective_points(records: Sequence[TrialRecord], objectives: Sequence[str]) -> np.ndarray:
+    """[N, M] values of `objectives` (kd_loss = the short proxy loss) of the records; a missing value is inf."""
+
+    def value(r: TrialRecord, o: str) -> float:
+        v = {"kd_loss": r.kd_loss_short, "latency_ms": r.latency_ms, "params_m": r.params_m}[o]
+        return math.inf if v is None else float(v)
+
+    return np.array([[value(r, o) for o in objectives] for r in records], dtype=np.float64).reshape(
+        len(records), len(objectives)
+    )
+
+
+def pareto_records(
+    records: Sequence[TrialRecord], objectives: Sequence[str] = ("kd_loss", "latency_ms")
+) -> list[TrialRecord]:
+    """The Pareto front of the search's objectives (short proxy KD loss, latency and, when it is one, params)
+    over the evaluated archs, fastest first.
 
     The short loss is used because every candidate has it (one fidelity for all points).
     """
     done = unique_complete(records)
     if not done:
         return []
-    pts = np.array([[r.kd_loss_short, r.latency_ms] for r in done], dtype=np.float64)
-    mask = pareto_mask(pts)
+    mask = pareto_mask(objective_points(done, objectives))
     return sorted((r for r, m in zip(done, mask) if m), key=lambda r: (r.latency_ms, r.kd_loss_short))
 
 
@@ -201,12 +215,32 @@ TOP_K_LONG = 3
 """Recommendations: how many of the best short-proxy candidates a long-proxy result may reorder."""
 
 
-def recommend(records: Sequence[TrialRecord], budgets: Sequence[Budget]) -> list[Recommendation]:
+TIE_RTOL = 1e-6
+"""KD losses this close (relative) are equal whatever `tolerance` says: float noise between two students with
+the same transformer (e.g. the same arch with a full and a trimmed vocabulary) must not pick the bigger one."""
+
+
+def _pick(rs: Sequence[TrialRecord], loss: Any, tolerance: float) -> TrialRecord:
+    """The record with the lowest `loss(r)`; those within `tolerance` (relative) of it tie, and a tie goes to
+    the fewest parameters, then the lowest latency."""
+    best = min(loss(r) for r in rs)
+    tied = [r for r in rs if loss(r) <= best + max(tolerance, TIE_RTOL) * abs(best)]
+    inf = math.inf
+    return min(
+        tied, key=lambda r: (r.params_m if r.params_m is not None else inf, r.latency_ms or inf, loss(r))
+    )
+
+
+def recommend(
+    records: Sequence[TrialRecord], budgets: Sequence[Budget], *, tolerance: float = 0.0
+) -> list[Recommendation]:
     """Per budget, the evaluated arch with the lowest KD loss that meets it.
 
     Every candidate is ranked by its short-proxy loss (the one fidelity they all have: a long-proxy loss is
     lower simply because it trained longer, so mixing the two favours whatever happened to be promoted). When
     the best few by short loss all have a long-proxy result, the long one breaks the order among them.
+    Equal losses (within `tolerance` relative, and always within `TIE_RTOL`) are won by the smaller model:
+    fewer parameters, then lower latency (so a trimmed vocabulary wins over the full one at the same loss).
     """
     done = unique_complete(records)
     out = []
@@ -225,11 +259,13 @@ def recommend(records: Sequence[TrialRecord], budgets: Sequence[Budget]) -> list
                 )
             )
             continue
-        top = sorted(ok, key=lambda r: r.kd_loss_short)[:TOP_K_LONG]  # type: ignore[arg-type,return-value]
+        first = _pick(ok, lambda r: r.kd_loss_short, tolerance)
+        rest = sorted((r for r in ok if r is not first), key=lambda r: r.kd_loss_short)  # type: ignore[arg-type,return-value]
+        top = [first, *rest][:TOP_K_LONG]
         if len(top) > 1 and all(r.kd_loss_long is not None for r in top):
-            best = min(top, key=lambda r: r.kd_loss_long)  # type: ignore[arg-type,return-value]
+            best = _pick(top, lambda r: r.kd_loss_long, tolerance)
         else:
-            best = top[0]
+            best = first
         out.append(
             Recommendation(
                 b,

@@ -347,7 +347,10 @@ class _Search:
         if self.cfg.promote_fraction <= 0 or not pending:
             return
         n = math.ceil(self.cfg.promote_fraction * len(pending))
-        ranks = nondominated_rank(np.array([[p.result.kd_loss, p.result.latency_ms] for p in pending]))
+        # the study's objectives (CandidateResult has a field of each name)
+        ranks = nondominated_rank(
+            np.array([[getattr(p.result, o) for o in self.cfg.objectives] for p in pending])
+        )
         order = sorted(range(len(pending)), key=lambda i: (ranks[i], -pending[i].reward))
         long_tokens = round(self.tokens * self.cfg.long_proxy_factor)
         for i in order[:n]:
@@ -491,8 +494,9 @@ def run_search(
     if stopped:
         log.warning("search stopped early: %s", stopped)
     result = summarize(
-        study, cfg.strategy, teacher_latency_ms, budgets, storage=url or "memory", stopped=stopped
-    )
+        study, cfg.strategy, teacher_latency_ms, budgets, storage=url or "memory", stopped=stopped,
+        tolerance=cfg.kd_loss_tolerance,
+    )  # fmt: skip
     summary = result.to_dict()
     summary.pop("trials")
     study.set_user_attr("result", summary)
@@ -510,14 +514,21 @@ def summarize(
     storage: str = "memory",
     stopped: str | None = None,
     reference: tuple[float, float] | None = None,
+    tolerance: float = 0.0,
 ) -> SearchResult:
-    """The SearchResult of a study (also usable on a study opened later, e.g. from optuna-dashboard's storage)."""
+    """The SearchResult of a study (also usable on a study opened later, e.g. from optuna-dashboard's storage).
+
+    The Pareto front is over the study's objectives (kd_loss, latency_ms and params_m when it is one); the
+    hypervolume is always the (KD loss, latency) area of that front, comparable across 2- and 3-objective runs.
+    `tolerance`: see `recommend` (ties in KD loss go to the smaller model).
+    """
     records = read_records(study)
-    front = pareto_records(records)
+    objectives = list(study.user_attrs.get("objectives") or ["kd_loss", "latency_ms"])
+    front = pareto_records(records, objectives)
     ref = reference or default_reference(teacher_latency_ms)
     hv = hypervolume_2d(np.array([[r.kd_loss_short, r.latency_ms] for r in front], dtype=np.float64), ref)
     tau, n_promoted = kendall_tau(records)
-    extra: dict[str, Any] = {"budgets": [b.to_dict() for b in budgets]}
+    extra: dict[str, Any] = {"budgets": [b.to_dict() for b in budgets], "objectives": objectives}
     return SearchResult(
         study_name=study.study_name,
         storage=storage,
@@ -526,7 +537,7 @@ def summarize(
         pareto=front,
         hypervolume=hv,
         reference=ref,
-        recommendations=recommend(records, budgets),
+        recommendations=recommend(records, budgets, tolerance=tolerance),
         kendall_tau=tau,
         n_promoted=n_promoted,
         teacher_latency_ms=teacher_latency_ms,

@@ -34,6 +34,7 @@ DIMENSIONS = (
     "activation",
     "bottleneck_size",
     "num_ffn_stacked",
+    "vocab",
 )
 MOBILEBERT_ONLY = ("bottleneck_size", "num_ffn_stacked")
 # Raw products above this are not enumerated; sampling falls back to rejection sampling.
@@ -52,7 +53,8 @@ class Dimension:
 
     @property
     def categorical(self) -> bool:
-        return any(isinstance(v, str) for v in self.values)
+        # vocab choices (full, corpus, N) are labels: their order is the user's, never a numeric scale
+        return self.name == "vocab" or any(isinstance(v, str) for v in self.values)
 
     @property
     def fixed(self) -> bool:
@@ -126,7 +128,9 @@ class SearchSpace:
 
     `family` is `teacher` (students in the teacher's HF family) or `mobilebert`. `teacher_config` is needed
     for the params constraint; `latency_fn` (arch -> predicted ms) for the latency constraint; `allowed`
-    restricts the space to a set of arch ids (e.g. the archs of a recorded benchmark table).
+    restricts the space to a set of arch ids (e.g. the archs of a recorded benchmark table). `vocab_sizes`
+    resolves the `vocab` dimension's choices into `Arch.vocab_size` (`full` -> None, an int N -> N; `corpus`
+    needs the size `kdnas.space.vocab.VocabTable.sizes` found on the run's corpus).
     """
 
     def __init__(
@@ -139,6 +143,7 @@ class SearchSpace:
         latency_fn: LatencyFn | None = None,
         allowed: frozenset[str] | None = None,
         name: str = "custom",
+        vocab_sizes: dict[str, int | None] | None = None,
     ):
         self.dimensions: tuple[Dimension, ...] = tuple(dimensions)
         self.family = family
@@ -147,6 +152,7 @@ class SearchSpace:
         self.latency_fn = latency_fn
         self.allowed = allowed
         self.name = name
+        self.vocab_sizes = dict(vocab_sizes) if vocab_sizes else None
         self._dims = {d.name: d for d in self.dimensions}
         self._valid: list[Arch] | None = None
         self._check_shape()
@@ -190,6 +196,7 @@ class SearchSpace:
             latency_fn=self.latency_fn,
             allowed=self.allowed,
             name=self.name,
+            vocab_sizes=self.vocab_sizes,
         )
         kw.update(changes)
         dims = kw.pop("dimensions")
@@ -198,6 +205,39 @@ class SearchSpace:
     def with_constraints(self, **changes: Any) -> SearchSpace:
         """A copy with some constraints changed (e.g. `max_params_m=20`)."""
         return self.replace(constraints=dataclasses.replace(self.constraints, **changes))
+
+    def with_vocab(self, sizes: dict[str, int | None]) -> SearchSpace:
+        """A copy whose `vocab` choices resolve to these sizes (`VocabTable.sizes` of the run's corpus)."""
+        return self.replace(vocab_sizes=sizes)
+
+    @property
+    def vocab_choices(self) -> tuple[Any, ...]:
+        """The `vocab` dimension's choices (`("full",)` when the space has no such dimension)."""
+        return self._dims["vocab"].values if "vocab" in self._dims else ("full",)
+
+    def vocab_size_of(self, choice: Any) -> int | None:
+        """Arch.vocab_size for a `vocab` choice; SearchError for `corpus` before it was resolved."""
+        key = str(choice)
+        if self.vocab_sizes is not None and key in self.vocab_sizes:
+            return self.vocab_sizes[key]
+        if choice == "full":
+            return None
+        if isinstance(choice, int) and not isinstance(choice, bool):
+            return choice
+        raise SearchError(
+            f"search space {self.name!r}: the vocab choice {choice!r} is resolved on the run's training corpus; "
+            "build the space through the pipeline (`kdnas run`), or call space.with_vocab(VocabTable.sizes)"
+        )
+
+    def _vocab_choice(self, arch: Arch) -> Any:
+        """The `vocab` choice that gives `arch.vocab_size` (the size itself when none does)."""
+        for c in self._dims["vocab"].values:
+            try:
+                if self.vocab_size_of(c) == arch.vocab_size:
+                    return c
+            except SearchError:
+                continue
+        return "full" if arch.vocab_size is None else arch.vocab_size
 
     def restricted_to(self, archs: Sequence[Arch] | Sequence[str]) -> SearchSpace:
         """A copy that only allows the given archs (or arch ids)."""
@@ -218,6 +258,7 @@ class SearchSpace:
             num_heads=heads,
             ffn_size=ffn,
             activation=str(v.get("activation", "gelu")),
+            vocab_size=self.vocab_size_of(v["vocab"]) if "vocab" in v else None,
             family=self.family,
             bottleneck_size=int(v["bottleneck_size"]) if self.family == "mobilebert" else None,
             num_ffn_stacked=int(v["num_ffn_stacked"]) if self.family == "mobilebert" else None,
@@ -234,6 +275,9 @@ class SearchSpace:
                 out[d.name] = width / arch.num_heads
             elif d.name == "ffn_ratio":
                 out[d.name] = arch.ffn_size / width
+            elif d.name == "vocab":
+                out[d.name] = self._vocab_choice(arch)
+                continue
             else:
                 out[d.name] = getattr(arch, d.name)
             if (
@@ -277,6 +321,10 @@ class SearchSpace:
         out += [f"arch: {p}" for p in arch.problems()]
         if out:
             return out
+        if "vocab" not in self._dims and arch.vocab_size is not None:
+            return [
+                f"dimensions.vocab: V{arch.vocab_size} is a trimmed vocabulary; this space keeps the full one"
+            ]
         vals = self.values_of(arch)
         for d in self.dimensions:
             v = vals[d.name]

@@ -5,6 +5,7 @@ and the YAML schema (`load_space`, `parse_space`). Shipped examples live in `kdn
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ import yaml
 from kdnas.errors import ConfigError, SearchError
 from kdnas.space.arch import ACTIVATIONS
 from kdnas.space.space import DIMENSIONS, Constraints, Dimension, SearchSpace
+from kdnas.space.vocab import FULL, VocabChoice, check_choice
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -34,11 +36,13 @@ def _widths(limit: int, step: int) -> tuple[int, ...]:
     return tuple(range(step, limit + 1, step)) or (limit,)
 
 
-def default_space(teacher_config: PretrainedConfig) -> SearchSpace:
+def default_space(teacher_config: PretrainedConfig, *, vocab: Sequence[VocabChoice] = (FULL,)) -> SearchSpace:
     """Students in the teacher's family: depth 1..Lt, widths up to the teacher's, 1-4x FFN.
 
     Widths step by 64 when the teacher's width is a multiple of 64 (else by its head dim); heads come from a
     head dim (the teacher's and one other of 32/64), so every width/head pair is valid by construction.
+    `vocab`: vocabulary choices (`full`, `corpus`, N most frequent corpus tokens; `kdnas.space.vocab`); with
+    only `full` (the default) the space has no `vocab` dimension and every student keeps the teacher's table.
     """
     t = _teacher_arch(teacher_config)
     step = 64 if t.hidden_size % 64 == 0 and t.hidden_size >= 128 else t.head_dim
@@ -46,6 +50,10 @@ def default_space(teacher_config: PretrainedConfig) -> SearchSpace:
     head_dims = sorted({hd for hd in (t.head_dim, 32, 64) if hd <= step and step % hd == 0} or {t.head_dim})
     teacher_ratio = t.ffn_size / t.hidden_size
     ratios = tuple(r for r in FFN_RATIOS if r <= max(teacher_ratio, 1)) or (1,)
+    problems: list[str] = []
+    choices = _vocab_values(list(vocab), "vocab", problems, teacher_config)
+    if problems:
+        raise SearchError("default space: " + "; ".join(problems))
     return SearchSpace(
         [
             Dimension("num_layers", tuple(range(1, t.num_layers + 1))),
@@ -53,6 +61,7 @@ def default_space(teacher_config: PretrainedConfig) -> SearchSpace:
             Dimension("head_dim", tuple(head_dims)),
             Dimension("ffn_ratio", ratios),
             Dimension("activation", (t.activation,)),
+            *([Dimension("vocab", choices)] if choices != (FULL,) else []),
         ],
         family="teacher",
         teacher_config=teacher_config,
@@ -133,8 +142,28 @@ def load_space(ref: str, teacher_config: PretrainedConfig) -> SearchSpace:
     return space
 
 
-def _values(name: str, raw: Any, key: str, problems: list[str]) -> tuple[Any, ...]:
+def _vocab_values(
+    raw: list[Any], key: str, problems: list[str], teacher_config: PretrainedConfig | None
+) -> tuple[Any, ...]:
+    """The `vocab` choices, checked (full, corpus, N below the teacher's vocabulary), in the order given."""
+    t_vocab = int(teacher_config.vocab_size) if teacher_config is not None else None
+    bad = [f"{v!r}: {why}" for v in raw if (why := check_choice(v, t_vocab))]
+    if bad:
+        problems.append(f"{key}: " + "; ".join(bad))
+        return ()
+    if not raw:
+        problems.append(f"{key}: needs at least one value")
+        return ()
+    return tuple(dict.fromkeys(raw))
+
+
+def _values(
+    name: str, raw: Any, key: str, problems: list[str], teacher_config: PretrainedConfig | None = None
+) -> tuple[Any, ...]:
     """A dimension spec (list, scalar, {choices}, or {min, max, step}) -> its values, checked."""
+    if name == "vocab" and isinstance(raw, dict) and set(raw) - {"choices"}:
+        problems.append(f"{key}: give the vocabulary as choices: [full, corpus, 16000] (no ranges)")
+        return ()
     if isinstance(raw, dict):
         unknown = set(raw) - {"choices", "min", "max", "step"}
         if unknown:
@@ -168,6 +197,8 @@ def _values(name: str, raw: Any, key: str, problems: list[str]) -> tuple[Any, ..
     if not raw:
         problems.append(f"{key}: needs at least one value")
         return ()
+    if name == "vocab":
+        return _vocab_values(raw, key, problems, teacher_config)
     if name == "activation":
         bad = [v for v in raw if v not in ACTIVATIONS]
         if bad:
@@ -227,7 +258,7 @@ def parse_space(
                 + (f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(DIMENSIONS)}")
             )
             continue
-        vals = _values(name, raw, key, problems)
+        vals = _values(name, raw, key, problems, teacher_config)
         if vals:
             for one, two in (("num_heads", "head_dim"), ("ffn_size", "ffn_ratio")):
                 other = two if name == one else one if name == two else None
