@@ -199,7 +199,7 @@ class ZeroShotTask:
     """
 
     name: str
-    """The reference, `SOURCE>TARGET`."""
+    """`SOURCE>TARGET` with the two tasks' names (a zoo name, or a task file's stem)."""
     source: Task
     target: str
     """Name of the target task."""
@@ -341,4 +341,5 @@ def load_zero_shot(
             except DataError as e:
                 raise DataError(f"{ref}: {role} task {r}: {e}") from None
         tasks.append(loaded[r])
-    return zero_shot_task(f"{parts[0]}{ZERO_SHOT_SEP}{parts[1]}", tasks[0], tasks[1])
+    # named by the tasks' names (a file's stem), like every other result column
+    return zero_shot_task(f"{tasks[0].name}{ZERO_SHOT_SEP}{tasks[1].name}", tasks[0], tasks[1])

@@ -82,14 +82,14 @@ def test_task_files_map_by_label_name():
 
 
 def test_a_map_covering_fewer_than_two_classes_is_refused():
-    with pytest.raises(DataError, match="covers 0 target class.*at least 2 classes in common"):
+    with pytest.raises(DataError, match=r"covers 0 target class.*at least 2 classes in common"):
         shared_label_space("bbc-news", ["business", "sports"], "wiki-vital-fr", FR)
-    with pytest.raises(DataError, match="covers 1 target class.*only 'pos'"):
+    with pytest.raises(DataError, match=r"covers 1 target class.*only 'pos'"):
         shared_label_space("a", ["pos", "neg"], "b", ["pos", "other"])
 
 
 def test_a_zoo_topic_missing_from_the_map_is_reported():
-    with pytest.raises(DataError, match="'Sports'.*TOPIC_PIVOTS"):
+    with pytest.raises(DataError, match=r"'Sports'.*TOPIC_PIVOTS"):
         shared_label_space("wiki-vital-en", [*EN, "Sports"], "wiki-vital-fr", FR)
 
 
@@ -132,7 +132,7 @@ def test_zero_shot_task_maps_test_labels_and_counts_exclusions():
 
 def test_zero_shot_task_bad_pairs():
     src = _task("src", ["a", "b"], [0, 1])
-    with pytest.raises(DataError, match="regression.*classification on both sides"):
+    with pytest.raises(DataError, match=r"regression.*classification on both sides"):
         zero_shot_task("src>reg", src, _task("reg", [], [0, 1], kind="regression"))
     with pytest.raises(DataError, match="none of the 2 tgt test examples"):
         zero_shot_task("src>tgt", _task("src", ["a", "b", "c"], [0]), _task("tgt", ["a", "b", "z"], [2, 2]))
@@ -156,7 +156,7 @@ def test_load_zero_shot_from_files(tmp_path):
     fr = _csv(tmp_path / "fr.csv", ["pos", "neg", "meh"])
     loaded: dict[str, Task] = {}
     zs = load_zero_shot(f"{en}>{fr}", loaded=loaded)
-    assert zs.name == f"{en}>{fr}" and zs.source is loaded[str(en)] and zs.target == "fr"
+    assert zs.name == "en>fr" and zs.source is loaded[str(en)] and zs.target == "fr"
     assert zs.excluded == {"meh": 1} and len(zs.test) == 2
     with pytest.raises(DataError, match=r"target task .*nope.csv: no such task file"):
         load_zero_shot(f"{en}>{tmp_path / 'nope.csv'}")

@@ -50,3 +50,49 @@ def test_evaluate_bad_inputs(tiny_dir, toy_csv, tmp_path, capsys):
     assert "evaluate.lrs" in capsys.readouterr().err
     assert main(["evaluate", str(tiny_dir), "--tasks", str(toy_csv), "--task-distill"]) == 2
     assert "needs --teacher" in capsys.readouterr().err
+
+
+@pytest.fixture
+def xx_csv(tmp_path):
+    from .test_zero_shot import _target
+
+    target = _target(48)
+    path = tmp_path / "toy_xx.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "split"])
+        for i, (t, y) in enumerate(zip(target.test.texts, target.test.labels)):
+            w.writerow([t, target.label_names[y], ("train", "dev", "test", "test")[i % 4]])
+    return path
+
+
+def test_evaluate_zero_shot_columns(tiny_dir, toy_csv, xx_csv, tmp_path, capsys):
+    out = tmp_path / "zs.json"
+    zs = "toy>toy_xx"  # results are named by the tasks' names, the file stems
+    rc = main(["evaluate", str(tiny_dir), "--tasks", f"{toy_csv},{toy_csv}>{xx_csv}", "--teacher", str(tiny_dir), "--seeds",
+               "0", "--lrs", "2e-3", "--epochs", "3", "--batch-size", "8", "--max-len", "16", "--threads", "1",
+               "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    text = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "(zero-shot)" in text and "zero-shot retention" in text and "retention by language" in text
+    assert "8 toy_xx test examples excluded" in text  # the target's 'calm' examples have no source class
+    data = json.loads(out.read_text())
+    res = data["model"]["results"][zs]
+    assert res["zero_shot"]["excluded"] == {"calm": 8} and res["n_test"] == 16
+    assert data["retention"]["zero_shot"] == [zs] and data["retention"]["rows"][1]["zero_shot_retention"]
+    assert "## Per language" in out.with_suffix(".md").read_text()
+
+
+def test_evaluate_zero_shot_bad_inputs(tiny_dir, toy_csv, xx_csv, tmp_path, capsys):
+    assert main(["evaluate", str(tiny_dir), "--tasks", f"{toy_csv}>{toy_csv}"]) == 2
+    assert "same task" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_dir), "--tasks", f"{toy_csv}>{tmp_path / 'de.csv'}"]) == 2
+    assert "target task" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_dir), "--tasks", f"{toy_csv}>{xx_csv}", "--teacher", str(tiny_dir),
+                 "--task-distill"]) == 2  # fmt: skip
+    assert "not available for zero-shot" in capsys.readouterr().err
+    other = tmp_path / "other.csv"
+    other.write_text("text,label,split\n" + "".join(f"t {s} {i},{'xy'[i]},{s}\n" for s in ("train", "dev",
+                     "test") for i in range(2)))  # fmt: skip
+    assert main(["evaluate", str(tiny_dir), "--tasks", f"{toy_csv}>{other}"]) == 2
+    assert "covers 0 target class" in capsys.readouterr().err
