@@ -1,4 +1,5 @@
-"""kdnas.evaluate: downstream fine-tuning and scoring, task distillation, baselines, retention and speed-up.
+"""kdnas.evaluate: downstream fine-tuning and scoring (zero-shot transfer included), task distillation, baselines,
+retention per task and per language, speed-up.
 
 Heavy modules (torch) are imported on first use of a name, so `import kdnas.evaluate` stays light.
 """
@@ -18,6 +19,7 @@ _WHERE = {
     "finetune": "finetune",
     "encode_task": "finetune",
     "predict_logits": "finetune",
+    "zero_shot_logits": "finetune",
     "task_distill": "task_distill",
     "TaskDistillResult": "task_distill",
     "ModelReport": "retention",
@@ -28,6 +30,7 @@ _WHERE = {
     "truncate_layers": "baselines",
     "evaluate_encoder": "runner",
     "load_tasks": "runner",
+    "plan_sources": "runner",
     "score": "metrics",
 }
 __all__ = sorted(_WHERE)

@@ -65,3 +65,72 @@ def test_finetune_minilm_on_a_bbc_slice(minilm_dir, bbc_dir, zoo_cache):
     res, _ = finetune(enc.model, enc.tokenizer, task, cfg)
     assert res.test_mean > 0.6, res  # 5 classes: chance is ~0.2; sentence embeddings separate topics well
     assert res.n_train == 64 and res.runs[0].steps in (4, 8)
+
+
+@pytest.fixture(scope="module")
+def wiki_tasks(wiki_en_dir, zoo_cache):
+    return {lang: load_task(f"wiki-vital-{lang}", cache_dir=zoo_cache) for lang in ("en", "fr", "es")}
+
+
+def _agreement(space, src, tgt):
+    """Share of the articles titled alike in both languages whose two topics fall in the same shared class."""
+    src_class = {n: k for k, c in enumerate(space.classes) for n in c.source_labels}
+    tgt_class = {n: k for k, c in enumerate(space.classes) for n in c.target_labels}
+
+    def labels(task):
+        return {k: task.label_names[y] for s in ("train", "dev", "test")
+                for k, y in zip(task.split(s).keys, task.split(s).labels)}  # fmt: skip
+
+    a, b = labels(src), labels(tgt)
+    both = sorted(set(a) & set(b))
+    same = sum(src_class.get(a[k], -1) == tgt_class.get(b[k], -2) for k in both)
+    return same / len(both), len(both)
+
+
+def test_topic_map_agrees_with_articles_titled_alike(wiki_tasks):
+    """The topic map checked against the data: articles with the same title in en and fr / es (people, places,
+    works) land in the same shared class."""
+    from kdnas.data.topics import shared_label_space
+
+    en = wiki_tasks["en"]
+    for lang, floor in (("fr", 0.98), ("es", 0.96)):
+        t = wiki_tasks[lang]
+        assert t.language == lang
+        space = shared_label_space(en.name, en.label_names, t.name, t.label_names)
+        share, n = _agreement(space, en, t)
+        assert n > 1000 and share >= floor, (lang, share, n)
+    assert wiki_tasks["en"].language == "en"
+
+
+def test_zero_shot_on_real_topics_with_a_tiny_model(wiki_tasks, zoo_cache):
+    from kdnas.evaluate.config import EvaluateConfig
+    from kdnas.evaluate.encoder import Encoder
+    from kdnas.evaluate.retention import retention_table
+    from kdnas.evaluate.runner import evaluate_encoder, load_tasks
+    from kdnas.testing import tiny_teacher, tiny_tokenizer
+
+    refs = [
+        "wiki-vital-en",
+        "wiki-vital-en>wiki-vital-fr",
+        "wiki-vital-en>wiki-vital-es",
+        "wiki-vital-es>wiki-vital-en",
+    ]
+    tasks = load_tasks(refs, cache_dir=zoo_cache, max_train=50)
+    en, to_fr, to_es, from_es = tasks
+    assert to_fr.source is en and to_es.source is en  # loaded once, fine-tuned once
+    assert to_fr.excluded == {} and len(to_fr.test) == len(wiki_tasks["fr"].test) and to_fr.num_labels == 11
+    assert to_es.excluded == {} and to_es.num_labels == 8
+    assert set(from_es.excluded) == {"Biology and health sciences", "Physical sciences"}
+    assert len(from_es.test) + sum(from_es.excluded.values()) == len(wiki_tasks["en"].test)
+    cfg = EvaluateConfig(lrs=[1e-3], seeds=[0], epochs=1, batch_size=16, max_len=32, threads=1,
+                         max_train_examples=50, eval_batch_size=128)  # fmt: skip
+    enc = Encoder(model=tiny_teacher(), tokenizer=tiny_tokenizer(), name="tiny")
+    report = evaluate_encoder(enc, tasks, cfg)
+    assert list(report.results) == refs
+    es = report.results["wiki-vital-en>wiki-vital-es"]
+    assert es.language == "es" and es.n_test == len(to_es.test) and es.n_train == 50
+    assert es.zero_shot["unmapped_source"] == ["Biology and health sciences", "Physical sciences"]
+    assert 0.0 <= es.test_mean <= 1.0
+    table = retention_table(report, [report])
+    assert table.zero_shot == refs[1:] and list(table.language_groups()) == ["en", "fr", "es"]
+    assert "### es" in table.to_markdown()
