@@ -224,13 +224,22 @@ class ZeroShotTask:
     def source_groups(self) -> list[list[int]]:
         return self.space.source_groups(self.source.label_names)
 
+    # train and dev are the source's (setting them, e.g. to cap dev, sets the source's: it is trained once)
     @property
     def train(self) -> TaskSplit:
         return self.source.train
 
+    @train.setter
+    def train(self, split: TaskSplit) -> None:
+        self.source.train = split
+
     @property
     def dev(self) -> TaskSplit:
         return self.source.dev
+
+    @dev.setter
+    def dev(self, split: TaskSplit) -> None:
+        self.source.dev = split
 
     @property
     def is_pair(self) -> bool:

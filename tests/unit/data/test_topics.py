@@ -128,6 +128,8 @@ def test_zero_shot_task_maps_test_labels_and_counts_exclusions():
     summary = zs.summary()
     assert summary["n_excluded"] == 2 and summary["unmapped_source"] == ["c"]
     assert "2 test examples excluded" in zs.describe()
+    zs.dev = src.dev.subset([0])  # e.g. a benchmark capping dev: the source's dev, used for early stopping
+    assert len(src.dev) == 1 and zs.dev is src.dev
 
 
 def test_zero_shot_task_bad_pairs():
