@@ -23,8 +23,6 @@ from kdnas.errors import ConfigError, KdnasError, SearchError
 
 log = logging.getLogger(__name__)
 
-LATENCY_ROUNDS = 3
-"""Rounds of the side-by-side latency measurement of the evaluated models (each a fresh worker timing all)."""
 
 
 @dataclass
@@ -487,7 +485,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     specs = [
         ModelSpec.for_config(ctx.teacher().config) if d is None else ModelSpec.for_dir(d) for _, d in timed
     ]
-    sbs = measure_side_by_side(specs, cfg.target, rounds=LATENCY_ROUNDS, progress=ctx.say)
+    sbs = measure_side_by_side(specs, cfg.target, rounds=cfg.target.compare_rounds, progress=ctx.say)
     latency = {n: ms for (n, _), ms in zip(timed, sbs.median_ms)}
     spread = {n: [round(lo, 3), round(hi, 3)] for (n, _), (lo, hi) in zip(timed, sbs.speedup_range)}
     table = retention_table(

@@ -184,7 +184,7 @@ def _write(
         out_dir=d, hardware=hardware_description(target.threads), versions=library_versions(), created=today()
     )
     result.params_total, result.params_non_embedding = param_counts(model)
-    word = model.get_input_embeddings().weight
+    word: Any = model.get_input_embeddings().weight
     result.params_word_embedding, result.vocab_size = word.numel(), int(word.shape[0])
     if len(tokenizer) > result.vocab_size:
         raise ExportError(

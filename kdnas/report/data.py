@@ -143,6 +143,8 @@ class ReportData:
     def front(self) -> list[TrialRow]:
         """Pareto front of the search's objectives (`meta["objectives"]`, default kd_loss and latency_ms; params_m
         when the search had it) over completed trials, one per arch, fastest first."""
+        import numpy as np
+
         from kdnas.search.results import pareto_mask
 
         seen: dict[str, TrialRow] = {}
@@ -159,7 +161,7 @@ class ReportData:
             v = {"kd_loss": t.kd_loss, "latency_ms": t.latency_ms, "params_m": t.params_m}.get(o)
             return inf if v is None else float(v)
 
-        mask = pareto_mask([[value(t, o) for o in objectives] for t in done])
+        mask = pareto_mask(np.array([[value(t, o) for o in objectives] for t in done], dtype=np.float64))
         return sorted((t for t, m in zip(done, mask) if m), key=lambda t: (t.latency_ms, t.kd_loss))
 
     def budget_label(self, budget_ms: float) -> str:

@@ -168,11 +168,13 @@ def pareto_png(data: ReportData, path: str | Path, *, dpi: int = 130) -> Path:
 
 def _front_2d(front: list[TrialRow]) -> list[TrialRow]:
     """The points of `front` not dominated in the (latency, KD loss) plane, fastest first (for the step line)."""
+    import numpy as np
+
     from kdnas.search.results import pareto_mask
 
     if not front:
         return []
-    mask = pareto_mask([[t.latency_ms, t.kd_loss] for t in front])
+    mask = pareto_mask(np.array([[t.latency_ms, t.kd_loss] for t in front], dtype=np.float64))
     return [t for t, m in zip(front, mask) if m]
 
 

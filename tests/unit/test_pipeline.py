@@ -61,3 +61,134 @@ def test_atomic_json(tmp_path: Path) -> None:
     pipeline.write_json_atomic(p, {"a": 1})
     assert p.read_text().strip().startswith("{")
     assert [q.name for q in p.parent.iterdir()] == ["a.json"]
+
+
+# ------------------------------------------------------------------------------------- vocabulary as a dimension
+
+
+@pytest.fixture(scope="module")
+def vocab_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run (tiny BERT teacher, fake latency) whose space has a `vocab` dimension, up to export."""
+    import yaml
+
+    from kdnas.testing import save_tiny_teacher, write_tiny_corpus
+
+    tmp = tmp_path_factory.mktemp("vocab-run")
+    teacher = save_tiny_teacher(tmp / "teacher")
+    corpus = write_tiny_corpus(tmp / "corpus.txt", n_docs=160)
+    space = tmp / "space.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "base": "default",
+                "dimensions": {
+                    "num_layers": [1],
+                    "hidden_size": [16, 32],
+                    "ffn_ratio": [2],
+                    "vocab": {"choices": ["full", 100]},
+                },
+            }
+        )
+    )
+    cfg = config.from_dict(
+        {
+            "name": "vocab",
+            "teacher": {"name": str(teacher)},
+            "corpus": {"sources": [str(corpus)], "seq_len": 32},
+            "target": {"backend": "fake", "seq_lens": [32], "speedups": [1.2], "calibrate_archs": 0},
+            "distill": {"proxy_tokens": 600, "full_tokens": 800, "batch_size": 8, "relation_heads": 2},
+            "search": {
+                "space": str(space),
+                "strategy": "random",
+                "n_trials": 4,
+                "episode_size": 4,
+                "promote_fraction": 0.0,
+                "objectives": ["kd_loss", "latency_ms", "params_m"],
+                "kd_loss_tolerance": 0.02,
+            },
+            "evaluate": {"baselines": False},
+            "export": {"onnx": False, "int8": False},
+        }
+    )
+    import kdnas.export.run_dir as run_dir_mod
+
+    export_run = run_dir_mod.export_run
+    mp = pytest.MonkeyPatch()
+    mp.setattr(pipeline, "STAGES", [s for s in pipeline.STAGES if s.name not in ("evaluate", "report")])
+    mp.setattr(run_dir_mod, "export_run", lambda *a, **k: export_run(*a, **{**k, "measure": False}))
+    try:
+        pipeline.run(cfg, run_dir=tmp / "run", progress=False)
+    finally:
+        mp.undo()
+    return tmp / "run"
+
+
+def test_vocab_choices_are_resolved_once_and_searched(vocab_run: Path) -> None:
+    import json
+
+    from kdnas.space.vocab import VocabTable
+
+    table = VocabTable.load(vocab_run / "vocab.json")
+    assert table.teacher_vocab_size == 161 and table.sizes == {"full": None, "100": 100}
+    assert table.kept["100"][:5] == [0, 1, 2, 3, 4]  # special tokens always kept, at their ids
+    assert (vocab_run / "vocab" / "100" / "tokenizer.json").is_file()
+    data = json.loads((vocab_run / "stages" / "data.json").read_text())["summary"]
+    assert data["vocab"]["100"]["vocab_size"] == 100 and 0 <= data["vocab"]["100"]["unk_rate_heldout"] < 0.2
+    search = json.loads((vocab_run / "search.json").read_text())
+    assert search["objectives"] == ["kd_loss", "latency_ms", "params_m"]
+    sizes = {t["arch"].get("vocab_size") for t in search["trials"] if t["state"] == "complete"}
+    assert sizes == {None, 100}  # the 4 archs of the space: 2 widths x full / trimmed vocabulary
+    by_id = {t["arch_id"]: t for t in search["trials"] if t["state"] == "complete"}
+    for t in by_id.values():  # the trimmed twin of every arch has fewer params and the same shape
+        if t["arch"].get("vocab_size"):
+            full = by_id[t["arch_id"].removesuffix("-V100")]
+            assert t["params_m"] < full["params_m"]
+            assert t["params_m"] == pytest.approx(full["params_m"] - 61 * t["arch"]["hidden_size"] / 1e6)
+    front_ids = {p["arch_id"] for p in search["pareto"]}
+    assert any(i.endswith("-V100") for i in front_ids)  # fewer params puts trimmed archs on the 3-D front
+
+
+def test_trimmed_student_exports_with_its_tokenizer(vocab_run: Path) -> None:
+    import json
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from kdnas.space.arch import Arch
+    from kdnas.space.vocab import VocabTable
+    from kdnas.testing import TINY_TEXTS, tiny_tokenizer
+
+    summary = json.loads((vocab_run / "summary.json").read_text())
+    student = summary["students"][0]
+    arch = Arch.parse(student["arch_id"])
+    # the best loss is the H32 arch's, full or trimmed (within 2% of each other): the smaller one is recommended
+    assert arch.hidden_size == 32 and arch.vocab_size == 100 == student["vocab_size"]
+    result = json.loads((vocab_run / student["model_dir"]).parent.joinpath("result.json").read_text())
+    assert result["vocab"]["choice"] == "100" and 0 <= result["vocab"]["unk_rate_train"] < 0.05
+
+    table = VocabTable.load(vocab_run / "vocab.json")
+    kept = set(table.kept["100"])
+    teacher_tok = tiny_tokenizer()
+    text = next(t for t in TINY_TEXTS if set(teacher_tok(t)["input_ids"]) <= kept)  # every token kept
+    export = vocab_run / "export" / student["name"]
+    tok = AutoTokenizer.from_pretrained(export)
+    model = AutoModel.from_pretrained(export, attn_implementation="eager").eval()
+    assert len(tok) == 100 and model.config.vocab_size == 100
+    mapped = table.input_map(arch)[torch.tensor([teacher_tok(text)["input_ids"]])]  # what distillation fed it
+    enc = tok([text], return_tensors="pt")
+    assert torch.equal(enc["input_ids"], mapped)  # raw text -> the reduced ids, no kdnas needed
+    trimmed = AutoModel.from_pretrained(vocab_run / student["model_dir"], attn_implementation="eager").eval()
+    with torch.no_grad():
+        a = model(**enc).last_hidden_state
+        b = trimmed(input_ids=mapped, attention_mask=torch.ones_like(mapped)).last_hidden_state
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    from kdnas.evaluate.encoder import load_encoder  # evaluation fine-tunes it with its own tokenizer
+
+    enc_eval = load_encoder(vocab_run / student["model_dir"])
+    assert (
+        len(enc_eval.tokenizer) == 100
+        and enc_eval.tokenizer([text])["input_ids"] == enc["input_ids"].tolist()
+    )
+    card = (export / "README.md").read_text()
+    assert "## Vocabulary" in card and "**100** of the teacher's 161 tokens" in card
+    assert "word-embedding parameters" in card

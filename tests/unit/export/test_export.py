@@ -210,3 +210,30 @@ def test_missing_onnx_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(MissingExtraError, match=r"kdnas\[onnx\]"):
         export_model(tiny_teacher("bert"), tiny_tokenizer(), tmp_path / "e", measure=False)
     assert not (tmp_path / "e").exists()
+
+
+def test_trimmed_vocabulary_card_and_tokenizer_check(tmp_path: Path) -> None:
+    from kdnas.models.vocab import trim_vocabulary
+    from kdnas.testing import TINY_TEXTS
+
+    model, tok = tiny_teacher("bert"), tiny_tokenizer()
+    res = trim_vocabulary(model, tok, TINY_TEXTS[:4])
+    with pytest.raises(ExportError, match="must ship its trimmed tokenizer"):
+        export_model(res.model, tok, tmp_path / "bad", onnx=False, int8=False, measure=False)
+    card = ModelCardInfo(
+        vocab={"choice": "corpus", "teacher_vocab_size": len(tok), "unk_rate_heldout": 0.0125}
+    )
+    result = export_model(
+        res.model, res.tokenizer, tmp_path / "ok", onnx=False, int8=False, measure=False, card=card
+    )
+    assert result.vocab_size == res.vocab_size and result.params_word_embedding == res.vocab_size * 32
+    text = (tmp_path / "ok" / "README.md").read_text()
+    assert f"**{res.vocab_size:,}** of the teacher's {len(tok):,} tokens" in text
+    assert "every token its distillation corpus uses" in text and "1.25% of the teacher's tokens" in text
+    assert f"| word-embedding parameters | {res.vocab_size * 32 / 1e6:.2f} M |" in text
+    assert f"| transformer parameters | {result.params_non_embedding / 1e6:.2f} M |" in text
+    plain = export_model(model, tok, tmp_path / "plain", onnx=False, int8=False, measure=False)
+    assert (
+        f"keeps its teacher's vocabulary ({plain.vocab_size:,} tokens)"
+        in (tmp_path / "plain" / "README.md").read_text()
+    )

@@ -98,3 +98,36 @@ def test_pareto_records_and_kendall():
     tau, n = kendall_tau(recs)
     assert n == 4 and tau == pytest.approx(1.0)
     assert kendall_tau(recs[:2]) == (None, 2)
+
+
+def _vrec(n, vocab, short, lat, params, long=None):
+    return TrialRecord(
+        n, "complete", Arch(2, 64, 2, 128, vocab_size=vocab), kd_loss_short=short, kd_loss_long=long,
+        latency_ms=lat, params_m=params,
+    )  # fmt: skip
+
+
+def test_equal_kd_loss_goes_to_the_smaller_model():
+    full = _vrec(0, None, 1.5, 1.00, 20.0)
+    trimmed = _vrec(1, 8000, 1.5 * (1 + 1e-8), 1.01, 6.0)  # same transformer: float noise apart, a bit slower
+    worse = _vrec(2, 4000, 1.53, 0.9, 4.0)
+    b = [Budget(2.0, "2 ms")]
+    assert recommend([full, trimmed, worse], b)[0].arch.vocab_size == 8000
+    assert recommend([full, _vrec(1, 8000, 1.51, 1.01, 6.0), worse], b)[0].arch.vocab_size is None
+    tol = recommend([full, _vrec(1, 8000, 1.51, 1.01, 6.0), worse], b, tolerance=0.01)
+    assert tol[0].arch.vocab_size == 8000  # within 1%: the fewest params; 1.53 is 2% off and stays out
+    assert recommend([full, trimmed, worse], b, tolerance=0.05)[0].arch.vocab_size == 4000
+    # the long-proxy reorder of the top few ties the same way
+    longs = [_vrec(0, None, 1.5, 1.0, 20.0, long=1.2), _vrec(1, 8000, 1.50001, 1.0, 6.0, long=1.2)]
+    assert recommend(longs, b)[0].arch.vocab_size == 8000
+
+
+def test_pareto_front_over_three_objectives():
+    full = _vrec(0, None, 1.5, 1.0, 20.0)
+    trimmed = _vrec(1, 8000, 1.5, 1.0, 6.0)
+    bigger_slower = _vrec(2, None, 1.6, 1.2, 21.0)
+    small_slow = _vrec(3, 4000, 1.7, 1.3, 3.0)
+    recs = [full, trimmed, bigger_slower, small_slow]
+    assert {r.number for r in pareto_records(recs)} == {0, 1}  # 2-D: (kd, latency) ties keep both twins
+    three = pareto_records(recs, ["kd_loss", "latency_ms", "params_m"])
+    assert {r.number for r in three} == {1, 3}  # params: the trimmed twin dominates the full one
