@@ -43,6 +43,9 @@ class TargetConfig:
     """Latency cache and predictors dir (default `<kdnas cache>/latency`)."""
     calibrate_archs: int = 24
     """`kdnas run`: archs to measure to fit the latency predictor (0: use a saved one if any; else >= 10)."""
+    compare_rounds: int = 3
+    """`kdnas run`: rounds of the side-by-side timing of teacher, baselines and students (each round one fresh
+    worker timing all of them; speed-ups come from the same rounds)."""
 
     def check(self) -> list[str]:
         out = []
@@ -66,6 +69,8 @@ class TargetConfig:
             out.append(f"warmup_s: {self.warmup_s} must be >= 0")
         if self.calibrate_archs < 0 or 0 < self.calibrate_archs < 10:
             out.append(f"calibrate_archs: {self.calibrate_archs} must be 0 (no calibration) or >= 10")
+        if self.compare_rounds < 1:
+            out.append(f"compare_rounds: {self.compare_rounds} must be >= 1")
         if self.min_repeats < 3:
             out.append(f"min_repeats: {self.min_repeats} must be >= 3")
         if self.device == "cuda" and self.backend not in ("torch", "torch-cuda", "fake"):
