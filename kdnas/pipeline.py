@@ -24,7 +24,6 @@ from kdnas.errors import ConfigError, KdnasError, SearchError
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class RunContext:
     """What the stages share: the config, the run dir, the values earlier stages produced, and lazily loaded
@@ -155,8 +154,10 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def stage_fetch(ctx: RunContext) -> dict[str, Any]:
     """Fetch every zoo asset the config names (teacher, corpus sources, tasks) into the cache."""
     from kdnas import zoo
+    from kdnas.data.topics import split_task_ref
 
-    names = [ctx.cfg.teacher.name, *ctx.cfg.corpus.sources, *ctx.cfg.evaluate.tasks]
+    tasks = [p for t in ctx.cfg.evaluate.tasks for p in (split_task_ref(t) or (t,))]  # both sides of SRC>TGT
+    names = [ctx.cfg.teacher.name, *ctx.cfg.corpus.sources, *tasks]
     fetched = {}
     for n in dict.fromkeys(names):
         if n in zoo.ASSETS:
@@ -348,6 +349,8 @@ def stage_distill(ctx: RunContext) -> dict[str, Any]:
                 "vocab_size": arch.vocab_size,
             }
         )
+    if cfg.distill.vocab_twins:
+        students += _vocab_twins(ctx, jobs, students)
     baselines = []
     if cfg.evaluate.baselines:
         from kdnas.evaluate.baselines import baseline_archs
@@ -362,6 +365,35 @@ def stage_distill(ctx: RunContext) -> dict[str, Any]:
     summary = {"students": students, "baselines": baselines}
     write_json_atomic(ctx.path("summary.json"), summary)
     return summary
+
+
+def _vocab_twins(
+    ctx: RunContext, jobs: dict[str, tuple[Any, dict[str, Any]]], students: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each recommended student again with every other vocabulary choice of the space (`distill.vocab_twins`)."""
+    space = ctx.space()
+    twins = []
+    for (arch, _), student in zip(jobs.values(), students):
+        for choice in space.vocab_choices:
+            twin = arch.replace(vocab_size=space.vocab_size_of(choice))
+            if twin.arch_id in jobs or twin.arch_id == arch.arch_id:
+                continue
+            name = f"{student['name']}-vocab-{choice}"
+            model_dir = _distill_full(ctx, name, twin, ctx.run_dir / "students" / name)
+            twins.append(
+                {
+                    **student,
+                    "name": name,
+                    "model_dir": str(model_dir.relative_to(ctx.run_dir)),
+                    "arch_id": twin.arch_id,
+                    "kd_loss": None,  # not a search trial: its held-out loss is in its result.json
+                    "search_latency_ms": None,
+                    "params_m": None,
+                    "vocab_size": twin.vocab_size,
+                    "twin_of": student["name"],
+                }
+            )
+    return twins
 
 
 def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:

@@ -64,6 +64,11 @@ def _run(args: argparse.Namespace) -> int:
         setup = make_evaluator(cfg, run_dir)
     s = cfg.search
     space = load_space(s.space, setup.teacher_config)
+    vocab_file = run_dir / "vocab.json"
+    if vocab_file.exists():  # a run dir whose data stage resolved the `vocab` choices (corpus, N) to sizes
+        from kdnas.space.vocab import VocabTable
+
+        space = space.with_vocab(VocabTable.load(vocab_file).sizes)
     budgets = resolve_budgets(
         budgets_ms=cfg.target.budgets_ms,
         speedups=cfg.target.speedups,

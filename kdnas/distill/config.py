@@ -56,6 +56,9 @@ class DistillConfig:
     """Optimiser steps between checkpoints (full distillation)."""
     teacher_cache_mb: int = 6144
     """Memory budget for the teacher-output cache (fp16, memory-mapped on disk)."""
+    vocab_twins: bool = False
+    """`kdnas run` with a `vocab` search dimension: also distil each recommended student with every other
+    vocabulary choice of the space (same transformer), so the tables show what trimming saves and costs."""
 
     def check(self) -> list[str]:
         out = []

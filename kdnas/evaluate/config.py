@@ -11,7 +11,8 @@ class EvaluateConfig:
     """Downstream fine-tuning protocol (the same for the teacher, baselines and students)."""
 
     tasks: list[str] = field(default_factory=lambda: ["wiki-vital-en", "bbc-news"])
-    """Zoo task names or paths to CSV / JSONL task files."""
+    """Zoo task names or paths to CSV / JSONL task files; `SOURCE>TARGET` (e.g. `wiki-vital-en>wiki-vital-fr`)
+    fine-tunes on SOURCE and tests zero-shot on TARGET's test split through the topic map (docs/evaluation.md)."""
     lrs: list[float] = field(default_factory=lambda: [2e-4])
     """Learning-rate grid; the best on dev is reported."""
     seeds: list[int] = field(default_factory=lambda: [0, 1])

@@ -32,6 +32,8 @@ class TaskScore:
     """The teacher's score on the same split."""
     retention: float | None = None
     """student / teacher; computed when None."""
+    zero_shot: bool = False
+    """Fine-tuned on another language's task and tested on this one (not in the average retention)."""
 
     @property
     def retention_value(self) -> float | None:
@@ -205,11 +207,15 @@ def render_card(
         q_rows = []
         for s in info.scores:
             r = s.retention_value
+            task = f"{s.task} (zero-shot)" if s.zero_shot else s.task
             q_rows.append(
-                [s.task, s.metric, f"{s.student:.4f}", f"{s.teacher:.4f}", _fmt(r and 100 * r, ".1f") + "%"]
+                [task, s.metric, f"{s.student:.4f}", f"{s.teacher:.4f}", _fmt(r and 100 * r, ".1f") + "%"]
             )
-        rets = [r for s in info.scores if (r := s.retention_value) is not None]
+        rets = [r for s in info.scores if (r := s.retention_value) is not None and not s.zero_shot]
+        zs = [r for s in info.scores if (r := s.retention_value) is not None and s.zero_shot]
         avg = f"\n\nAverage retention: **{100 * sum(rets) / len(rets):.1f}%** of the teacher." if rets else ""
+        if zs:
+            avg += f" Zero-shot average: **{100 * sum(zs) / len(zs):.1f}%** of the teacher's zero-shot score."
         parts.append(
             "## Quality\n\n" + _table(["task", "metric", "student", "teacher", "retention"], q_rows) + avg
         )

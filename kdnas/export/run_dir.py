@@ -184,7 +184,8 @@ def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None
             for task, score in mine.get("scores", {}).items():
                 if task in teacher.get("scores", {}):
                     info.scores.append(TaskScore(task, table.get("metrics", {}).get(task, "score"), score,
-                                                 teacher["scores"][task], mine.get("retention", {}).get(task)))  # fmt: skip
+                                                 teacher["scores"][task], mine.get("retention", {}).get(task),
+                                                 zero_shot=task in (table.get("zero_shot") or [])))  # fmt: skip
     return info
 
 

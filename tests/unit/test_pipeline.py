@@ -96,7 +96,13 @@ def vocab_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "teacher": {"name": str(teacher)},
             "corpus": {"sources": [str(corpus)], "seq_len": 32},
             "target": {"backend": "fake", "seq_lens": [32], "speedups": [1.2], "calibrate_archs": 0},
-            "distill": {"proxy_tokens": 600, "full_tokens": 800, "batch_size": 8, "relation_heads": 2},
+            "distill": {
+                "proxy_tokens": 600,
+                "full_tokens": 800,
+                "batch_size": 8,
+                "relation_heads": 2,
+                "vocab_twins": True,
+            },
             "search": {
                 "space": str(space),
                 "strategy": "random",
@@ -192,3 +198,21 @@ def test_trimmed_student_exports_with_its_tokenizer(vocab_run: Path) -> None:
     card = (export / "README.md").read_text()
     assert "## Vocabulary" in card and "**100** of the teacher's 161 tokens" in card
     assert "word-embedding parameters" in card
+
+
+def test_vocab_twin_is_the_same_transformer_with_the_other_vocabulary(vocab_run: Path) -> None:
+    import json
+
+    from transformers import AutoConfig
+
+    from kdnas.space.arch import Arch
+
+    students = json.loads((vocab_run / "summary.json").read_text())["students"]
+    assert len(students) == 2
+    rec, twin = students
+    assert twin["name"] == f"{rec['name']}-vocab-full" and twin["twin_of"] == rec["name"]
+    a, b = Arch.parse(rec["arch_id"]), Arch.parse(twin["arch_id"])
+    assert a.replace(vocab_size=None) == b and b.vocab_size is None
+    cfg = AutoConfig.from_pretrained(vocab_run / twin["model_dir"])
+    assert cfg.vocab_size == 161  # the teacher's table
+    assert (vocab_run / "export" / twin["name"] / "config.json").is_file()
