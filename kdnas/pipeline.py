@@ -207,8 +207,9 @@ def stage_data(ctx: RunContext) -> dict[str, Any]:
 
 
 def _resolve_vocab(ctx: RunContext, splits: Any) -> dict[str, Any] | None:
-    """A space with `vocab` choices: keep ids per choice from the train split's token counts (vocab.json) and
-    the trimmed tokenizer of each (vocab/<choice>/), so every later stage and a resumed run use the same ids."""
+    """A space with `vocab` choices: keep ids per choice from the token counts of the proxy and train splits
+    (vocab.json) and the trimmed tokenizer of each (vocab/<choice>/), so every later stage and a resumed run use
+    the same ids."""
     from kdnas.models.vocab import trim_tokenizer
     from kdnas.space.vocab import VOCAB_FILE, build_vocab_table, trims, unk_rate
 
@@ -216,9 +217,10 @@ def _resolve_vocab(ctx: RunContext, splits: Any) -> dict[str, Any] | None:
     if not trims(choices):
         return None
     teacher = ctx.teacher()
-    table = build_vocab_table(
-        teacher.tokenizer, splits.train, choices, teacher_vocab_size=int(teacher.config.vocab_size)
-    )
+    table = build_vocab_table(  # from all the text students are distilled on; held-out text stays unseen
+        teacher.tokenizer, [splits.proxy, splits.train], choices,
+        teacher_vocab_size=int(teacher.config.vocab_size), source="proxy+train",
+    )  # fmt: skip
     out: dict[str, Any] = {"corpus_tokens": table.corpus_tokens, "corpus_distinct": table.corpus_distinct}
     for key, ids in table.kept.items():
         d = ctx.run_dir / "vocab" / key

@@ -192,9 +192,13 @@ def id_map(kept_ids: Sequence[int], teacher_vocab_size: int, unk_id: int) -> tor
 
 
 def token_counts(block: Any, vocab_size: int, *, rows_per_chunk: int = 4096) -> np.ndarray:
-    """Occurrences of each id [vocab_size] among the real tokens of a TokenBlock (read in chunks of rows)."""
+    """Occurrences of each id [vocab_size] among the real tokens of a TokenBlock, or of a list of them (read
+    in chunks of rows)."""
     import torch
 
+    if isinstance(block, list | tuple):
+        return sum((token_counts(b, vocab_size, rows_per_chunk=rows_per_chunk) for b in block),
+                   np.zeros(vocab_size, dtype=np.int64))  # fmt: skip
     counts = np.zeros(vocab_size, dtype=np.int64)
     n = len(block)
     for start in range(0, n, rows_per_chunk):
@@ -238,7 +242,7 @@ def build_vocab_table(
     teacher_vocab_size: int,
     source: str = "train",
 ) -> VocabTable:
-    """Resolve `choices` on the token block `block` (the run's training split).
+    """Resolve `choices` on the token block `block` (the run's distillation data: proxy and train splits).
 
     `corpus`: every id the block uses, plus special tokens and the single-character pieces of the characters in
     the used pieces (so unseen words fall back to characters, not unk). N: the N most frequent of those, with
