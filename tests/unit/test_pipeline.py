@@ -216,3 +216,53 @@ def test_vocab_twin_is_the_same_transformer_with_the_other_vocabulary(vocab_run:
     cfg = AutoConfig.from_pretrained(vocab_run / twin["model_dir"])
     assert cfg.vocab_size == 161  # the teacher's table
     assert (vocab_run / "export" / twin["name"] / "config.json").is_file()
+
+
+def test_xlm_roberta_teacher_runs_end_to_end_with_a_trimmed_vocabulary(tmp_path: Path) -> None:
+    """An XLMRobertaModel teacher (what hub users of KD-NAS's XLM-R Base bring): search over shape and
+    vocabulary, distil, export; the student is an XLM-R config and keeps the teacher's tokenizer family."""
+    import json
+
+    import yaml
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from kdnas.testing import save_tiny_teacher, write_tiny_corpus
+
+    teacher = save_tiny_teacher(tmp_path / "teacher", family="xlm-roberta")
+    corpus = write_tiny_corpus(tmp_path / "corpus.txt", n_docs=120)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"base": "default", "dimensions": {
+        "num_layers": [1], "hidden_size": [32], "ffn_ratio": [2], "vocab": {"choices": ["full", "corpus"]}}}))  # fmt: skip
+    cfg = config.from_dict(
+        {
+            "name": "xlmr",
+            "teacher": {"name": str(teacher)},
+            "corpus": {"sources": [str(corpus)], "seq_len": 32},
+            "target": {"backend": "fake", "seq_lens": [32], "speedups": [1.2], "calibrate_archs": 0},
+            "distill": {"proxy_tokens": 400, "full_tokens": 500, "batch_size": 8, "relation_heads": 2},
+            "search": {"space": str(space), "strategy": "random", "n_trials": 2, "episode_size": 2,
+                       "promote_fraction": 0.0, "objectives": ["kd_loss", "latency_ms", "params_m"],
+                       "kd_loss_tolerance": 0.05},
+            "evaluate": {"baselines": False},
+            "export": {"onnx": False, "int8": False},
+        }
+    )  # fmt: skip
+    import kdnas.export.run_dir as run_dir_mod
+
+    export_run = run_dir_mod.export_run
+    mp = pytest.MonkeyPatch()
+    mp.setattr(pipeline, "STAGES", [s for s in pipeline.STAGES if s.name not in ("evaluate", "report")])
+    mp.setattr(run_dir_mod, "export_run", lambda *a, **k: export_run(*a, **{**k, "measure": False}))
+    try:
+        pipeline.run(cfg, run_dir=tmp_path / "run", progress=False)
+    finally:
+        mp.undo()
+    student = json.loads((tmp_path / "run" / "summary.json").read_text())["students"][0]
+    export = tmp_path / "run" / "export" / student["name"]
+    scfg = AutoConfig.from_pretrained(export)
+    assert scfg.model_type == "xlm-roberta" and scfg.vocab_size == student["vocab_size"] < 200
+    assert scfg.pad_token_id == AutoConfig.from_pretrained(teacher).pad_token_id  # positions derive from it
+    tok = AutoTokenizer.from_pretrained(export)
+    model = AutoModel.from_pretrained(export)
+    out = model(**tok(["the cat sat on the mat"], return_tensors="pt")).last_hidden_state
+    assert out.shape[-1] == 32 and len(tok) == scfg.vocab_size
