@@ -655,6 +655,9 @@ def run(
             "`kdnas evaluate MODEL_DIR --teacher T --task-distill`"
         )
     prepare_run_dir(cfg, run_dir, resume=resume)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per saved shard drowns the run's own progress lines
     ctx = RunContext(cfg=cfg, run_dir=run_dir, console=console, progress=progress)
     say = ctx.say
     for i, stage in enumerate(STAGES, 1):
