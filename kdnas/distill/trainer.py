@@ -284,10 +284,6 @@ def distill(
         distiller = Distiller(
             student, info, cfg, flash=mode == "flash", teacher_head=mlm_head(teacher), input_map=input_map
         )
-        t0 = time.perf_counter()
-        handle = _cached_teacher(teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress)
-        setup_s = time.perf_counter() - t0
-
         batch = cfg.batch_size
         if n_rows < batch:
             warnings.warn(
@@ -300,6 +296,17 @@ def distill(
         if steps is None:
             budget = tokens if tokens is not None else cfg.proxy_tokens
             steps = max(1, math.ceil(budget / (rows_per_step * tokens_per_row)))
+        need = steps * rows_per_step
+        if need < n_rows and not isinstance(teacher_cache, CachedTeacher):
+            # a budget below one epoch reads a fixed random subset of the rows, so the teacher runs (and its
+            # cache is written) for those rows only, not for the whole block
+            keep = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 1_000_003))[:need]
+            ids, mask = ids[keep], mask[keep]
+            n_rows = need
+        t0 = time.perf_counter()
+        handle = _cached_teacher(teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress)
+        setup_s = time.perf_counter() - t0
+
         per_epoch = n_rows // batch
         epochs = steps * cfg.grad_accum / per_epoch
         if epochs > _MANY_EPOCHS:

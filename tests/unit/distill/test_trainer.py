@@ -174,6 +174,30 @@ def test_shared_cache_dir_is_reused(teacher: torch.nn.Module, tmp_path: Path) ->
     assert len(list((tmp_path / "tc").iterdir())) == 1
 
 
+def test_a_budget_below_one_epoch_caches_only_the_rows_it_reads(
+    teacher: torch.nn.Module, tmp_path: Path
+) -> None:
+    from kdnas.distill.teacher_cache import CachedTeacher
+
+    seen: list[int] = []
+    real = TeacherCache.prepare
+
+    def spy(self: TeacherCache, t: object, data: object, *a: object, **k: object) -> CachedTeacher:
+        handle = real(self, t, data, *a, **k)  # type: ignore[arg-type]
+        seen.append(handle.num_rows)
+        return handle
+
+    cache = TeacherCache(tmp_path / "tc")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TeacherCache, "prepare", spy)
+        a = distill(teacher, _student(teacher), BLOCK, _cfg(), steps=2, teacher_cache=cache, progress=False)
+        b = distill(teacher, _student(teacher), BLOCK, _cfg(), steps=2, teacher_cache=cache, progress=False)
+        distill(teacher, _student(teacher), BLOCK, _cfg(), steps=8, teacher_cache=cache, progress=False)
+    assert seen == [16, 16, 40]  # 2 steps x 8 rows of the 40; 8 steps is more than an epoch: every row
+    assert a.final_loss == b.final_loss  # the same subset each time (seeded), one cache entry for it
+    assert len(list((tmp_path / "tc").iterdir())) == 2
+
+
 def test_bad_input(teacher: torch.nn.Module) -> None:
     deep = Arch(num_layers=6, hidden_size=16, num_heads=2, ffn_size=32)
     with pytest.raises(DistillError, match="at most 4 layers"):
