@@ -43,11 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params-ratio", type=float, default=5.0, help="parameter reduction target (default 5)")
     ap.add_argument("--retention", type=float, default=0.90, help="en/fr/es average retention target (0.90)")
     args = ap.parse_args(rest)
-    overrides = {"distill": {"vocab_twins": True}}
-    if ov:
-        user = config.parse_overrides(ov)
-        for k, v in user.items():
-            overrides[k] = {**overrides.get(k, {}), **v} if isinstance(v, dict) else v
+    overrides = {"distill.vocab_twins": True}  # the student with and without trimming
+    overrides.update(config.parse_overrides(ov) if ov else {})
     cfg = config.load("multilingual", overrides)
     run_dir = Path(args.run_dir)
     t0 = time.perf_counter()
