@@ -17,10 +17,11 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
-from kdnas import config, pipeline
+from _run import run_and_read  # benchmarks/_run.py, next to this script
+
+from kdnas import config
 from kdnas.cli import split_overrides
 
 
@@ -47,22 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     overrides.update(config.parse_overrides(ov) if ov else {})
     cfg = config.load("multilingual", overrides)
     run_dir = Path(args.run_dir)
-    t0 = time.perf_counter()
-    pipeline.run(
-        cfg, run_dir=run_dir, resume=(run_dir / "config.yaml").exists(), progress=sys.stderr.isatty()
-    )
-    wall = time.perf_counter() - t0
-    stages = {
-        p.stem: json.loads(p.read_text())["seconds"] for p in sorted((run_dir / "stages").glob("*.json"))
-    }
-    table = json.loads((run_dir / "retention.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    students = {s["name"]: s for s in summary["students"]}
+    run = run_and_read(cfg, run_dir)
+    wall, stages, table, students = run.wall_s, run.stage_s, run.table, run.students
     teacher = json.loads((run_dir / "teacher.json").read_text())
     from kdnas.models.teacher import load_teacher_config
 
     teacher_vocab = int(load_teacher_config(cfg.teacher.name).vocab_size)
-    ev = json.loads((run_dir / "stages" / "evaluate.json").read_text()).get("summary", {})
+    ev = run.evaluate
     spread = ev.get("speedup_range", {})
     rows = table["rows"]
     zs = set(table.get("zero_shot") or [])

@@ -66,6 +66,17 @@ def test_atomic_json(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- vocabulary as a dimension
 
 
+def _run_to_export(cfg: config.RunConfig, run_dir: Path) -> None:
+    """A tiny run through export: no fine-tuning or report, export without timing."""
+    import kdnas.export.run_dir as run_dir_mod
+
+    export_run = run_dir_mod.export_run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "STAGES", [s for s in pipeline.STAGES if s.name not in ("evaluate", "report")])
+        mp.setattr(run_dir_mod, "export_run", lambda *a, **k: export_run(*a, **{**k, "measure": False}))
+        pipeline.run(cfg, run_dir=run_dir, progress=False)
+
+
 @pytest.fixture(scope="module")
 def vocab_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run (tiny BERT teacher, fake latency) whose space has a `vocab` dimension, up to export."""
@@ -116,16 +127,7 @@ def vocab_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "export": {"onnx": False, "int8": False},
         }
     )
-    import kdnas.export.run_dir as run_dir_mod
-
-    export_run = run_dir_mod.export_run
-    mp = pytest.MonkeyPatch()
-    mp.setattr(pipeline, "STAGES", [s for s in pipeline.STAGES if s.name not in ("evaluate", "report")])
-    mp.setattr(run_dir_mod, "export_run", lambda *a, **k: export_run(*a, **{**k, "measure": False}))
-    try:
-        pipeline.run(cfg, run_dir=tmp / "run", progress=False)
-    finally:
-        mp.undo()
+    _run_to_export(cfg, tmp / "run")
     return tmp / "run"
 
 
@@ -247,16 +249,7 @@ def test_xlm_roberta_teacher_runs_end_to_end_with_a_trimmed_vocabulary(tmp_path:
             "export": {"onnx": False, "int8": False},
         }
     )  # fmt: skip
-    import kdnas.export.run_dir as run_dir_mod
-
-    export_run = run_dir_mod.export_run
-    mp = pytest.MonkeyPatch()
-    mp.setattr(pipeline, "STAGES", [s for s in pipeline.STAGES if s.name not in ("evaluate", "report")])
-    mp.setattr(run_dir_mod, "export_run", lambda *a, **k: export_run(*a, **{**k, "measure": False}))
-    try:
-        pipeline.run(cfg, run_dir=tmp_path / "run", progress=False)
-    finally:
-        mp.undo()
+    _run_to_export(cfg, tmp_path / "run")
     student = json.loads((tmp_path / "run" / "summary.json").read_text())["students"][0]
     export = tmp_path / "run" / "export" / student["name"]
     scfg = AutoConfig.from_pretrained(export)
