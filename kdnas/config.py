@@ -350,6 +350,13 @@ def diff(a: RunConfig, b: RunConfig) -> list[str]:
     ]
 
 
+def changed_keys(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted keys whose values differ and change results (not the name, run dir or resource keys)."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    skip = {"name", "run_dir", *(f"{s}.{k}" for s, k in _RESOURCE_KEYS)}
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k not in skip)
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

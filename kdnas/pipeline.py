@@ -508,7 +508,8 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
                 ctx.say("  teacher: scores reused from an earlier run with the same protocol")
             else:
                 ctx.say(f"  fine-tuning {name} on {', '.join(t.name for t in tasks)}")
-                report = evaluate_encoder(make(), tasks, cfg.evaluate)
+                protocol = cfg.evaluate if name == "teacher" else cfg.evaluate.for_students()
+                report = evaluate_encoder(make(), tasks, protocol)
                 if cached is not None:
                     write_json_atomic(cached, report.to_dict())
             report.name = name
@@ -559,7 +560,7 @@ def _teacher_eval_cache(ctx: RunContext) -> Path | None:
     from kdnas.zoo import cache_dir
 
     ev = dict(ctx.cfg.to_dict()["evaluate"])
-    for k in ("baselines", "task_distill", "threads"):
+    for k in ("baselines", "task_distill", "threads", "student_lrs"):
         ev.pop(k, None)
     tasks = []
     for t in ev.pop("tasks"):
@@ -617,17 +618,56 @@ STAGES: list[Stage] = [
 # ------------------------------------------------------------------------------------------------- the runner
 
 
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, *, resume: bool) -> None:
-    """Create the run dir with its config, or check that a resumed dir was made by the same config."""
+RERUN_FROM = {"evaluate": "evaluate", "export": "export"}
+"""Config sections a resumed run may change, and the first stage that reads them: that stage and every later
+one run again, the earlier ones (search, distillation) are kept."""
+RERUN_KEYS = {"evaluate.baselines": "distill"}
+"""Keys of those sections read by an earlier stage (the baselines are distilled in the distill stage)."""
+
+
+def rerun_stage(old: RunConfig, new: RunConfig) -> str | None:
+    """The earliest stage that a change from `old` to `new` invalidates, when every changed key is in a section
+    of `RERUN_FROM`; None when some change reaches further back (the run dir cannot be reused)."""
+    order = [s.name for s in STAGES]
+    first = len(order)
+    for key in config_mod.changed_keys(old, new):
+        stage = RERUN_KEYS.get(key) or RERUN_FROM.get(key.split(".", 1)[0])
+        if stage is None:
+            return None
+        first = min(first, order.index(stage))
+    return order[first] if first < len(order) else None
+
+
+def prepare_run_dir(
+    cfg: RunConfig, run_dir: Path, *, resume: bool, say: Callable[[str], None] = print
+) -> None:
+    """Create the run dir with its config, or check that a resumed dir was made by the same config.
+
+    A resumed run (`resume`) whose config differs only in evaluation / export settings (`RERUN_FROM`) keeps the
+    search and distillation and runs again from the first stage the change reaches; the earlier config is kept
+    as config.<hash>.yaml and earlier per-model scores under evaluate/<hash>/.
+    """
     saved = run_dir / "config.yaml"
     if saved.exists():
         old = config_mod.load(str(saved))
         if old.hash() != cfg.hash():
-            changes = "\n".join(f"  {d}" for d in config_mod.diff(old, cfg))
-            raise ConfigError(
-                f"{run_dir} was made by a different config; use another run dir (--run-dir DIR) or the "
-                f"same config. Differences (run dir -> now):\n{changes}"
-            )
+            diffs = config_mod.diff(old, cfg)
+            changes = "\n".join(f"  {d}" for d in diffs)
+            stage = rerun_stage(old, cfg)
+            if stage is None or not resume:
+                hint = (
+                    f" These changes only reach the {stage} stage: resume with them (kdnas run --resume "
+                    f"{run_dir} plus the same overrides) to keep the search and distillation and run again from "
+                    f"there."
+                    if stage is not None
+                    else ""
+                )
+                raise ConfigError(
+                    f"{run_dir} was made by a different config; use another run dir (--run-dir DIR) or the "
+                    f"same config.{hint} Differences (run dir -> now):\n{changes}"
+                )
+            _rewind(run_dir, old, cfg, stage)
+            say(f"{run_dir}: config changed ({'; '.join(diffs)}): running again from the {stage} stage")
         return
     if resume:
         raise ConfigError(f"{run_dir}: nothing to resume (no config.yaml there)")
@@ -636,6 +676,27 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, *, resume: bool) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(cfg.to_yaml())
     os.replace(tmp, saved)
+
+
+def _rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
+    """Forget the stages from `stage` on (their markers), keeping what they wrote that a rerun would not
+    overwrite: the old config and per-model evaluation scores move aside under the old config's hash."""
+    order = [s.name for s in STAGES]
+    tag = old.hash()
+    if order.index(stage) <= order.index("evaluate"):
+        ev = run_dir / "evaluate"
+        stale = sorted(ev.glob("*.json")) if ev.is_dir() else []
+        if stale:
+            (ev / tag).mkdir(exist_ok=True)
+            for p in stale:
+                os.replace(p, ev / tag / p.name)
+    for name in order[order.index(stage) :]:
+        (run_dir / "stages" / f"{name}.json").unlink(missing_ok=True)
+    os.replace(run_dir / "config.yaml", run_dir / f"config.{tag}.yaml")
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.yaml.")
+    with os.fdopen(fd, "w") as f:
+        f.write(new.to_yaml())
+    os.replace(tmp, run_dir / "config.yaml")
 
 
 def run(
@@ -654,12 +715,12 @@ def run(
             "evaluate.task_distill: not part of `kdnas run` yet; run it per model with "
             "`kdnas evaluate MODEL_DIR --teacher T --task-distill`"
         )
-    prepare_run_dir(cfg, run_dir, resume=resume)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per saved shard drowns the run's own progress lines
     ctx = RunContext(cfg=cfg, run_dir=run_dir, console=console, progress=progress)
     say = ctx.say
+    prepare_run_dir(cfg, run_dir, resume=resume, say=say)
     for i, stage in enumerate(STAGES, 1):
         marker = run_dir / "stages" / f"{stage.name}.json"
         head = f"[{i}/{len(STAGES)}] {stage.title}"

@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train the model on the fine-tuned teacher's logits too (needs --teacher)")  # fmt: skip
     p.add_argument("--seeds", type=_ints, help="fine-tuning seeds, e.g. 0,1,2")
     p.add_argument("--lrs", type=_floats, help="learning-rate grid, e.g. 1e-4,3e-4")
+    p.add_argument(
+        "--student-lrs", type=_floats,
+        help="learning-rate grid of MODEL_DIR when it differs from --teacher's (--lrs), e.g. 2e-4,1e-3",
+    )  # fmt: skip
     p.add_argument("--max-train", type=int, help="cap on training examples per task")
     p.add_argument("--epochs", type=int, help="max epochs per run (early stopping on dev)")
     p.add_argument("--max-len", type=int, help="tokens per example")
@@ -77,7 +81,8 @@ def _run(args: argparse.Namespace) -> int:
     base = kconfig.load(args.config).evaluate if args.config else kconfig.RunConfig().evaluate
     tasks_arg = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     cfg = config_with(
-        base, tasks=tasks_arg, seeds=args.seeds, lrs=args.lrs, max_train_examples=args.max_train,
+        base, tasks=tasks_arg, seeds=args.seeds, lrs=args.lrs, student_lrs=args.student_lrs,
+        max_train_examples=args.max_train,
         epochs=args.epochs, max_len=args.max_len, batch_size=args.batch_size, pooling=args.pooling,
         device=args.device, threads=args.threads,
     )  # fmt: skip
@@ -100,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         assert teacher is not None
         t_report, s_report = _task_distill(teacher, student, tasks, cfg)
     else:
-        s_report = evaluate_encoder(student, tasks, cfg)
+        s_report = evaluate_encoder(student, tasks, cfg.for_students())
         t_report = evaluate_encoder(teacher, tasks, cfg) if teacher is not None else None
 
     table = retention_table(t_report, [s_report]) if t_report is not None else None

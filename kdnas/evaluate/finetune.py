@@ -351,7 +351,7 @@ def train_run(
             )
         else:
             bad += 1
-            if bad >= cfg.patience:
+            if bad >= cfg.patience and epoch >= cfg.min_epochs:
                 break
     train_s = time.perf_counter() - t0
     if best_state is not None:

@@ -51,6 +51,50 @@ def test_resume_refuses_another_config_and_shows_the_diff(
         pipeline.run(other, run_dir=tmp_path / "r")
 
 
+def test_rerun_stage_is_the_first_stage_a_change_reaches() -> None:
+    base = config.load("smoke")
+    assert pipeline.rerun_stage(base, config.load("smoke", {"evaluate.lrs": [1e-3]})) == "evaluate"
+    assert pipeline.rerun_stage(base, config.load("smoke", {"export.int8": False})) == "export"
+    both = config.load("smoke", {"export.int8": False, "evaluate.baselines": False})
+    assert pipeline.rerun_stage(base, both) == "distill"  # baselines are distilled in the distill stage
+    assert pipeline.rerun_stage(base, config.load("smoke", {"search.n_trials": 9})) is None
+    mixed = config.load("smoke", {"search.n_trials": 9, "evaluate.lrs": [1e-3]})
+    assert pipeline.rerun_stage(base, mixed) is None
+    assert pipeline.rerun_stage(base, config.load("smoke", {"evaluate.threads": 1})) is None  # resource key
+
+
+def test_resume_with_a_new_evaluation_protocol_reruns_from_evaluate(tmp_path: Path) -> None:
+    """Search and distillation are kept; evaluation, export and report run again; old scores are kept aside."""
+    seen: list[str] = []
+
+    def make(name: str) -> pipeline.Stage:
+        def run(ctx: pipeline.RunContext) -> dict[str, Any]:
+            seen.append(name)
+            if name == "evaluate":
+                (ctx.run_dir / "evaluate").mkdir(exist_ok=True)
+                (ctx.run_dir / "evaluate" / "teacher.json").write_text(str(ctx.cfg.evaluate.lrs))
+            return {}
+
+        return pipeline.Stage(name, run, name)
+
+    names = ["search", "distill", "evaluate", "export", "report"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "STAGES", [make(n) for n in names])
+        old = config.load("smoke")
+        pipeline.run(old, run_dir=tmp_path / "r")
+        new = config.load("smoke", {"evaluate.lrs": [1e-3]})
+        with pytest.raises(ConfigError, match="only reach the evaluate stage: resume"):
+            pipeline.run(new, run_dir=tmp_path / "r")  # without resume: refused, with the hint
+        seen.clear()
+        pipeline.run(new, run_dir=tmp_path / "r", resume=True)
+    assert seen == ["evaluate", "export", "report"]
+    r = tmp_path / "r"
+    assert (r / "evaluate" / "teacher.json").read_text() == "[0.001]"
+    assert (r / "evaluate" / old.hash() / "teacher.json").read_text() == str(old.evaluate.lrs)
+    assert config.load(str(r / "config.yaml")).hash() == new.hash()
+    assert config.load(str(r / f"config.{old.hash()}.yaml")).hash() == old.hash()
+
+
 def test_resume_of_an_empty_dir_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nothing to resume"):
         pipeline.run(config.load("smoke"), run_dir=tmp_path / "nothing", resume=True)

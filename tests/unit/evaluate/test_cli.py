@@ -35,6 +35,17 @@ def test_evaluate_with_teacher_prints_table_and_writes_json(tiny_dir, toy_csv, t
     assert out.with_suffix(".md").read_text().startswith("| model | toy (accuracy)")
 
 
+def test_evaluate_student_lrs_apply_to_the_model_not_the_teacher(tiny_dir, toy_csv, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    rc = main(["evaluate", str(tiny_dir), "--tasks", str(toy_csv), "--teacher", str(tiny_dir), "--seeds", "0",
+               "--lrs", "2e-3", "--student-lrs", "1e-3,3e-3", "--epochs", "2", "--batch-size", "8",
+               "--max-len", "16", "--threads", "1", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert sorted(r["lr"] for r in data["model"]["results"]["toy"]["runs"]) == [1e-3, 3e-3]
+    assert [r["lr"] for r in data["teacher"]["results"]["toy"]["runs"]] == [2e-3]
+
+
 def test_evaluate_bad_inputs(tiny_dir, toy_csv, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", str(tmp_path / "empty"), "--tasks", str(toy_csv)]) == 2

@@ -40,6 +40,23 @@ def test_untrained_head_is_near_chance(task, fast_cfg):
     assert res.test_mean < 0.8
 
 
+@pytest.mark.parametrize(("min_epochs", "expected"), [(1, 2), (3, 3)])
+def test_early_stopping_waits_for_min_epochs(task, fast_cfg, min_epochs, expected):
+    """A model stuck on one prediction (lr tiny: dev never improves) stops after `patience` epochs, but not
+    before `min_epochs`."""
+    cfg = dataclasses.replace(fast_cfg, lrs=[1e-12], epochs=6, patience=1, min_epochs=min_epochs)
+    res, _ = finetune(tiny_teacher(), tiny_tokenizer(), task, cfg)
+    assert res.runs[0].best_epoch == 1 and res.runs[0].epochs_run == expected
+
+
+def test_student_lrs_replace_the_grid_for_students_only(fast_cfg):
+    cfg = dataclasses.replace(fast_cfg, student_lrs=[1e-3, 5e-3])
+    assert cfg.for_students().lrs == [1e-3, 5e-3] and cfg.lrs == fast_cfg.lrs
+    assert fast_cfg.for_students() is fast_cfg
+    assert any("student_lrs" in p for p in dataclasses.replace(fast_cfg, student_lrs=[]).check())
+    assert any("student_lrs" in p for p in dataclasses.replace(fast_cfg, student_lrs=[2.0]).check())
+
+
 def test_regression_and_cls_pooling(reg_task, fast_cfg):
     cfg = dataclasses.replace(fast_cfg, pooling="cls", epochs=6, batch_size=8, lrs=[3e-3])
     res, _ = finetune(tiny_teacher(), tiny_tokenizer(), reg_task, cfg)
