@@ -656,9 +656,9 @@ def prepare_run_dir(
             stage = rerun_stage(old, cfg)
             if stage is None or not resume:
                 hint = (
-                    f" These changes only reach the {stage} stage: resume with them (kdnas run --resume "
-                    f"{run_dir} plus the same overrides) to keep the search and distillation and run again from "
-                    f"there."
+                    f" These changes only reach the {stage} stage: resume with them (kdnas run CONFIG --resume "
+                    f"{run_dir}, or --resume {run_dir} with the same overrides) to keep the earlier stages and "
+                    "run again from there."
                     if stage is not None
                     else ""
                 )
@@ -686,13 +686,15 @@ def _rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
     if order.index(stage) <= order.index("evaluate"):
         ev = run_dir / "evaluate"
         stale = sorted(ev.glob("*.json")) if ev.is_dir() else []
+        stale += [p for p in (run_dir / "retention.json", run_dir / "retention.md") if p.exists()]
         if stale:
-            (ev / tag).mkdir(exist_ok=True)
+            (ev / tag).mkdir(parents=True, exist_ok=True)
             for p in stale:
                 os.replace(p, ev / tag / p.name)
     for name in order[order.index(stage) :]:
         (run_dir / "stages" / f"{name}.json").unlink(missing_ok=True)
-    os.replace(run_dir / "config.yaml", run_dir / f"config.{tag}.yaml")
+    # the new config replaces the old one in one step (a kill in between leaves a resumable dir)
+    shutil.copy2(run_dir / "config.yaml", run_dir / f"config.{tag}.yaml")
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.yaml.")
     with os.fdopen(fd, "w") as f:
         f.write(new.to_yaml())

@@ -86,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         epochs=args.epochs, max_len=args.max_len, batch_size=args.batch_size, pooling=args.pooling,
         device=args.device, threads=args.threads,
     )  # fmt: skip
+    if args.lrs and not args.student_lrs:
+        cfg = dataclasses.replace(cfg, student_lrs=None)  # --lrs alone is the grid of every model evaluated
     tasks = load_tasks(cfg.tasks, cache_dir=args.cache_dir, max_train=cfg.max_train_examples)
     if args.task_distill:
         from kdnas.data.topics import ZeroShotTask

@@ -17,8 +17,9 @@ class EvaluateConfig:
     lrs: list[float] = field(default_factory=lambda: [2e-4])
     """Learning-rate grid; the best on dev is reported."""
     student_lrs: list[float] | None = None
-    """Learning-rate grid of the students and baselines (None: `lrs`); the teacher keeps `lrs`. Small students
-    want larger steps than a 12-layer teacher: the 3-layer multilingual student scored 64.4% on wiki-vital-en at
+    """Learning-rate grid of the students and baselines (None: `lrs`); the teacher keeps `lrs`.
+
+    Small students want larger steps than a 12-layer teacher: the 3-layer multilingual student scored 64.4% on wiki-vital-en at
     2e-4 (still improving at epoch 10) and 81.0% at 1e-3, while 5e-4 made a teacher worse (91.4 -> 87.8)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     """Fine-tuning seeds; mean and spread are reported."""
@@ -43,8 +44,9 @@ class EvaluateConfig:
     patience: int = 1
     """Stop a run after this many epochs without a better dev score (the best epoch's weights are kept)."""
     min_epochs: int = 3
-    """Early stopping waits for this many epochs: a small model can sit on the majority class through the lr
-    warm-up (dev accuracy flat over epochs 1-2) and with patience 1 would stop there, scoring chance (a 3-layer
+    """Early stopping never stops a run before this epoch.
+
+    A small model can sit on the majority class through the lr warm-up (dev accuracy flat over epochs 1-2) and with patience 1 would stop there, scoring chance (a 3-layer
     multilingual student: 31% on wiki-vital-es, stopped after epoch 2)."""
     weight_decay: float = 0.01
     """AdamW weight decay (not applied to biases and LayerNorm weights)."""

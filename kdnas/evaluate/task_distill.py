@@ -63,5 +63,5 @@ def task_distill(
     soft = teacher_logits(teacher_model.to(cfg.device), teacher_tokenizer, task, cfg)  # [N_train, K]
     log.info("%s: teacher fine-tuned (test %s %.4f); distilling the student on its logits",
              task.name, teacher_result.metric, teacher_result.test_mean)  # fmt: skip
-    student_result, _ = finetune(student, student_tokenizer, task, cfg, soft_targets=soft)
+    student_result, _ = finetune(student, student_tokenizer, task, cfg.for_students(), soft_targets=soft)
     return TaskDistillResult(teacher=teacher_result, student=student_result)

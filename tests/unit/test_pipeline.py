@@ -73,6 +73,7 @@ def test_resume_with_a_new_evaluation_protocol_reruns_from_evaluate(tmp_path: Pa
             if name == "evaluate":
                 (ctx.run_dir / "evaluate").mkdir(exist_ok=True)
                 (ctx.run_dir / "evaluate" / "teacher.json").write_text(str(ctx.cfg.evaluate.lrs))
+                (ctx.run_dir / "retention.md").write_text(str(ctx.cfg.evaluate.lrs))
             return {}
 
         return pipeline.Stage(name, run, name)
@@ -91,6 +92,8 @@ def test_resume_with_a_new_evaluation_protocol_reruns_from_evaluate(tmp_path: Pa
     r = tmp_path / "r"
     assert (r / "evaluate" / "teacher.json").read_text() == "[0.001]"
     assert (r / "evaluate" / old.hash() / "teacher.json").read_text() == str(old.evaluate.lrs)
+    assert (r / "evaluate" / old.hash() / "retention.md").read_text() == str(old.evaluate.lrs)
+    assert (r / "retention.md").read_text() == "[0.001]"
     assert config.load(str(r / "config.yaml")).hash() == new.hash()
     assert config.load(str(r / f"config.{old.hash()}.yaml")).hash() == old.hash()
 

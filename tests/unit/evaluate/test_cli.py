@@ -44,6 +44,13 @@ def test_evaluate_student_lrs_apply_to_the_model_not_the_teacher(tiny_dir, toy_c
     data = json.loads(out.read_text())
     assert sorted(r["lr"] for r in data["model"]["results"]["toy"]["runs"]) == [1e-3, 3e-3]
     assert [r["lr"] for r in data["teacher"]["results"]["toy"]["runs"]] == [2e-3]
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("evaluate:\n  student_lrs: [1.0e-3, 3.0e-3]\n")
+    rc = main(["evaluate", str(tiny_dir), "--tasks", str(toy_csv), "--config", str(cfg), "--seeds", "0",
+               "--lrs", "2e-3", "--epochs", "1", "--batch-size", "8", "--max-len", "16", "--threads", "1",
+               "--out", str(out)])  # fmt: skip
+    assert rc == 0  # --lrs alone is the grid of every model, whatever the config's student_lrs
+    assert [r["lr"] for r in json.loads(out.read_text())["model"]["results"]["toy"]["runs"]] == [2e-3]
 
 
 def test_evaluate_bad_inputs(tiny_dir, toy_csv, tmp_path, capsys):
