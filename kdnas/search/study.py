@@ -217,6 +217,19 @@ class _Search:
         if archs:
             self.study.enqueue_trial(self.space.params_of(archs[0]), user_attrs={"fallback_for": number})
 
+    def enqueue_anchors(self, archs: Sequence[Arch]) -> None:
+        """Queue `archs` first (once per study: not if tried or already waiting)."""
+        seen = seen_arch_ids(self.study)
+        waiting = [
+            t.system_attrs.get("fixed_params")
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        ]
+        for arch in archs:
+            params = self.space.params_of(arch)
+            if arch.arch_id not in seen and params not in waiting:
+                self.study.enqueue_trial(params, user_attrs={"anchor": True})
+                log.info("anchor candidate %s queued first", arch.arch_id)
+
     def enqueue_startup(self, seed: int) -> None:
         trials = self.study.get_trials(deepcopy=False)
         have = sum(_is_evaluated(t) for t in trials) + sum(t.state == TrialState.WAITING for t in trials)
@@ -367,6 +380,35 @@ class _Search:
             p.trial.set_user_attr("extra_long", res.extra)
 
 
+def anchor_archs(space: SearchSpace, budgets_ms: Sequence[float]) -> list[Arch]:
+    """`search.anchors`: per budget (loosest first), the deepest arch at the teacher's hidden size and heads
+    with the smallest vocabulary choice whose predicted latency fits the budget, the widest FFN at that depth;
+    none without a teacher-family space or a latency predictor."""
+    from kdnas.models.student import arch_of
+
+    if space.family != "teacher" or space.teacher_config is None or space.latency_fn is None:
+        return []
+    t = arch_of(space.teacher_config)
+    full = int(space.teacher_config.vocab_size)
+    sizes = [space.vocab_size_of(c) for c in space.vocab_choices]
+    smallest = min(sizes, key=lambda v: full if v is None else v)
+    archs = space.enumerate() if space.enumerable() else space.sample_many(4000, 0)
+    wide = [
+        a
+        for a in archs
+        if a.hidden_size == t.hidden_size and a.num_heads == t.num_heads and a.vocab_size == smallest
+    ]
+    lat = {a.arch_id: float(space.latency_fn(a)) for a in wide}
+    out: list[Arch] = []
+    for budget in sorted(budgets_ms, reverse=True):
+        fit = [a for a in wide if lat[a.arch_id] <= budget]
+        if fit:
+            best = max(fit, key=lambda a: (a.num_layers, a.ffn_size))
+            if best not in out:
+                out.append(best)
+    return out
+
+
 def _fastest(space: SearchSpace, predict: Callable[[Arch], float]) -> tuple[Arch, float]:
     archs = space.enumerate() if space.enumerable() else space.sample_many(2000, 0)
     if not archs:
@@ -488,6 +530,8 @@ def run_search(
         seed=seed + 1,
     )
     search.resume()
+    if cfg.anchors:
+        search.enqueue_anchors(anchor_archs(space, [b.latency_ms for b in budgets]))
     if cfg.strategy in NEEDS_STARTUP:
         search.enqueue_startup(seed)
     stopped = search.run(n_trials)

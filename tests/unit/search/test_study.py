@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from kdnas.errors import ConfigError, SearchError
 from kdnas.search.config import SearchConfig
 from kdnas.search.objectives import resolve_budgets
-from kdnas.search.study import run_search
+from kdnas.search.study import anchor_archs, run_search
 from kdnas.space.spaces import default_space
 
 RANDOM = dict(strategy="random", episode_size=4)
@@ -95,6 +95,23 @@ def test_cost_filter_never_distills_ruled_out_archs(minilm, fake):
     )
     rec = res.recommendations[0]
     assert rec.arch is not None and rec.latency_ms <= budgets[0].latency_ms
+
+
+@pytest.mark.parametrize("strategy", ["kdnas", "random", "tpe"])
+def test_anchors_are_the_deepest_teacher_width_students_and_go_first(minilm, fake, strategy):
+    budgets = resolve_budgets(speedups=[2.0, 6.0], teacher_latency_ms=fake.teacher_latency_ms)
+    space = default_space(minilm).replace(latency_fn=fake.predict_latency_ms)
+    anchors = anchor_archs(space, [b.latency_ms for b in budgets])
+    assert len(anchors) == 2
+    for arch, budget in zip(anchors, sorted(budgets, key=lambda b: -b.latency_ms)):
+        assert (arch.hidden_size, arch.num_heads) == (384, 12)
+        assert fake.predict_latency_ms(arch) <= budget.latency_ms
+        deeper = arch.replace(num_layers=arch.num_layers + 1)
+        assert deeper.num_layers > 6 or fake.predict_latency_ms(deeper) > budget.latency_ms
+    cfg = SearchConfig(strategy=strategy, n_trials=4, episode_size=2, anchors=True, n_startup_trials=2)
+    _run(minilm, fake, cfg, budgets=budgets, latency_predictor=fake.predict_latency_ms)
+    assert [c[0] for c in fake.calls[:2]] == [a.arch_id for a in anchors]
+    assert anchor_archs(default_space(minilm), [1.0]) == []  # no latency predictor: no anchors
 
 
 def test_unreachable_budget_names_the_fastest(minilm, fake):
