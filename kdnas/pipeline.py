@@ -618,11 +618,22 @@ STAGES: list[Stage] = [
 # ------------------------------------------------------------------------------------------------- the runner
 
 
-RERUN_FROM = {"evaluate": "evaluate", "export": "export"}
+RERUN_FROM = {"search": "search", "distill": "search", "evaluate": "evaluate", "export": "export"}
 """Config sections a resumed run may change, and the first stage that reads them: that stage and every later
-one run again, the earlier ones (search, distillation) are kept."""
-RERUN_KEYS = {"evaluate.baselines": "distill"}
-"""Keys of those sections read by an earlier stage (the baselines are distilled in the distill stage)."""
+one run again, the earlier ones (data, latency calibration, and for evaluate/export the search and the
+distilled students) are kept. Teacher, corpus and target changes need a new run dir."""
+RERUN_KEYS = {
+    "evaluate.baselines": "distill",  # the baselines are distilled in the distill stage
+    "distill.full_tokens": "distill",  # the search only uses the proxy budget
+    "distill.vocab_twins": "distill",
+}
+"""Keys of those sections whose first reader is another stage than their section's."""
+STAGE_OUTPUTS = {
+    "search": ("search.db", "search.json"),
+    "distill": ("students", "baselines", "summary.json"),
+    "evaluate": ("evaluate/*.json", "retention.json", "retention.md"),
+}
+"""What a stage writes that its rerun would otherwise reuse or mix with new results: moved to previous/<hash>/."""
 
 
 def rerun_stage(old: RunConfig, new: RunConfig) -> str | None:
@@ -632,9 +643,12 @@ def rerun_stage(old: RunConfig, new: RunConfig) -> str | None:
     first = len(order)
     for key in config_mod.changed_keys(old, new):
         stage = RERUN_KEYS.get(key) or RERUN_FROM.get(key.split(".", 1)[0])
-        if stage is None:
+        if stage not in order:
             return None
         first = min(first, order.index(stage))
+    searched_again = "search" in order and first <= order.index("search")
+    if searched_again and (old.search.storage or new.search.storage):
+        return None  # a study outside the run dir cannot be moved aside
     return order[first] if first < len(order) else None
 
 
@@ -643,9 +657,9 @@ def prepare_run_dir(
 ) -> None:
     """Create the run dir with its config, or check that a resumed dir was made by the same config.
 
-    A resumed run (`resume`) whose config differs only in evaluation / export settings (`RERUN_FROM`) keeps the
-    search and distillation and runs again from the first stage the change reaches; the earlier config is kept
-    as config.<hash>.yaml and earlier per-model scores under evaluate/<hash>/.
+    A resumed run (`resume`) whose config differs only in search, distillation, evaluation or export settings
+    (`RERUN_FROM`) keeps the stages before the first one the change reaches and runs again from there; the
+    earlier config is kept as config.<hash>.yaml and what the rerun stages had written under previous/<hash>/.
     """
     saved = run_dir / "config.yaml"
     if saved.exists():
@@ -679,18 +693,19 @@ def prepare_run_dir(
 
 
 def _rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
-    """Forget the stages from `stage` on (their markers), keeping what they wrote that a rerun would not
-    overwrite: the old config and per-model evaluation scores move aside under the old config's hash."""
+    """Forget the stages from `stage` on: their markers go, and what they wrote that a rerun would reuse
+    (`STAGE_OUTPUTS`: the study, the students, per-model scores) moves to previous/<old config hash>/."""
     order = [s.name for s in STAGES]
     tag = old.hash()
-    if order.index(stage) <= order.index("evaluate"):
-        ev = run_dir / "evaluate"
-        stale = sorted(ev.glob("*.json")) if ev.is_dir() else []
-        stale += [p for p in (run_dir / "retention.json", run_dir / "retention.md") if p.exists()]
-        if stale:
-            (ev / tag).mkdir(parents=True, exist_ok=True)
-            for p in stale:
-                os.replace(p, ev / tag / p.name)
+    keep = run_dir / "previous" / tag
+    for name in order[order.index(stage) :]:
+        for pattern in STAGE_OUTPUTS.get(name, ()):
+            for p in sorted(run_dir.glob(pattern)):
+                dest = keep / p.relative_to(run_dir)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if dest.exists():  # the same config rewound twice: the newer outputs win
+                    shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+                os.replace(p, dest)
     for name in order[order.index(stage) :]:
         (run_dir / "stages" / f"{name}.json").unlink(missing_ok=True)
     # the new config replaces the old one in one step (a kill in between leaves a resumable dir)

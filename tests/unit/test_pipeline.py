@@ -57,9 +57,17 @@ def test_rerun_stage_is_the_first_stage_a_change_reaches() -> None:
     assert pipeline.rerun_stage(base, config.load("smoke", {"export.int8": False})) == "export"
     both = config.load("smoke", {"export.int8": False, "evaluate.baselines": False})
     assert pipeline.rerun_stage(base, both) == "distill"  # baselines are distilled in the distill stage
-    assert pipeline.rerun_stage(base, config.load("smoke", {"search.n_trials": 9})) is None
+    assert pipeline.rerun_stage(base, config.load("smoke", {"search.n_trials": 9})) == "search"
+    assert (
+        pipeline.rerun_stage(base, config.load("smoke", {"distill.lr": 0.01})) == "search"
+    )  # proxy reads it
+    assert pipeline.rerun_stage(base, config.load("smoke", {"distill.full_tokens": 9000})) == "distill"
     mixed = config.load("smoke", {"search.n_trials": 9, "evaluate.lrs": [1e-3]})
-    assert pipeline.rerun_stage(base, mixed) is None
+    assert pipeline.rerun_stage(base, mixed) == "search"
+    assert pipeline.rerun_stage(base, config.load("smoke", {"corpus.seq_len": 64})) is None
+    assert pipeline.rerun_stage(base, config.load("smoke", {"target.threads": 1})) is None
+    external = config.load("smoke", {"search.n_trials": 9, "search.storage": "sqlite:////tmp/x.db"})
+    assert pipeline.rerun_stage(base, external) is None
     assert pipeline.rerun_stage(base, config.load("smoke", {"evaluate.threads": 1})) is None  # resource key
 
 
@@ -91,11 +99,41 @@ def test_resume_with_a_new_evaluation_protocol_reruns_from_evaluate(tmp_path: Pa
     assert seen == ["evaluate", "export", "report"]
     r = tmp_path / "r"
     assert (r / "evaluate" / "teacher.json").read_text() == "[0.001]"
-    assert (r / "evaluate" / old.hash() / "teacher.json").read_text() == str(old.evaluate.lrs)
-    assert (r / "evaluate" / old.hash() / "retention.md").read_text() == str(old.evaluate.lrs)
+    assert (r / "previous" / old.hash() / "evaluate" / "teacher.json").read_text() == str(old.evaluate.lrs)
+    assert (r / "previous" / old.hash() / "retention.md").read_text() == str(old.evaluate.lrs)
     assert (r / "retention.md").read_text() == "[0.001]"
     assert config.load(str(r / "config.yaml")).hash() == new.hash()
     assert config.load(str(r / f"config.{old.hash()}.yaml")).hash() == old.hash()
+
+
+def test_resume_with_new_search_settings_searches_and_distils_again(tmp_path: Path) -> None:
+    """The old study and students move aside (a resumed study or an existing student dir would be reused)."""
+    seen: list[str] = []
+
+    def make(name: str) -> pipeline.Stage:
+        def run(ctx: pipeline.RunContext) -> dict[str, Any]:
+            seen.append(name)
+            out = {"search": "search.db", "distill": "students/student-7x/result.json"}.get(name)
+            if out:
+                (ctx.run_dir / out).parent.mkdir(parents=True, exist_ok=True)
+                (ctx.run_dir / out).write_text(str(ctx.cfg.search.n_trials))
+            return {}
+
+        return pipeline.Stage(name, run, name)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "STAGES", [make(n) for n in ["data", "search", "distill", "evaluate"]])
+        old = config.load("smoke")
+        pipeline.run(old, run_dir=tmp_path / "r")
+        seen.clear()
+        pipeline.run(config.load("smoke", {"search.n_trials": 9}), run_dir=tmp_path / "r", resume=True)
+    assert seen == ["search", "distill", "evaluate"]
+    r, prev = tmp_path / "r", tmp_path / "r" / "previous" / old.hash()
+    assert (r / "search.db").read_text() == "9" and (prev / "search.db").read_text() == str(
+        old.search.n_trials
+    )
+    assert (prev / "students" / "student-7x" / "result.json").read_text() == str(old.search.n_trials)
+    assert (r / "students" / "student-7x" / "result.json").read_text() == "9"
 
 
 def test_resume_of_an_empty_dir_is_an_error(tmp_path: Path) -> None:
