@@ -686,10 +686,15 @@ def prepare_run_dir(
     if resume:
         raise ConfigError(f"{run_dir}: nothing to resume (no config.yaml there)")
     run_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(run_dir, cfg)
+
+
+def _write_config(run_dir: Path, cfg: RunConfig) -> None:
+    """run_dir/config.yaml, replaced in one step (a kill leaves the old file or the new one)."""
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.yaml.")
     with os.fdopen(fd, "w") as f:
         f.write(cfg.to_yaml())
-    os.replace(tmp, saved)
+    os.replace(tmp, run_dir / "config.yaml")
 
 
 def _rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
@@ -699,6 +704,7 @@ def _rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
     tag = old.hash()
     keep = run_dir / "previous" / tag
     for name in order[order.index(stage) :]:
+        (run_dir / "stages" / f"{name}.json").unlink(missing_ok=True)
         for pattern in STAGE_OUTPUTS.get(name, ()):
             for p in sorted(run_dir.glob(pattern)):
                 dest = keep / p.relative_to(run_dir)
@@ -706,14 +712,8 @@ def _rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
                 if dest.exists():  # the same config rewound twice: the newer outputs win
                     shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
                 os.replace(p, dest)
-    for name in order[order.index(stage) :]:
-        (run_dir / "stages" / f"{name}.json").unlink(missing_ok=True)
-    # the new config replaces the old one in one step (a kill in between leaves a resumable dir)
     shutil.copy2(run_dir / "config.yaml", run_dir / f"config.{tag}.yaml")
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.yaml.")
-    with os.fdopen(fd, "w") as f:
-        f.write(new.to_yaml())
-    os.replace(tmp, run_dir / "config.yaml")
+    _write_config(run_dir, new)  # last: a kill before it leaves the old config with fewer finished stages
 
 
 def run(

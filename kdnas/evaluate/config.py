@@ -19,8 +19,9 @@ class EvaluateConfig:
     student_lrs: list[float] | None = None
     """Learning-rate grid of the students and baselines (None: `lrs`); the teacher keeps `lrs`.
 
-    Small students want larger steps than a 12-layer teacher: the 3-layer multilingual student scored 64.4% on wiki-vital-en at
-    2e-4 (still improving at epoch 10) and 81.0% at 1e-3, while 5e-4 made a teacher worse (91.4 -> 87.8)."""
+    Small students want larger steps than a 12-layer teacher: the 3-layer multilingual student scored 64.4% on
+    wiki-vital-en at 2e-4 (still improving at epoch 10) and 81.0% at 1e-3, while 5e-4 made a teacher worse
+    (91.4 -> 87.8)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     """Fine-tuning seeds; mean and spread are reported."""
     epochs: int = 10
@@ -46,8 +47,9 @@ class EvaluateConfig:
     min_epochs: int = 3
     """Early stopping never stops a run before this epoch.
 
-    A small model can sit on the majority class through the lr warm-up (dev accuracy flat over epochs 1-2) and with patience 1 would stop there, scoring chance (a 3-layer
-    multilingual student: 31% on wiki-vital-es, stopped after epoch 2)."""
+    A small model can sit on the majority class through the lr warm-up (dev accuracy flat over epochs 1-2) and
+    with patience 1 would stop there, scoring chance (a 3-layer multilingual student: 31% on wiki-vital-es,
+    stopped after epoch 2)."""
     weight_decay: float = 0.01
     """AdamW weight decay (not applied to biases and LayerNorm weights)."""
     warmup_fraction: float = 0.1
@@ -75,7 +77,8 @@ class EvaluateConfig:
             not self.student_lrs or any(not 0 < lr < 1 for lr in self.student_lrs)
         ):
             out.append(
-                f"student_lrs: {self.student_lrs} must be null (use lrs) or a non-empty list of learning rates in (0, 1)"
+                f"student_lrs: {self.student_lrs} must be null (use lrs) or a non-empty list of learning rates "
+                "in (0, 1)"
             )
         if not self.seeds:
             out.append("seeds: give at least one seed")

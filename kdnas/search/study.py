@@ -392,7 +392,7 @@ def anchor_archs(space: SearchSpace, budgets_ms: Sequence[float]) -> list[Arch]:
     full = int(space.teacher_config.vocab_size)
     sizes = [space.vocab_size_of(c) for c in space.vocab_choices]
     smallest = min(sizes, key=lambda v: full if v is None else v)
-    archs = space.enumerate() if space.enumerable() else space.sample_many(4000, 0)
+    archs = _every_or_sampled(space)
     wide = [
         a
         for a in archs
@@ -409,8 +409,13 @@ def anchor_archs(space: SearchSpace, budgets_ms: Sequence[float]) -> list[Arch]:
     return out
 
 
+def _every_or_sampled(space: SearchSpace, n: int = 2000) -> list[Arch]:
+    """Every arch of an enumerable space, else `n` sampled ones (seeded)."""
+    return space.enumerate() if space.enumerable() else space.sample_many(n, 0)
+
+
 def _fastest(space: SearchSpace, predict: Callable[[Arch], float]) -> tuple[Arch, float]:
-    archs = space.enumerate() if space.enumerable() else space.sample_many(2000, 0)
+    archs = _every_or_sampled(space)
     if not archs:
         space.check_nonempty()
     lat = [float(predict(a)) for a in archs]
