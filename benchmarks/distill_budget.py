@@ -1,0 +1,97 @@
+"""Full-distillation budget sweep: one student shape distilled on several token budgets inside a finished run dir.
+
+Each budget is distilled with the run's own data split, teacher cache and `distill` settings (only
+`distill.full_tokens` changes), then fine-tuned under the run's student protocol (`evaluate.student_lrs`) and
+compared with the teacher scores the run already has (`evaluate/teacher.json`). Prints held-out KD loss, the
+scores, average in-language retention and zero-shot retention per budget, side by side.
+
+    python benchmarks/distill_budget.py --run-dir runs/multilingual --arch L2-H256-A8-F256-gelu-V35319 \\
+        --tokens 600000,1800000,3600000
+
+Outputs go to RUN_DIR/budgets/<arch_id>-T<tokens>/ (model, result.json, eval.json); a budget already there is
+read back, not redone, so an interrupted sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from kdnas import config
+from kdnas.errors import KdnasError
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", default="runs/multilingual", help="a run dir whose evaluate stage has run")
+    ap.add_argument("--arch", required=True, help="student arch id, e.g. L2-H256-A8-F256-gelu-V35319")
+    ap.add_argument("--tokens", required=True, help="comma-separated token budgets, e.g. 600000,1800000")
+    ap.add_argument(
+        "--teacher-scores", help="the teacher's evaluate json (default: RUN_DIR/evaluate/teacher.json)"
+    )
+    args = ap.parse_args(argv)
+
+    from kdnas.evaluate.encoder import load_encoder
+    from kdnas.evaluate.retention import ModelReport, retention_table
+    from kdnas.evaluate.runner import evaluate_encoder, load_tasks
+    from kdnas.pipeline import RunContext, _distill_full
+    from kdnas.space.arch import Arch
+
+    run_dir = Path(args.run_dir)
+    teacher_file = Path(args.teacher_scores or run_dir / "evaluate" / "teacher.json")
+    if not teacher_file.is_file():
+        raise KdnasError(f"{teacher_file} is missing: run the pipeline's evaluate stage in {run_dir} first")
+    cfg = config.load(str(run_dir / "config.yaml"))
+    teacher = ModelReport.from_dict(json.loads(teacher_file.read_text()))
+    arch = Arch.parse(args.arch)
+    budgets = [int(t) for t in args.tokens.split(",")]
+    tasks = load_tasks(cfg.evaluate.tasks, max_train=cfg.evaluate.max_train_examples)
+
+    rows = []
+    for tokens in budgets:
+        run_cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, full_tokens=tokens))
+        ctx = RunContext(cfg=run_cfg, run_dir=run_dir, progress=sys.stderr.isatty())
+        out = run_dir / "budgets" / f"{arch.arch_id}-T{tokens}"
+        t0 = time.perf_counter()
+        model_dir = _distill_full(ctx, arch.arch_id, arch, out)
+        distill_s = json.loads((out / "result.json").read_text()).get("seconds", time.perf_counter() - t0)
+        eval_file = out / "eval.json"
+        if eval_file.is_file():
+            report = ModelReport.from_dict(json.loads(eval_file.read_text()))
+        else:
+            report = evaluate_encoder(load_encoder(str(model_dir), name=arch.arch_id), tasks,
+                                      cfg.evaluate.for_students())  # fmt: skip
+            eval_file.write_text(json.dumps(report.to_dict(), indent=1))
+        report = dataclasses.replace(report, name=f"T{tokens}")
+        kd = json.loads((out / "result.json").read_text())["heldout_kd_loss"]
+        rows.append((tokens, kd, distill_s, report))
+
+    table = retention_table(teacher, [r for *_, r in rows])
+    by_name = {r.model: r for r in table.rows}
+    cols = table.tasks
+    head = (f"{'tokens':>10} {'KD held-out':>11} {'distill s':>9} "
+            + " ".join(f"{c.replace('wiki-vital-', ''):>8}" for c in cols) + f" {'avg':>6} {'zero-shot':>9}")  # fmt: skip
+    print(f"\nbudget sweep: {arch.arch_id} in {run_dir} (teacher {cfg.teacher.name})")
+    print(
+        "avg: mean in-language retention; zero-shot: mean zero-shot retention; distill s: training time, "
+        "without building the teacher cache"
+    )
+    print(head)
+    print("-" * len(head))
+    t = by_name[table.teacher]
+    print(f"{'teacher':>10} {'':>11} {'':>9} " + " ".join(f"{100 * t.scores[c]:8.2f}" for c in cols))
+    for tokens, kd, distill_s, report in rows:
+        r = by_name[report.name]
+        zs = r.zero_shot_retention
+        print(f"{tokens:>10,} {kd:11.4f} {distill_s:9.0f} "
+              + " ".join(f"{100 * r.scores[c]:8.2f}" for c in cols)
+              + f" {100 * (r.avg_retention or 0):5.1f}% " + (f"{100 * zs:8.1f}%" if zs is not None else f"{'-':>9}"))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
