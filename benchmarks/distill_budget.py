@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 from kdnas import config
@@ -51,14 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     budgets = [int(t) for t in args.tokens.split(",")]
     tasks = load_tasks(cfg.evaluate.tasks, max_train=cfg.evaluate.max_train_examples)
 
+    # one context for every budget: teacher, corpus split and vocabulary are loaded once; only the distill
+    # budget differs between the configs it is handed
+    ctx = RunContext(cfg=cfg, run_dir=run_dir, progress=sys.stderr.isatty())
     rows = []
     for tokens in budgets:
-        run_cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, full_tokens=tokens))
-        ctx = RunContext(cfg=run_cfg, run_dir=run_dir, progress=sys.stderr.isatty())
+        ctx.cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, full_tokens=tokens))
         out = run_dir / "budgets" / f"{arch.arch_id}-T{tokens}"
-        t0 = time.perf_counter()
         model_dir = _distill_full(ctx, arch.arch_id, arch, out)
-        distill_s = json.loads((out / "result.json").read_text()).get("seconds", time.perf_counter() - t0)
+        result = json.loads((out / "result.json").read_text())
         eval_file = out / "eval.json"
         if eval_file.is_file():
             report = ModelReport.from_dict(json.loads(eval_file.read_text()))
@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                                       cfg.evaluate.for_students())  # fmt: skip
             eval_file.write_text(json.dumps(report.to_dict(), indent=1))
         report = dataclasses.replace(report, name=f"T{tokens}")
-        kd = json.loads((out / "result.json").read_text())["heldout_kd_loss"]
-        rows.append((tokens, kd, distill_s, report))
+        rows.append((tokens, result["heldout_kd_loss"], result["seconds"], report))
 
     table = retention_table(teacher, [r for *_, r in rows])
     by_name = {r.model: r for r in table.rows}
