@@ -475,7 +475,9 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     from kdnas.latency import ModelSpec, measure_side_by_side
 
     cfg = ctx.cfg
-    tasks = load_tasks(cfg.evaluate.tasks, max_train=cfg.evaluate.max_train_examples)
+    tasks = load_tasks(
+        cfg.evaluate.tasks, max_train=cfg.evaluate.max_train_examples, options=cfg.evaluate.task_options
+    )
     summary = ctx.values["distill"]
     models: list[tuple[str, Callable[[], Any], Path | None]] = [("teacher", _teacher_encoder(ctx), None)]
     eol_dir = ctx.run_dir / "baselines" / "every-other-layer" / "model"

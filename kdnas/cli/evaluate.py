@@ -44,6 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated zoo tasks, task files/dirs, or zero-shot SOURCE>TARGET pairs (quote them: "
         "'wiki-vital-en,wiki-vital-en>wiki-vital-fr'); default: the config's",
     )
+    p.add_argument("--text-field", help="task files: column of the (first) text (default: text)")
+    p.add_argument("--text-b-field", help="task files: column of the second text of a sentence-pair task")
+    p.add_argument("--label-field", help="task files: label column (default: label)")
+    p.add_argument("--kind", choices=("classification", "regression"),
+                   help="task files: label kind (default: inferred from the labels)")  # fmt: skip
+    p.add_argument(
+        "--resplit", choices=("none", "group_by_text"),
+        help="task files: group_by_text re-splits pair data by first text, so no premise is in two splits",
+    )  # fmt: skip
     p.add_argument("--teacher", help="also evaluate this teacher and print retention (zoo name or dir)")
     p.add_argument("--task-distill", action="store_true",
                    help="train the model on the fine-tuned teacher's logits too (needs --teacher)")  # fmt: skip
@@ -70,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from kdnas import config as kconfig
+    from kdnas.evaluate.config import TASK_OPTIONS
     from kdnas.evaluate.encoder import load_encoder
     from kdnas.evaluate.retention import retention_table
     from kdnas.evaluate.runner import config_with, evaluate_encoder, load_tasks
@@ -88,7 +98,12 @@ def _run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.lrs and not args.student_lrs:
         cfg = dataclasses.replace(cfg, student_lrs=None)  # --lrs alone is the grid of every model evaluated
-    tasks = load_tasks(cfg.tasks, cache_dir=args.cache_dir, max_train=cfg.max_train_examples)
+    flags = {k: getattr(args, k) for k in TASK_OPTIONS if getattr(args, k, None) is not None}
+    options = {ref: {**cfg.task_options.get(ref, {}), **flags} for ref in cfg.tasks} if flags else None
+    tasks = load_tasks(
+        cfg.tasks, cache_dir=args.cache_dir, max_train=cfg.max_train_examples,
+        options=options or cfg.task_options,
+    )  # fmt: skip
     if args.task_distill:
         from kdnas.data.topics import ZeroShotTask
 

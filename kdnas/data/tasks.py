@@ -39,6 +39,8 @@ ZOO_TASKS = (*WIKI_VITAL_LANGS, "bbc-news")
 TASK_LANGUAGES = {"wiki-vital-en": "en", "wiki-vital-fr": "fr", "wiki-vital-es": "es", "bbc-news": "en"}
 
 Kind = Literal["classification", "regression"]
+Resplit = Literal["none", "group_by_text"]
+RESPLITS = ("none", "group_by_text")
 
 
 @dataclass
@@ -116,6 +118,7 @@ def load_task(
     max_train: int | None = None,
     kind: Kind | None = None,
     label_names: list[str] | None = None,
+    resplit: Resplit = "none",
 ) -> Task:
     """Load a task from a zoo name, a CSV / JSONL file, or a dir of train / dev / test files.
 
@@ -125,7 +128,13 @@ def load_task(
     Labels are class names, class indices (`label_names` gives names to indices and bounds them) or, for
     `kind="regression"` (inferred when a label is not an integer), floats. `max_train` keeps a deterministic,
     order-independent subset of train.
+
+    `resplit="group_by_text"` pools the rows of every split and assigns each row by a hash of its first text, so
+    a premise (evidence sentence, question) shared by several pairs lands in one split only; for pair data whose
+    given splits share first texts (the model would see a test premise while training).
     """
+    if resplit not in RESPLITS:
+        raise DataError(f"resplit: {resplit!r} must be one of {', '.join(RESPLITS)}")
     s = str(ref)
     path = Path(ref)
     if s in ZOO_TASKS and not path.exists():
@@ -134,9 +143,9 @@ def load_task(
         root = Path(zoo.fetch(s, cache_dir=cache_dir))
         task = load_zoo_task(s, root)
     elif path.is_dir():
-        task = _load_dir(path, text_field, text_b_field, label_field, kind, label_names)
+        task = _load_dir(path, text_field, text_b_field, label_field, kind, label_names, resplit)
     elif path.is_file():
-        task = _load_file(path, text_field, text_b_field, label_field, kind, label_names)
+        task = _load_file(path, text_field, text_b_field, label_field, kind, label_names, resplit)
     elif ">" in s:
         raise DataError(
             f"{s}: a zero-shot reference (SOURCE>TARGET) is not a single task; load it with "
@@ -266,7 +275,7 @@ def _zoo_task(name: str, source: str, rows: list[tuple[str, str, str]]) -> Task:
 
 def _load_file(
     path: Path, text_field: str, text_b_field: str | None, label_field: str, kind: Kind | None,
-    label_names: list[str] | None,
+    label_names: list[str] | None, resplit: Resplit = "none",
 ) -> Task:  # fmt: skip
     records = list(_read_records(path))
     if not records:
@@ -286,12 +295,12 @@ def _load_file(
             text = rec.get(text_field)
             by_split[task_split_of(str(text))].append((line, rec))
     return _build(path.stem, str(path), {s: (path, r) for s, r in by_split.items()},
-                  text_field, text_b_field, label_field, kind, label_names)  # fmt: skip
+                  text_field, text_b_field, label_field, kind, label_names, resplit)  # fmt: skip
 
 
 def _load_dir(
     path: Path, text_field: str, text_b_field: str | None, label_field: str, kind: Kind | None,
-    label_names: list[str] | None,
+    label_names: list[str] | None, resplit: Resplit = "none",
 ) -> Task:  # fmt: skip
     files: dict[str, Path] = {}
     for f in sorted(path.iterdir()):
@@ -313,7 +322,9 @@ def _load_dir(
                   for _, r in train]  # fmt: skip
         recs["train"] = (f, [x for x, d in zip(train, is_dev) if not d])
         recs["dev"] = (f, [x for x, d in zip(train, is_dev) if d])
-    return _build(path.name, str(path), recs, text_field, text_b_field, label_field, kind, label_names)
+    return _build(
+        path.name, str(path), recs, text_field, text_b_field, label_field, kind, label_names, resplit
+    )
 
 
 def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -351,8 +362,12 @@ def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _build(
     name: str, source: str, recs: dict[str, tuple[Path, list[tuple[int, dict[str, Any]]]]], text_field: str,
     text_b_field: str | None, label_field: str, kind: Kind | None, label_names: list[str] | None,
+    resplit: Resplit = "none",
 ) -> Task:  # fmt: skip
+    if resplit == "group_by_text":
+        recs = _group_by_text(recs, text_field)
     raw: dict[str, tuple[list[str], list[str] | None, list[Any]]] = {}
+    no_b: list[tuple[Path, int]] = []  # rows of a pair task whose second text is empty
     for s in SPLITS:
         path, rows = recs[s]
         if not rows:
@@ -370,21 +385,59 @@ def _build(
                         f"{path}:{line}: no {what} column {fld!r}; columns: {', '.join(map(str, rec))} "
                         f"(choose with text_field / text_b_field / label_field)"
                     )
+            if text_b_field is not None and not _is_text(rec[text_b_field]):
+                no_b.append((path, line))  # dropped below, with a count; the first text must be there
+                continue
             texts.append(_text(rec[text_field], path, line, text_field))
             if texts_b is not None:
                 assert text_b_field is not None
-                texts_b.append(_text(rec[text_b_field], path, line, text_b_field))
+                texts_b.append(rec[text_b_field])
             label = rec[label_field]
             if label is None or (isinstance(label, str) and not label.strip()):
                 raise DataError(f"{path}:{line}: missing label in column {label_field!r}; label every row")
             labels.append((line, path, label.strip() if isinstance(label, str) else label))
+        if not texts:
+            raise DataError(
+                f"{path}: every row of the {s} split has an empty second text (column {text_b_field!r}); "
+                "a pair task needs both texts in each row (check text_b_field)"
+            )
         raw[s] = (texts, texts_b, labels)
-    kind, names, coded = _encode_labels({s: raw[s][2] for s in SPLITS}, kind, label_names)
+    dropped: dict[str, int] = {}
+    if no_b:
+        where = ", ".join(f"{p.name}:{n}" for p, n in no_b[:5]) + (" ..." if len(no_b) > 5 else "")
+        log.warning(
+            "%s: dropped %d row(s) whose second text (column %r) is missing or empty (%s)",
+            source, len(no_b), text_b_field, where,
+        )  # fmt: skip
+        dropped["empty second text"] = len(no_b)
+    kind, names, coded = _encode_labels({s: raw[s][2] for s in SPLITS}, kind, label_names, label_field)
     sp = {s: TaskSplit(texts=raw[s][0], texts_b=raw[s][1], labels=coded[s]) for s in SPLITS}
     task = Task(name=name, kind=kind, label_names=names, train=sp["train"], dev=sp["dev"], test=sp["test"],
-                source=source)  # fmt: skip
+                source=source, dropped=dropped)  # fmt: skip
+    if resplit == "group_by_text":
+        log.info("%s: re-split grouped by first text (%s)", source, _split_counts(task))
     _check_task(task)
     return task
+
+
+def _group_by_text(
+    recs: dict[str, tuple[Path, list[tuple[int, dict[str, Any]]]]], text_field: str
+) -> dict[str, tuple[Path, list[tuple[int, dict[str, Any]]]]]:
+    """Every row of every split, re-assigned by a hash of its first text (each first text in one split)."""
+    out: dict[str, tuple[Path, list[tuple[int, dict[str, Any]]]]] = {}
+    pooled = [(path, line, rec) for s in SPLITS for path, rows in [recs[s]] for line, rec in rows]
+    for s in SPLITS:
+        rows = [(line, rec) for path, line, rec in pooled if task_split_of(str(rec.get(text_field, ""))) == s]
+        out[s] = (recs["train"][0], rows)
+    return out
+
+
+def _split_counts(task: Task) -> str:
+    return ", ".join(f"{s} {len(task.split(s))}" for s in SPLITS)
+
+
+def _is_text(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
 
 
 def _text(v: Any, path: Path, line: int, fld: str) -> str:
@@ -405,7 +458,10 @@ def _number(v: Any) -> float | None:
 
 
 def _encode_labels(
-    raw: dict[str, list[tuple[int, Path, Any]]], kind: Kind | None, label_names: list[str] | None
+    raw: dict[str, list[tuple[int, Path, Any]]],
+    kind: Kind | None,
+    label_names: list[str] | None,
+    label_field: str = "label",
 ) -> tuple[Kind, list[str], dict[str, list[Any]]]:
     everything = [x for s in SPLITS for x in raw[s]]
     nums = [_number(v) for _, _, v in everything]
@@ -420,7 +476,10 @@ def _encode_labels(
             for line, path, v in raw[s]:
                 n = _number(v)
                 if n is None or not math.isfinite(n):
-                    raise DataError(f"{path}:{line}: regression label {v!r} is not a finite number")
+                    raise DataError(
+                        f"{path}:{line}: regression label {v!r} in column {label_field!r} is not a finite "
+                        "number; a regression task needs a number in every row (or set kind: classification)"
+                    )
                 vals.append(n)
             out[s] = vals
         return kind, [], out
@@ -454,8 +513,12 @@ def _encode_labels(
                 where = "label_names" if label_names is not None else "the train split"
                 raise DataError(f"{path}:{line}: unknown label {v!r}; labels in {where}: {known}")
         out[s] = ids
-    if len(names) < 2:
-        raise DataError(f"a classification task needs at least 2 classes; found only {names}")
+    if len(names) < 2 or len({i for s in SPLITS for i in out[s]}) < 2:
+        path = next(p for _, p, _ in everything)
+        raise DataError(
+            f"{path}: column {label_field!r} has a single class ({names[0] if names else 'none'}); a "
+            "classification task needs at least 2 classes (wrong label column, or a filtered file?)"
+        )
     return "classification", names, out
 
 
@@ -472,6 +535,23 @@ def _check_task(task: Task) -> None:
 
     dev, test = items(task.dev), items(task.test)
     both = dev & test
+    if task.is_pair:
+        shared = shared_first_texts(task)
+        said = ", ".join(f"{a}-{b} {n}" for (a, b), n in shared.items())
+        if both:
+            raise DataError(
+                f"{task.source}: {len(both)} pair(s) are in both dev and test; first texts (premises) shared "
+                f"across splits: {said}. Pair data repeats premises, so deleting rows is not the fix: re-split "
+                "grouped by first text (resplit: group_by_text, or --resplit group_by_text), which keeps each "
+                "first text in one split"
+            )
+        if any(shared.values()):
+            log.warning(
+                "%s: first texts (premises) shared across splits: %s; a model sees held-out premises while "
+                "training. Re-split with resplit: group_by_text to keep each first text in one split",
+                task.source, said,
+            )  # fmt: skip
+        return
     if both:
         first = next(iter(both))[0][:60]
         raise DataError(
@@ -481,3 +561,10 @@ def _check_task(task: Task) -> None:
     leaked = items(task.train) & test
     if leaked:
         log.warning("%s: %d test example(s) also appear in train", task.source, len(leaked))
+
+
+def shared_first_texts(task: Task) -> dict[tuple[str, str], int]:
+    """Distinct first texts that occur in two splits, per split pair: {("train", "dev"): n, ...}."""
+    firsts = {s: {t.strip() for t in task.split(s).texts} for s in SPLITS}
+    pairs = (("train", "dev"), ("train", "test"), ("dev", "test"))
+    return {(a, b): len(firsts[a] & firsts[b]) for a, b in pairs}

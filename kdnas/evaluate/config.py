@@ -6,6 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+TASK_OPTIONS = ("text_field", "text_b_field", "label_field", "kind", "resplit")
+"""Keys of `evaluate.task_options` (keyword arguments of `kdnas.data.tasks.load_task`)."""
+_OPTION_VALUES = {"kind": ("classification", "regression"), "resplit": ("none", "group_by_text")}
+
 
 @dataclass
 class EvaluateConfig:
@@ -14,6 +18,11 @@ class EvaluateConfig:
     tasks: list[str] = field(default_factory=lambda: ["wiki-vital-en", "bbc-news"])
     """Zoo task names or paths to CSV / JSONL task files; `SOURCE>TARGET` (e.g. `wiki-vital-en>wiki-vital-fr`)
     fine-tunes on SOURCE and tests zero-shot on TARGET's test split through the topic map (docs/evaluation.md)."""
+    task_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Loader options of task files, keyed by their reference in `tasks`: `text_field`, `text_b_field` (the
+    second text of a pair task), `label_field`, `kind` (classification | regression) and `resplit` (none |
+    group_by_text: each first text of a pair task in one split), e.g.
+    `{data/claims.csv: {text_field: claim, text_b_field: evidence, resplit: group_by_text}}`."""
     lrs: list[float] = field(default_factory=lambda: [2e-4])
     """Learning-rate grid; the best on dev is reported."""
     student_lrs: list[float] | None = None
@@ -71,6 +80,14 @@ class EvaluateConfig:
         out = []
         if not self.tasks:
             out.append("tasks: give at least one task (e.g. wiki-vital-en)")
+        for ref, opts in self.task_options.items():
+            if ref not in self.tasks:
+                out.append(f"task_options.{ref}: not a reference in tasks ({', '.join(self.tasks)})")
+            for k, v in opts.items():
+                if k not in TASK_OPTIONS:
+                    out.append(f"task_options.{ref}.{k}: unknown option; use {', '.join(TASK_OPTIONS)}")
+                elif k in _OPTION_VALUES and v not in _OPTION_VALUES[k]:
+                    out.append(f"task_options.{ref}.{k}: {v!r} must be one of {', '.join(_OPTION_VALUES[k])}")
         if not self.lrs or any(not 0 < lr < 1 for lr in self.lrs):
             out.append(f"lrs: {self.lrs} must be a non-empty list of learning rates in (0, 1)")
         if self.student_lrs is not None and (

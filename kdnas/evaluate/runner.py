@@ -8,7 +8,7 @@ model is also scored on each of its targets' test sets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,14 +39,20 @@ AnyTask = Task | ZeroShotTask
 
 
 def load_tasks(
-    refs: list[str], *, cache_dir: str | Path | None = None, max_train: int | None = None
+    refs: list[str],
+    *,
+    cache_dir: str | Path | None = None,
+    max_train: int | None = None,
+    options: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[AnyTask]:
     """Load every task reference up front, so bad input fails before training.
 
     A reference is a zoo name, a task file / dir, or `SOURCE>TARGET` (zero-shot: a `ZeroShotTask`). Each task
     is loaded once, so a source listed on its own and in zero-shot references is the same `Task` object.
-    Repeated references are kept once.
+    Repeated references are kept once. `options`: loader keywords of task files by reference
+    (`evaluate.task_options`: text_field, text_b_field, label_field, kind, resplit).
     """
+    options = options or {}
     loaded: dict[str, Task] = {}
     out: list[AnyTask] = []
     for ref in dict.fromkeys(str(r).strip() for r in refs):
@@ -54,7 +60,12 @@ def load_tasks(
             out.append(load_zero_shot(ref, cache_dir=cache_dir, max_train=max_train, loaded=loaded))
             continue
         if ref not in loaded:
-            loaded[ref] = load_task(ref, cache_dir=cache_dir, max_train=max_train)
+            loaded[ref] = load_task(
+                ref,
+                cache_dir=cache_dir,
+                max_train=max_train,
+                **dict(options.get(ref, {})),  # type: ignore[arg-type]
+            )
         out.append(loaded[ref])
     names = [t.name for t in out]
     clash = sorted({n for n in names if names.count(n) > 1})
