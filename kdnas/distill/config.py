@@ -56,6 +56,10 @@ class DistillConfig:
     """Optimiser steps between checkpoints (full distillation)."""
     teacher_cache_mb: int = 6144
     """Memory budget for the teacher-output cache (fp16, memory-mapped on disk)."""
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute dtype of the teacher-cache forward and the student forward: `auto` uses bf16 autocast where the
+    hardware has bf16 units (CPU flags amx_bf16 / avx512_bf16, CUDA compute 8.0+) and fp32 elsewhere; losses,
+    weights and the optimiser stay fp32 (docs/distillation.md#precision)."""
     vocab_twins: bool = False
     """`kdnas run` with a `vocab` search dimension: also distil each recommended student with every other
     vocabulary choice of the space (same transformer), so the tables show what trimming saves and costs."""

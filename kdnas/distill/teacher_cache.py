@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from kdnas.distill.mapping import capture_qkv
 from kdnas.errors import DataError, DistillError
+from kdnas.precision import autocast, dtype_name
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +161,18 @@ def _item_row_shape(item: str, info: TeacherInfo, seq_len: int, qkv_width: dict[
     return (seq_len, info.hidden_size)
 
 
-def run_teacher(model: Any, ids: Tensor, mask: Tensor, items: Iterable[str]) -> dict[str, Tensor]:
+def run_teacher(
+    model: Any, ids: Tensor, mask: Tensor, items: Iterable[str], *, dtype: torch.dtype = torch.float32
+) -> dict[str, Tensor]:
     """One teacher forward pass returning the named items (float32), e.g. hidden.3 [B, S, Ht], q.6 [B, S, Ht],
-    attn.2 [B, heads, S, S]."""
+    attn.2 [B, heads, S, S]. dtype bfloat16: the forward runs under bf16 autocast (`kdnas.precision`)."""
     base = base_encoder(model)
+    device = next(base.parameters()).device
     items = list(items)
     qkv_layers = sorted({int(i.split(".")[1]) for i in items if i[0] in "qkv"})
     need_hidden = any(i.startswith("hidden.") for i in items)
     need_attn = any(i.startswith("attn.") for i in items)
-    with torch.no_grad(), capture_qkv(base, qkv_layers) as cap:
+    with torch.no_grad(), autocast(device, dtype), capture_qkv(base, qkv_layers) as cap:
         out = base(
             input_ids=ids, attention_mask=mask, output_hidden_states=need_hidden, output_attentions=need_attn
         )
@@ -217,6 +221,7 @@ class CachedTeacher:
         arrays: dict[str, np.ndarray],
         variances: dict[str, float],
         directory: Path | None,
+        dtype: torch.dtype = torch.float32,
     ):
         self.model = model
         self.info = info
@@ -227,6 +232,8 @@ class CachedTeacher:
         self.variances = variances
         """hidden.L -> mean over dims of the per-dim variance over real tokens (the hidden-MSE normaliser)."""
         self.directory = directory
+        self.dtype = dtype
+        """Compute dtype of the teacher forward that produced the cached rows (and computes the others)."""
         self.cached_rows = min((a.shape[0] for a in arrays.values()), default=0) if items else ids.shape[0]
 
     @property
@@ -244,7 +251,11 @@ class CachedTeacher:
                 out[item] = torch.from_numpy(np.asarray(self.arrays[item][idx])).float()
             return out
         live = run_teacher(
-            self.model, self.input_ids[rows[~hit]], self.attention_mask[rows[~hit]], self.items
+            self.model,
+            self.input_ids[rows[~hit]],
+            self.attention_mask[rows[~hit]],
+            self.items,
+            dtype=self.dtype,
         )
         idx = rows[hit].numpy()
         for item in self.items:
@@ -263,7 +274,9 @@ class TeacherCache:
     """An on-disk cache of teacher outputs under `directory`, keyed by (teacher weights, token block), one
     fp16 .npy file per item (hidden.L, q.L, ...), bounded by `budget_mb` per (teacher, block) entry.
 
-    Items are added when a later candidate needs more (e.g. another layer); existing ones are reused.
+    Items are added when a later candidate needs more (e.g. another layer); existing ones are reused. Outputs of
+    a bf16-autocast teacher forward are a separate entry (`<entry>-bf16`): they differ from fp32 ones at the
+    bf16 rounding level, and a run's results must not depend on which dtype filled the cache first.
     When the budget cannot hold every row, the first rows that fit are cached and the rest are computed on
     the fly at every step (logged as a warning).
     """
@@ -272,18 +285,29 @@ class TeacherCache:
         self.directory = Path(directory)
         self.budget_mb = budget_mb
 
-    def entry_dir(self, info: TeacherInfo, ids: Tensor, mask: Tensor) -> Path:
-        return self.directory / f"{info.fingerprint[:16]}-{block_hash(ids, mask)[:16]}"
+    def entry_dir(
+        self, info: TeacherInfo, ids: Tensor, mask: Tensor, dtype: torch.dtype = torch.float32
+    ) -> Path:
+        suffix = "" if dtype == torch.float32 else f"-{dtype_name(dtype)}"
+        return self.directory / f"{info.fingerprint[:16]}-{block_hash(ids, mask)[:16]}{suffix}"
 
     def prepare(
-        self, teacher: Any, data: Any, needs: TeacherNeeds, *, batch_size: int = 32, progress: bool = False
+        self,
+        teacher: Any,
+        data: Any,
+        needs: TeacherNeeds,
+        *,
+        batch_size: int = 32,
+        progress: bool = False,
+        dtype: torch.dtype = torch.float32,
     ) -> CachedTeacher:
         """Make sure every item `needs` asks for is cached for `data` (computing the missing ones in one
-        teacher pass over the block), and return the handle that serves them."""
+        teacher pass over the block), and return the handle that serves them. dtype: the teacher forward's
+        compute dtype (bfloat16: bf16 autocast); the arrays are fp16 on disk either way."""
         ids, mask = as_block(data)
         info = teacher_info(teacher)
         items = needs.items(info)
-        entry = self.entry_dir(info, ids, mask)
+        entry = self.entry_dir(info, ids, mask, dtype)
         entry.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
         variances: dict[str, float] = {}
@@ -297,10 +321,12 @@ class TeacherCache:
                 if var is not None:
                     variances[item] = var
         if missing:
-            new_arrays, new_vars = self._build(teacher, info, ids, mask, entry, missing, batch_size, progress)
+            new_arrays, new_vars = self._build(
+                teacher, info, ids, mask, entry, missing, batch_size, progress, dtype
+            )
             arrays.update(new_arrays)
             variances.update(new_vars)
-        return CachedTeacher(teacher, info, ids, mask, items, arrays, variances, entry)
+        return CachedTeacher(teacher, info, ids, mask, items, arrays, variances, entry, dtype)
 
     # ------------------------------------------------------------------------------------------------------
     def _load(self, entry: Path, item: str, shape: torch.Size) -> tuple[np.ndarray, float | None] | None:
@@ -327,10 +353,11 @@ class TeacherCache:
         items: list[str],
         batch_size: int,
         progress: bool,
+        dtype: torch.dtype = torch.float32,
     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         n, s = ids.shape
         # one probe row tells the q/k/v widths (MobileBERT teachers use a bottleneck width there)
-        probe = run_teacher(teacher, ids[:1], mask[:1], [i for i in items if i[0] in "qkv"])
+        probe = run_teacher(teacher, ids[:1], mask[:1], [i for i in items if i[0] in "qkv"], dtype=dtype)
         widths = {int(k.split(".")[1]): v.shape[-1] for k, v in probe.items()}
         row_bytes = {i: 2 * math.prod(_item_row_shape(i, info, s, widths)) for i in items}
         used = sum(f.stat().st_size for f in entry.glob("*.npy"))
@@ -363,7 +390,7 @@ class TeacherCache:
         bar = tqdm(total=stat_rows, desc="teacher cache", unit="row", disable=not progress, leave=False)
         for start in range(0, stat_rows, batch_size):
             stop = min(stat_rows, start + batch_size)
-            out = run_teacher(teacher, ids[start:stop], mask[start:stop], items)
+            out = run_teacher(teacher, ids[start:stop], mask[start:stop], items, dtype=dtype)
             m = mask[start:stop].bool()
             count += float(m.sum())
             for i in hidden:
@@ -385,7 +412,8 @@ class TeacherCache:
                 mean = sums[i] / count
                 variances[i] = float((sqs[i] / count - mean.pow(2)).clamp_min(0).mean())
             os.replace(tmp[i], entry / f"{i}.npy")
-            meta = {"rows": rows, "variance": variances.get(i), "teacher": info.fingerprint}
+            meta = {"rows": rows, "variance": variances.get(i), "teacher": info.fingerprint,
+                    "dtype": dtype_name(dtype)}  # fmt: skip
             meta_tmp = entry / f"{i}.json.tmp{os.getpid()}"
             meta_tmp.write_text(json.dumps(meta))
             os.replace(meta_tmp, entry / f"{i}.json")

@@ -33,6 +33,7 @@ from kdnas.distill.teacher_cache import (
     teacher_info,
 )
 from kdnas.errors import ConfigError, DistillError
+from kdnas.precision import autocast_forward, dtype_name, log_choice, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def _cached_teacher(
     cache: Any,
     stack: contextlib.ExitStack,
     progress: bool,
+    dtype: torch.dtype = torch.float32,
 ) -> CachedTeacher:
     needs = distiller.needs()
     if isinstance(cache, CachedTeacher):
@@ -159,7 +161,7 @@ def _cached_teacher(
         )
     elif not isinstance(cache, TeacherCache):
         cache = TeacherCache(cache, budget_mb=cfg.teacher_cache_mb)
-    return cache.prepare(teacher, data, needs, batch_size=cfg.batch_size, progress=progress)
+    return cache.prepare(teacher, data, needs, batch_size=cfg.batch_size, progress=progress, dtype=dtype)
 
 
 def _param_groups(distiller: Distiller, cfg: DistillConfig) -> list[dict[str, Any]]:
@@ -196,13 +198,18 @@ def _stage_mult(group: str, stage: Stage, cfg: DistillConfig) -> float:
 def _fingerprint(
     cfg: DistillConfig, student: nn.Module, teacher_fp: str, data_hash: str, **extra: Any
 ) -> str:
+    """Identity of a run for resume. `extra` carries the resolved compute dtype, so `dtype: auto` resumed on
+    a machine that resolves it otherwise is refused like any other change."""
     h = hashlib.sha256()
     config: Any = base_encoder(student).config
     student_cfg = config.to_dict()
     for k in ("_name_or_path", "transformers_version", "_attn_implementation"):
         student_cfg.pop(k, None)
+    cfg_dict = dataclasses.asdict(cfg)
+    # the requested name (auto) is not the identity of a run; the resolved dtype in `extra` is
+    cfg_dict.pop("dtype", None)
     payload = {
-        "cfg": dataclasses.asdict(cfg),
+        "cfg": cfg_dict,
         "student": student_cfg,
         "teacher": teacher_fp,
         "data": data_hash,
@@ -260,6 +267,9 @@ def distill(
     vocabulary, LongTensor [teacher vocab] teacher id -> student id (`kdnas.space.vocab.VocabTable.input_map`):
     the teacher and its cache see `data` as it is, the student `input_map[ids]`.
     The student is left in eval mode. A non-finite loss or gradient ends the run with `failed` set.
+    Precision (`cfg.dtype`, `kdnas.precision`): with bf16 the teacher-cache forward and the student encoder's
+    forward run under bf16 autocast; the student's outputs come back fp32, so the projections, the losses,
+    the weights and the optimiser stay fp32.
     """
     problems = cfg.check()
     if problems:
@@ -277,6 +287,9 @@ def distill(
     base_encoder(teacher).eval()
     _ensure_eager(student)
     info = teacher_info(teacher)
+    device = next(student.parameters()).device
+    dtype = resolve_dtype(cfg.dtype, device, key="distill.dtype")
+    log_choice(log, "distill", device, dtype)
 
     with contextlib.ExitStack() as stack, torch.random.fork_rng(devices=[]):
         stack.enter_context(_deterministic())
@@ -304,7 +317,7 @@ def distill(
             ids, mask = ids[keep], mask[keep]
             n_rows = need
         t0 = time.perf_counter()
-        handle = _cached_teacher(teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress)
+        handle = _cached_teacher(teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress, dtype)
         setup_s = time.perf_counter() - t0
 
         per_epoch = n_rows // batch
@@ -321,6 +334,7 @@ def distill(
         )
         fp = _fingerprint(
             cfg, student, info.fingerprint, block_hash(ids, mask), seed=seed, steps=steps, mode=mode,
+            dtype=dtype_name(dtype), teacher_dtype=dtype_name(handle.dtype),
             **({"vocab": vocab_fp} if vocab_fp else {}),
         )  # fmt: skip
 
@@ -338,8 +352,9 @@ def distill(
                 state = load_checkpoint(ckpt_path)
                 if state.get("fingerprint") != fp:
                     raise DistillError(
-                        f"checkpoint {ckpt_path} was written by a different run (config, budget, seed, data or "
-                        "student differ); delete it to start afresh, or use the original settings"
+                        f"checkpoint {ckpt_path} was written by a different run (config, budget, seed, data, "
+                        "student or compute dtype differ); delete it to start afresh, or use the original "
+                        "settings (distill.dtype: auto resolves per machine; name fp32 or bf16 to pin it)"
                     )
                 distiller.load_state_dict(state["distiller"])
                 opt.load_state_dict(state["optimizer"])
@@ -385,6 +400,7 @@ def distill(
         failed: str | None = None
         last = min(steps, stop_after_steps) if stop_after_steps is not None else steps
         distiller.train()
+        stack.enter_context(autocast_forward(base_encoder(student), device, dtype))
         session_t0, session_tokens = time.perf_counter(), 0
         step = start
         current: Stage | None = None

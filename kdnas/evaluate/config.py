@@ -49,6 +49,10 @@ class EvaluateConfig:
     """Also distil and evaluate the manual baselines (every-other-layer teacher, TinyBERT shape), the bar the
     search is judged against; off by default because they cost about 20 of the default run's minutes here
     (`benchmarks/headline.py` turns them on)."""
+    baseline_family: bool = False
+    """With `baselines`: every published hand-made shape (TinyBERT-4L-312, MiniLM-L3-H384, BERT-mini L4-H256,
+    BERT-small L4-H512) and the every-other-layer student distilled (`every-other-layer-kd`), all on the
+    students' budget, instead of the TinyBERT shape alone."""
     max_train_examples: int | None = 800
     """Cap on training examples per task (None: all)."""
     patience: int = 1
@@ -71,10 +75,16 @@ class EvaluateConfig:
     """torch CPU threads while fine-tuning (None: torch's default; 1 is far faster on a busy machine)."""
     device: str = "cpu"
     """Where fine-tuning runs: cpu, cuda, cuda:N or mps."""
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute dtype of the fine-tuning forward: `auto` uses bf16 autocast where the device has bf16 units (CPU
+    flags amx_bf16 / avx512_bf16, CUDA compute 8.0+), fp32 elsewhere; losses and weights stay fp32."""
     kd_temperature: float = 2.0
     """Task distillation: softmax temperature applied to teacher and student logits."""
     kd_alpha: float = 0.5
     """Task distillation: weight of the teacher-logit loss (1 - alpha on the labels)."""
+    fidelity_passages: int = 2000
+    """Held-out corpus passages (sentences of held-out documents) for the label-free fidelity of each model to
+    the teacher: embedding cosine, CKA, recall@10 (0 turns it off). Fewer when the held-out split is smaller."""
 
     def check(self) -> list[str]:
         out = []
@@ -111,6 +121,8 @@ class EvaluateConfig:
                 out.append(f"{name}: {getattr(self, name)} must be in [0, 1]")
         if not (self.device in ("cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             out.append(f"device: {self.device!r} must be cpu, cuda, cuda:N or mps")
+        if self.fidelity_passages < 0:
+            out.append(f"fidelity_passages: {self.fidelity_passages} must be >= 0 (0: no fidelity figures)")
         if self.kd_temperature <= 0:
             out.append(f"kd_temperature: {self.kd_temperature} must be > 0")
         return out

@@ -28,6 +28,7 @@ from kdnas.errors import DataError, KdnasError
 from kdnas.evaluate.config import EvaluateConfig
 from kdnas.evaluate.losses import label_loss, task_kd_loss
 from kdnas.evaluate.metrics import MAIN_METRIC, score
+from kdnas.precision import autocast, log_choice, resolve_dtype
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -148,8 +149,11 @@ def _eager(model: PreTrainedModel) -> None:
 
 
 @torch.inference_mode()
-def predict_logits(model: TaskModel, data: EncodedSplit, *, batch_size: int = 64) -> torch.Tensor:
-    """Logits [N, K] in the split's order; batches grouped by length so padding stays small."""
+def predict_logits(
+    model: TaskModel, data: EncodedSplit, *, batch_size: int = 64, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Logits [N, K] (float32) in the split's order; batches grouped by length so padding stays small.
+    dtype bfloat16: the forward runs under bf16 autocast (`kdnas.precision`)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -158,7 +162,9 @@ def predict_logits(model: TaskModel, data: EncodedSplit, *, batch_size: int = 64
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         batch = _collate(data, idx, model.use_token_types, device)
-        out[idx] = model(**batch).float().cpu()
+        with autocast(device, dtype):
+            logits = model(**batch)
+        out[idx] = logits.float().cpu()
     model.train(was_training)
     return out
 
@@ -221,6 +227,13 @@ class TaskResult:
     """Language of the test texts (None: unknown)."""
     zero_shot: dict[str, Any] | None = None
     """For a zero-shot column: source, target, shared classes, excluded target examples (`ZeroShotTask.summary`)."""
+    majority_rate: float | None = None
+    """Test accuracy of always answering the train split's most frequent class (classification); a score
+    near it means the model learned nothing."""
+    test_se: float | None = None
+    """Standard error of the main test metric from the test set's size alone (sampling error of the test
+    split, apart from the seeds' spread): sqrt(p(1-p)/n) for accuracy, (1-r^2)/sqrt(n-3) for a correlation,
+    none for F1 / MCC."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -236,9 +249,26 @@ def _std(xs: list[float]) -> float:
     return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
+def majority_rate(task: Task) -> float | None:
+    """Test accuracy of the train split's most frequent class (None for regression)."""
+    if task.kind != "classification" or not len(task.test):
+        return None
+    top = statistics.mode(task.train.labels)
+    return sum(1 for y in task.test.labels if y == top) / len(task.test)
+
+
+def test_standard_error(metric: str, value: float, n: int) -> float | None:
+    """Sampling standard error of a test metric from the test size (None where no closed form is used)."""
+    if metric == "accuracy" and n > 0:
+        return math.sqrt(max(0.0, value * (1 - value)) / n)
+    if metric in ("spearman", "pearson") and n > 3:
+        return (1 - min(1.0, value * value)) / math.sqrt(n - 3)
+    return None
+
+
 def summarize(task: Task, runs: list[RunResult]) -> TaskResult:
     """Choose the lr by mean dev score over seeds; report test at that lr."""
-    metric = MAIN_METRIC[task.kind]
+    metric = getattr(task, "metric", None) or MAIN_METRIC[task.kind]
     lrs = sorted({r.lr for r in runs})
     dev_mean = {lr: statistics.fmean(r.dev[metric] for r in runs if r.lr == lr) for lr in lrs}
     best = max(lrs, key=lambda lr: (dev_mean[lr], -lr))
@@ -251,7 +281,8 @@ def summarize(task: Task, runs: list[RunResult]) -> TaskResult:
         test_metrics={k: statistics.fmean(r.test[k] for r in chosen) for k in names},
         test_metrics_std={k: _std([r.test[k] for r in chosen]) for k in names},
         n_train=len(task.train), n_dev=len(task.dev), n_test=len(task.test), runs=runs,
-        language=getattr(task, "language", None),
+        language=getattr(task, "language", None), majority_rate=majority_rate(task),
+        test_se=test_standard_error(metric, statistics.fmean(r.test[metric] for r in chosen), len(task.test)),
     )  # fmt: skip
 
 
@@ -298,8 +329,12 @@ def train_run(
 
     soft_targets: teacher logits [N_train, K] for task distillation (loss mixes them with the labels).
     transfer: name -> scorer run on the best dev model (e.g. a zero-shot target test set); in `RunResult.transfer`.
+    Precision (`cfg.dtype`): with bf16 the model's forward (training and scoring) runs under bf16 autocast; the
+    loss is computed from fp32 logits and the weights and optimiser stay fp32.
     """
     device = torch.device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device, key="evaluate.dtype")
+    log_choice(log, "evaluate", device, dtype)
     torch.manual_seed(seed)
     enc = copy.deepcopy(encoder)
     _eager(enc)
@@ -314,7 +349,7 @@ def train_run(
         opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
     )
     gen = torch.Generator().manual_seed(seed)
-    metric = MAIN_METRIC[task.kind]
+    metric = getattr(task, "metric", None) or MAIN_METRIC[task.kind]
     best_score, best_epoch, best_state, bad, steps = -math.inf, 0, None, 0, 0
     best_dev: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -324,7 +359,9 @@ def train_run(
         for b in range(0, n, cfg.batch_size):
             idx = perm[b : b + cfg.batch_size]
             batch = _collate(data.train, idx, model.use_token_types, device)
-            logits = model(**batch)  # [B, K]
+            with autocast(device, dtype):
+                logits = model(**batch)  # [B, K]
+            logits = logits.float()  # the loss in fp32
             labels = data.train.labels[idx].to(device)
             if soft_targets is not None:
                 loss = task_kd_loss(logits, soft_targets[idx].to(device), labels, task.kind,
@@ -341,7 +378,7 @@ def train_run(
             opt.step()
             sched.step()
             steps += 1
-        dev = _score(model, data.dev, task, cfg)
+        dev = _score(model, data.dev, task, cfg, dtype)
         log.debug("%s lr=%g seed=%d epoch %d: dev %s=%.4f", task.name, lr, seed, epoch, metric, dev[metric])
         if dev[metric] > best_score:
             best_score, best_epoch, bad = dev[metric], epoch, 0
@@ -356,7 +393,7 @@ def train_run(
     train_s = time.perf_counter() - t0
     if best_state is not None:
         model.load_state_dict(best_state)
-    test = _score(model, data.test, task, cfg)
+    test = _score(model, data.test, task, cfg, dtype)
     scored = {name: fn(model) for name, fn in (transfer or {}).items()}
     model.eval()
     run = RunResult(lr=lr, seed=seed, dev=best_dev, test=test, best_epoch=best_epoch, epochs_run=epoch,
@@ -364,8 +401,10 @@ def train_run(
     return run, model
 
 
-def _score(model: TaskModel, data: EncodedSplit, task: Task, cfg: EvaluateConfig) -> dict[str, float]:
-    logits = predict_logits(model, data, batch_size=cfg.eval_batch_size)
+def _score(
+    model: TaskModel, data: EncodedSplit, task: Task, cfg: EvaluateConfig, dtype: torch.dtype = torch.float32
+) -> dict[str, float]:
+    logits = predict_logits(model, data, batch_size=cfg.eval_batch_size, dtype=dtype)
     return score(task.kind, predictions_of(logits, task.kind), data.labels.numpy(), task.num_labels)
 
 
@@ -422,7 +461,7 @@ def _finetune(
     best_model: TaskModel | None = None
     best_dev: dict[float, float] = {}
     models: dict[float, TaskModel] = {}
-    metric = MAIN_METRIC[task.kind]
+    metric = getattr(task, "metric", None) or MAIN_METRIC[task.kind]
     for lr in cfg.lrs:
         for seed in cfg.seeds:
             run, model = train_run(encoder, task, data, cfg, lr=lr, seed=seed, soft_targets=soft_targets,
