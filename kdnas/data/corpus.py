@@ -583,3 +583,46 @@ def _chunks(it: Iterable[Document], n: int) -> Iterator[list[Document]]:
             buf = []
     if buf:
         yield buf
+
+
+# ------------------------------------------------------------------------------------------------------------
+# held-out passages (label-free fidelity)
+
+
+def heldout_passages(
+    cfg: CorpusConfig, *, seed: int, n: int = 2000, min_words: int = 5, cache_dir: str | Path | None = None
+) -> list[str]:
+    """Up to `n` passages of the corpus's held-out documents (the split `build_corpus` keeps out of training).
+
+    A passage is one sentence of at least `min_words` words, so a few hundred held-out documents give the
+    thousands of passages a retrieval-agreement figure needs. Taken in document order from every source in
+    turn (round robin), deterministic for a seed; fewer than `n` when the held-out split is that small.
+    """
+    per_source: list[Iterator[str]] = []
+    for source in cfg.sources:
+        docs = iter_documents(
+            source, text_field=cfg.text_field, txt_documents=cfg.txt_documents, cache_dir=cache_dir,
+            max_documents=cfg.max_documents, exclude_task_eval=cfg.exclude_task_eval,
+        )  # fmt: skip
+        held = (
+            d
+            for d in docs
+            if corpus_split_of(
+                d.key, seed=seed, heldout_fraction=cfg.heldout_fraction, proxy_fraction=cfg.proxy_fraction
+            )
+            == "heldout"
+        )
+        per_source.append(s for d in held for s in split_sentences(d.text) if len(s.split()) >= min_words)
+    out: list[str] = []
+    seen: set[str] = set()
+    while per_source and len(out) < n:
+        for it in list(per_source):
+            s = next(it, None)
+            if s is None:
+                per_source.remove(it)
+            elif s not in seen:
+                seen.add(s)
+                out.append(s)
+                if len(out) >= n:
+                    break
+    return out

@@ -83,6 +83,9 @@ class Task:
     """Examples left out while loading, by reason (e.g. {'Uncategorized': 1000})."""
     language: str | None = None
     """ISO 639-1 code of the texts (zoo tasks), None when unknown (task files)."""
+    metric: str | None = None
+    """Main metric, used to choose the lr and reported (None: accuracy for classes, spearman for regression;
+    `macro_f1` for paraphrase tasks, as GLUE reports F1 for MRPC / QQP)."""
 
     @property
     def num_labels(self) -> int:

@@ -1,5 +1,6 @@
-"""Manual baselines the search is judged against: the teacher cut to every other layer (DistilBERT-style
-init, fine-tuned directly) and a TinyBERT-like shape (4 layers, hidden 312, 12 heads, FFN 1200) to be distilled.
+"""Hand-picked baselines the search is judged against: the teacher cut to every other layer (DistilBERT-style
+init, fine-tuned directly) and the published small shapes (TinyBERT-4L-312, MiniLM-L3-H384, BERT-mini, BERT-small),
+distilled on the same budget as the searched students.
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ if TYPE_CHECKING:
 EVERY_OTHER_LAYER = "every-other-layer"
 TINYBERT = "tinybert-4L-312H"
 TINYBERT_ARCH = {"num_layers": 4, "hidden_size": 312, "num_heads": 12, "ffn_size": 1200}
+MINILM_L3 = "minilm-L3-H384"
+BERT_MINI = "bert-mini-L4-H256"
+BERT_SMALL = "bert-small-L4-H512"
+SHAPES: dict[str, dict[str, int]] = {
+    TINYBERT: TINYBERT_ARCH,
+    MINILM_L3: {"num_layers": 3, "hidden_size": 384, "num_heads": 12, "ffn_size": 1536},
+    BERT_MINI: {"num_layers": 4, "hidden_size": 256, "num_heads": 4, "ffn_size": 1024},
+    BERT_SMALL: {"num_layers": 4, "hidden_size": 512, "num_heads": 8, "ffn_size": 2048},
+}
+"""The published hand-made shapes (Jiao et al. 2020; Wang et al. 2020; Turc et al. 2019), by baseline name."""
 _LAYER_KEY = re.compile(r"^(.*?\blayer\.)(\d+)(\..*)$")
 
 
@@ -25,13 +36,18 @@ def every_other_layers(num_layers: int) -> list[int]:
     return list(range(0, num_layers, 2))
 
 
-def baseline_archs(teacher_config: PretrainedConfig) -> dict[str, Arch]:
-    """Name -> Arch of each baseline for this teacher (same family; the TinyBERT shape keeps its activation)."""
+def baseline_archs(teacher_config: PretrainedConfig, *, family: bool = False) -> dict[str, Arch]:
+    """Name -> Arch of each baseline for this teacher (same HF family and activation as the teacher).
+
+    family=False: every-other-layer and the TinyBERT shape; True: every shape of `SHAPES` as well. A shape
+    wider or deeper than the teacher inherits what the teacher has and starts the rest at random.
+    """
     t = arch_of(teacher_config)
-    return {
-        EVERY_OTHER_LAYER: t.replace(num_layers=len(every_other_layers(t.num_layers))),
-        TINYBERT: Arch(**TINYBERT_ARCH, activation=t.activation),  # type: ignore[arg-type]
-    }
+    out = {EVERY_OTHER_LAYER: t.replace(num_layers=len(every_other_layers(t.num_layers)))}
+    for name, shape in SHAPES.items():
+        if family or name == TINYBERT:
+            out[name] = Arch(**shape, activation=t.activation)  # type: ignore[arg-type]
+    return out
 
 
 def truncate_layers(

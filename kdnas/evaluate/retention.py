@@ -30,14 +30,16 @@ class ModelReport:
     params: int | None = None
     arch: str | None = None
     """Shape of the encoder (Arch.describe()), if known."""
+    fidelity: dict[str, Any] | None = None
+    """Label-free fidelity to the teacher on held-out passages (`kdnas.evaluate.fidelity.FidelityResult`)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params, "arch": self.arch,
+        return {"name": self.name, "params": self.params, "arch": self.arch, "fidelity": self.fidelity,
                 "results": {k: v.to_dict() for k, v in self.results.items()}}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelReport:
-        return cls(name=d["name"], params=d.get("params"), arch=d.get("arch"),
+        return cls(name=d["name"], params=d.get("params"), arch=d.get("arch"), fidelity=d.get("fidelity"),
                    results={k: TaskResult.from_dict(v) for k, v in d["results"].items()})  # fmt: skip
 
 
@@ -73,6 +75,8 @@ class RetentionRow:
     """Language -> mean retention over the zero-shot columns into it."""
     language_avg_retention: float | None = None
     """Mean of `language_retention` over the known languages (each language weighs the same)."""
+    fidelity: dict[str, Any] | None = None
+    """Label-free fidelity to the teacher (mean_cosine, cka, recall_at_10, passages), if measured."""
 
 
 @dataclass
@@ -89,6 +93,10 @@ class RetentionTable:
     """Task -> language of its test texts (`other` when unknown)."""
     zero_shot: list[str] = field(default_factory=list)
     """The zero-shot columns (`SOURCE>TARGET`), in task order."""
+    majority: dict[str, float | None] = field(default_factory=dict)
+    """Task -> test accuracy of always answering the most frequent train class (None: regression)."""
+    test_se: dict[str, float | None] = field(default_factory=dict)
+    """Task -> the teacher's test standard error (sampling error of the test split)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +122,16 @@ class RetentionTable:
 
     def header(self, task: str) -> str:
         zs = ", zero-shot" if task in self.zero_shot else ""
-        return f"{task} ({self.metrics[task]}{zs})"
+        maj = self.majority.get(task)
+        return (
+            f"{task} ({self.metrics[task]}{zs}"
+            + (f"; majority {100 * maj:.1f}" if maj is not None else "")
+            + ")"
+        )
+
+    @property
+    def has_fidelity(self) -> bool:
+        return any(r.fidelity for r in self.rows)
 
     def score_cell(self, row: RetentionRow, task: str) -> str:
         """`score ± std (retention%)` (retention left out for the teacher), `–` when the model lacks the task."""
@@ -130,6 +147,9 @@ class RetentionTable:
         zs = bool(self.zero_shot)
         head = ["model", *(self.header(t) for t in self.tasks), "avg retention",
                 *(["zero-shot retention"] if zs else []), "speed-up", "params (M)", "params ratio"]  # fmt: skip
+        fid = self.has_fidelity
+        if fid:
+            head += ["emb cosine", "CKA", "recall@10"]
         body = []
         for r in self.rows:
             cells = [r.model, *(self.score_cell(r, t) for t in self.tasks), _pct(r.avg_retention)]
@@ -138,11 +158,28 @@ class RetentionTable:
             cells.append(_fmt(r.speedup, "{:.2f}x"))
             cells.append(_fmt(None if r.params is None else r.params / 1e6, "{:.1f}"))
             cells.append(_fmt(r.params_ratio, "{:.3f}"))
+            if fid:
+                f = r.fidelity or {}
+                cells += [_fmt(f.get("mean_cosine"), "{:.3f}"), _fmt(f.get("cka"), "{:.3f}"),
+                          _fmt(f.get("recall_at_10"), "{:.3f}")]  # fmt: skip
             body.append(cells)
         lines = _md(head, body)
         lines.append("")
         lines.append("Scores: test, main metric x 100, mean ± std over seeds at the lr chosen on dev; "
-                     "(x%) = retention of the teacher's score.")  # fmt: skip
+                     "(x%) = retention of the teacher's score; majority = the score of always answering the "
+                     "most frequent train class.")  # fmt: skip
+        ses = [f"{t} ±{100 * v:.2f}" for t, v in self.test_se.items() if v is not None]
+        if ses:
+            lines.append("Test-set standard error of the teacher's score (sampling error of the test split "
+                         f"alone, beside the seeds' std): {', '.join(ses)}.")  # fmt: skip
+        if fid:
+            passages = next((r.fidelity or {}).get("passages") for r in self.rows if r.fidelity)
+            lines.append(
+                f"Fidelity (label-free, {passages} held-out passages of the corpus): emb cosine = mean cosine "
+                "of the pooled sentence embedding to the teacher's (as the teacher pools); CKA = linear CKA "
+                "of the last hidden states; recall@10 = overlap of each passage's 10 nearest neighbours "
+                "under the model and under the teacher."
+            )
         if zs:
             lines.append(
                 "Zero-shot columns (SOURCE>TARGET): fine-tuned on the source (lr chosen on the source's dev), "
@@ -280,6 +317,7 @@ def retention_table(
             language_retention=by_lang,
             language_zero_shot_retention=by_lang_zs,
             language_avg_retention=_mean([v for g, v in by_lang.items() if g != OTHER_LANGUAGE]),
+            fidelity=m.fidelity,
         ))  # fmt: skip
     notes = []
     if lat and t_lat is None:
@@ -287,7 +325,9 @@ def retention_table(
     for t in zero_shot:
         notes.append(_zero_shot_note(t, teacher.results[t]))
     return RetentionTable(tasks=tasks, metrics={t: teacher.results[t].metric for t in tasks}, rows=rows,
-                          teacher=teacher.name, notes=notes, languages=languages, zero_shot=zero_shot)  # fmt: skip
+                          teacher=teacher.name, notes=notes, languages=languages, zero_shot=zero_shot,
+                          majority={t: teacher.results[t].majority_rate for t in tasks},
+                          test_se={t: teacher.results[t].test_se for t in tasks})  # fmt: skip
 
 
 def _zero_shot_note(task: str, res: TaskResult) -> str:

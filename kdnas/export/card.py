@@ -84,6 +84,8 @@ class ModelCardInfo:
     """Free text appended to the card."""
     vocab: dict[str, Any] = field(default_factory=dict)
     """A trimmed vocabulary: choice (corpus, N), teacher_vocab_size, unk_rate_heldout (from the run's files)."""
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    """Label-free fidelity to the teacher on held-out passages: mean_cosine, cka, recall_at_10, passages."""
 
 
 def library_versions() -> dict[str, str]:
@@ -136,11 +138,25 @@ def render_card(
         )
     else:
         intro = f"A {family} encoder exported with [kdnas](https://github.com/kdnas/kdnas)."
-    parts.append(
-        intro
-        + " It outputs token embeddings (`last_hidden_state`); pool them (e.g. mean over real tokens) for "
-        "sentence embeddings, or fine-tune it with a task head."
-    )
+    sentence = bool(result.files.get("sentence_transformers"))
+    if sentence:
+        space = (
+            " A Dense layer (`2_Dense`) after the pooling maps the student's narrower embedding into the "
+            "teacher's embedding space, as it was trained."
+            if result.files.get("dense")
+            else " It has the teacher's width, so no projection is needed: the pooled output is what the "
+            "distillation matched to the teacher's embedding."
+        )
+        parts.append(
+            intro + " It is a sentence-transformers model: token states are pooled (and normalised) as the "
+            "teacher does, and the embedding was distilled towards the teacher's own." + space
+        )
+    else:
+        parts.append(
+            intro
+            + " It outputs token embeddings (`last_hidden_state`); pool them (e.g. mean over real tokens) for "
+            "sentence embeddings, or fine-tune it with a task head."
+        )
 
     rows = [["family", family]]
     if arch is not None:
@@ -220,7 +236,18 @@ def render_card(
             "## Quality\n\n" + _table(["task", "metric", "student", "teacher", "retention"], q_rows) + avg
         )
 
-    parts.append(_usage(name, input_names, bool(result.files.get("onnx"))))
+    if info.fidelity:
+        f = info.fidelity
+        cells = [["embedding cosine to the teacher", _fmt(f.get("mean_cosine"), ".3f")],
+                 ["linear CKA, last hidden state", _fmt(f.get("cka"), ".3f")],
+                 ["recall@10 of the teacher's neighbours", _fmt(f.get("recall_at_10"), ".3f")]]  # fmt: skip
+        parts.append(
+            f"## Embedding fidelity\n\nLabel-free agreement with the teacher on {f.get('passages')} held-out "
+            "passages of the distillation corpus (sentences of documents the student never saw).\n\n"
+            + _table(["", ""], cells)
+        )
+
+    parts.append(_usage(name, input_names, bool(result.files.get("onnx")), sentence=sentence))
 
     if info.distill_settings or info.search_settings:
         train = "## Training\n\n"
@@ -277,7 +304,7 @@ def _vocabulary(info: ModelCardInfo, result: ExportResult) -> str:
     return "## Vocabulary\n\n" + text + "\n\n" + _table(["", ""], rows)
 
 
-def _usage(dirname: str, input_names: list[str], onnx: bool) -> str:
+def _usage(dirname: str, input_names: list[str], onnx: bool, *, sentence: bool = False) -> str:
     names = json.dumps(input_names)
     s = f"""## How to use
 
@@ -290,6 +317,17 @@ tokenizer = AutoTokenizer.from_pretrained("path/to/{dirname}")
 model = AutoModel.from_pretrained("path/to/{dirname}").eval()
 batch = tokenizer(["A sentence to embed."], return_tensors="pt")
 hidden = model(**batch).last_hidden_state  # [batch, seq, hidden]
+```"""
+    if sentence:
+        s += f"""
+
+With sentence-transformers (pooling, Dense and normalisation as in training):
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("path/to/{dirname}")
+embeddings = model.encode(["A sentence to embed."])  # [batch, teacher's embedding width]
 ```"""
     if onnx:
         s += f"""

@@ -103,6 +103,7 @@ def export_model(
     card: ModelCardInfo | None = None,
     target: TargetConfig | None = None,
     measure: bool = True,
+    sentence_dir: str | Path | None = None,
 ) -> ExportResult:
     """Export `model` (an HF base encoder) and `tokenizer` into `out_dir`; return what was written and measured.
 
@@ -110,6 +111,8 @@ def export_model(
     model.onnx (fp32, must match PyTorch to 1e-3) and model-int8.onnx (dynamic int8, warned below cosine 0.98),
     export.json (checks, latency, provenance) and README.md (the model card). Latency is measured on `target`
     (default: CPU, 2 threads, batch 1, sequence 128) unless `measure=False`.
+    `sentence_dir`: a model dir whose sentence-transformers files (modules.json, 1_Pooling, 2_Dense, ...) are
+    copied along, so the export loads with `SentenceTransformer(out_dir)` and embeds as the student was trained.
     Raises ExportError if `out_dir` exists and `overwrite` is False, or if a check fails.
     """
     out = Path(out_dir)
@@ -144,6 +147,7 @@ def export_model(
             target=target,
             measure=measure,
         )
+        result.files.update(copy_sentence_files(sentence_dir, tmp) if sentence_dir is not None else {})
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -151,6 +155,33 @@ def export_model(
     result.out_dir = out
     (out / "export.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+SENTENCE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+"""Top-level sentence-transformers files of a model dir; module dirs (1_Pooling, 2_Dense, ...) come along."""
+
+
+def copy_sentence_files(src: str | Path, dst: Path) -> dict[str, str]:
+    """Copy the sentence-transformers layout of `src` into `dst` (nothing when `src` has no modules.json);
+    returns the roles written (`sentence_transformers`, `dense`)."""
+    src = Path(src)
+    if not (src / "modules.json").is_file():
+        return {}
+    try:
+        modules = json.loads((src / "modules.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{src / 'modules.json'}: unreadable ({e}); re-distil or delete the file") from None
+    for name in SENTENCE_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    files = {"sentence_transformers": "modules.json"}
+    for m in modules:
+        sub = str(m.get("path", ""))
+        if sub and (src / sub).is_dir():
+            shutil.copytree(src / sub, dst / sub, dirs_exist_ok=True)
+            if str(m.get("type", "")).endswith("Dense"):
+                files["dense"] = sub
+    return files
 
 
 def _check_config(model: PreTrainedModel) -> None:

@@ -73,7 +73,7 @@ def export_model_dir(
         raise ExportError(f"--out {out} is the model dir itself; choose another folder")
     model, tok = load_model_dir(src)
     return export_model(model, tok, out, onnx=onnx, int8=int8, overwrite=overwrite, card=card, target=target,
-                        measure=measure)  # fmt: skip
+                        measure=measure, sentence_dir=src)  # fmt: skip
 
 
 def recommended_students(run_dir: Path) -> list[dict[str, Any]]:
@@ -180,6 +180,8 @@ def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None
         table = read_json(ret_path)
         rows = {r.get("model"): r for r in table.get("rows", [])}
         mine, teacher = rows.get(student["name"]), rows.get(table.get("teacher"))
+        if mine and mine.get("fidelity"):
+            info.fidelity = dict(mine["fidelity"])
         if mine and teacher:
             for task, score in mine.get("scores", {}).items():
                 if task in teacher.get("scores", {}):

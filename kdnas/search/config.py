@@ -46,6 +46,10 @@ class SearchConfig:
     """A latency-predictor filter rules a candidate out only above the loosest budget times (1 + this)."""
     kd_loss_tolerance: float = 0.0
     """Recommendations: KD losses within this fraction of the best tie, and the fewest parameters wins a tie."""
+    baseline_budgets: bool = True
+    """With `evaluate.baselines`: add one budget at each hand-made baseline's latency (its speed-up over the
+    teacher timed side by side in the latency stage, +-5%), so a searched student is recommended at the same
+    latency as each baseline and the comparison is at equal latency."""
     anchors: bool = False
     """Distil first, per latency budget, the deepest student at the teacher's width that fits it.
 

@@ -62,9 +62,18 @@ class Budget:
     """How the user gave it: `12 ms` or `7x` (speed-up over the teacher)."""
     speedup: float | None = None
     """The speed-up over the teacher, when the budget was given as one."""
+    min_latency_ms: float | None = None
+    """An equal-latency budget (at a hand-made baseline's latency): only archs at least this slow are
+    recommended for it, so the comparison with the baseline is at the same latency, not at any lower one."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"latency_ms": self.latency_ms, "label": self.label, "speedup": self.speedup}
+        return {"latency_ms": self.latency_ms, "label": self.label, "speedup": self.speedup,
+                "min_latency_ms": self.min_latency_ms}  # fmt: skip
+
+    def admits(self, latency_ms: float) -> bool:
+        return latency_ms <= self.latency_ms and (
+            self.min_latency_ms is None or latency_ms >= self.min_latency_ms
+        )
 
 
 def resolve_budgets(
@@ -83,6 +92,23 @@ def resolve_budgets(
         if not b.latency_ms > 0 or not math.isfinite(b.latency_ms):
             raise SearchError(f"latency budget {b.label} must be a positive number of ms")
     return sorted(out, key=lambda b: -b.latency_ms)
+
+
+def equal_latency_budgets(
+    speedups: dict[str, float], teacher_latency_ms: float, *, tolerance: float = 0.05
+) -> list[Budget]:
+    """One budget per hand-made baseline at its latency: `speedups` is name -> the baseline's speed-up over
+    the teacher measured side by side (a ratio, so it carries over to the search's own teacher latency);
+    an arch within `tolerance` of that latency is recommended for it."""
+    out = []
+    for name, s in speedups.items():
+        if not s > 0 or not math.isfinite(s):
+            raise SearchError(f"baseline {name}: speed-up {s} must be a positive number")
+        ms = teacher_latency_ms / s
+        out.append(
+            Budget(ms * (1 + tolerance), f"={name}", speedup=float(s), min_latency_ms=ms * (1 - tolerance))
+        )
+    return out
 
 
 def check_objectives(objectives: Sequence[str]) -> list[str]:

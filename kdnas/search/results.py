@@ -245,7 +245,7 @@ def recommend(
     done = unique_complete(records)
     out = []
     for b in budgets:
-        ok = [r for r in done if r.latency_ms is not None and r.latency_ms <= b.latency_ms]
+        ok = [r for r in done if r.latency_ms is not None and b.admits(r.latency_ms)]
         if not ok:
             fastest = min((r.latency_ms for r in done if r.latency_ms is not None), default=None)
             why = (

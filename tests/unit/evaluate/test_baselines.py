@@ -54,3 +54,15 @@ def test_baseline_archs_shapes():
     assert (tb.num_layers, tb.hidden_size, tb.num_heads, tb.ffn_size) == (4, 312, 12, 1200)
     m = build_student(teacher.config, tb)
     assert arch_of(m.config).describe() == tb.describe()
+
+
+def test_baseline_family_has_every_published_shape():
+    from kdnas.evaluate.baselines import BERT_MINI, BERT_SMALL, MINILM_L3, SHAPES
+
+    teacher = tiny_teacher(num_layers=6)
+    fam = baseline_archs(teacher.config, family=True)
+    assert set(fam) == {EVERY_OTHER_LAYER, *SHAPES}
+    assert (fam[MINILM_L3].num_layers, fam[MINILM_L3].hidden_size) == (3, 384)
+    assert (fam[BERT_MINI].num_layers, fam[BERT_MINI].hidden_size, fam[BERT_MINI].num_heads) == (4, 256, 4)
+    assert (fam[BERT_SMALL].hidden_size, fam[BERT_SMALL].ffn_size) == (512, 2048)
+    assert set(baseline_archs(teacher.config)) == {EVERY_OTHER_LAYER, TINYBERT}

@@ -32,7 +32,7 @@ def test_evaluate_with_teacher_prints_table_and_writes_json(tiny_dir, toy_csv, t
     assert data["model"]["results"]["toy"]["test_mean"] >= 0.9
     assert data["retention"]["rows"][1]["avg_retention"] is not None
     assert data["config"]["seeds"] == [0] and data["config"]["lrs"] == [2e-3]
-    assert out.with_suffix(".md").read_text().startswith("| model | toy (accuracy)")
+    assert out.with_suffix(".md").read_text().startswith("| model | toy (accuracy; majority 50.0)")
 
 
 def test_evaluate_student_lrs_apply_to_the_model_not_the_teacher(tiny_dir, toy_csv, tmp_path, capsys):

@@ -131,3 +131,20 @@ def test_pareto_front_over_three_objectives():
     assert {r.number for r in pareto_records(recs)} == {0, 1}  # 2-D: (kd, latency) ties keep both twins
     three = pareto_records(recs, ["kd_loss", "latency_ms", "params_m"])
     assert {r.number for r in three} == {1, 3}  # params: the trimmed twin dominates the full one
+
+
+def test_equal_latency_budget_recommends_only_near_the_baselines_latency():
+    from kdnas.errors import SearchError
+    from kdnas.search.objectives import equal_latency_budgets
+
+    (b,) = equal_latency_budgets({"tinybert-4L-312H": 2.0}, 30.0)
+    assert b.label == "=tinybert-4L-312H" and b.speedup == 2.0
+    assert b.min_latency_ms == pytest.approx(14.25) and b.latency_ms == pytest.approx(15.75)
+    recs = [_rec(0, 1, 0.30, 5.0), _rec(1, 3, 0.40, 14.5), _rec(2, 4, 0.45, 15.5), _rec(3, 6, 0.2, 16.0)]
+    # the 1-layer arch has the best loss but sits far below the baseline's latency: not an equal-latency pick
+    (out,) = recommend(recs, [b])
+    assert out.arch.num_layers == 3
+    (none,) = recommend([_rec(0, 1, 0.30, 5.0)], [b])
+    assert none.arch is None
+    with pytest.raises(SearchError, match="speed-up"):
+        equal_latency_budgets({"x": 0.0}, 30.0)
