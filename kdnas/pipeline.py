@@ -259,7 +259,30 @@ def stage_latency(ctx: RunContext) -> dict[str, Any]:
         out["predictor"] = cal.to_dict() if hasattr(cal, "to_dict") else str(cal)
     else:
         out["predictor"] = None if load_predictor(ctx.teacher().config, cfg.target) is None else "cached"
+    if cfg.evaluate.baselines and cfg.search.baseline_budgets:
+        out["baselines"] = _baseline_speedups(ctx)
     write_json_atomic(ctx.path("latency.json"), out)
+    return out
+
+
+def _baseline_speedups(ctx: RunContext) -> dict[str, Any]:
+    """Each hand-made baseline's speed-up over the teacher, timed side by side in interleaved rounds (a ratio
+    within one worker, not two numbers from different processes), with its spread over the rounds."""
+    from kdnas.evaluate.baselines import baseline_archs
+    from kdnas.latency import ModelSpec, measure_side_by_side
+
+    cfg = ctx.cfg
+    tcfg = ctx.teacher().config
+    archs = baseline_archs(tcfg, family=cfg.evaluate.baseline_family)
+    specs = [ModelSpec.for_config(tcfg), *(ModelSpec.for_arch(tcfg, a) for a in archs.values())]
+    rounds = max(3, cfg.target.compare_rounds)
+    sbs = measure_side_by_side(specs, cfg.target, rounds=rounds, progress=ctx.say)
+    out: dict[str, Any] = {}
+    for i, name in enumerate(archs, 1):
+        lo, hi = sbs.speedup_range[i]
+        out[name] = {"speedup": sbs.speedup[i], "speedup_range": [lo, hi], "median_ms": sbs.median_ms[i]}
+        ctx.say(f"  baseline {name}: {sbs.speedup[i]:.2f}x the teacher (rounds {lo:.2f}-{hi:.2f}x)")
+    out["rounds"] = rounds
     return out
 
 
@@ -283,6 +306,14 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
         speedups=cfg.target.speedups,
         teacher_latency_ms=setup.teacher_latency_ms,
     )
+    base = ctx.values["latency"].get("baselines") or {}
+    if base:
+        from kdnas.search.objectives import equal_latency_budgets
+
+        ratios = {n: v["speedup"] for n, v in base.items() if isinstance(v, dict)}
+        budgets = sorted(
+            budgets + equal_latency_budgets(ratios, setup.teacher_latency_ms), key=lambda b: -b.latency_ms
+        )
     result = run_search(
         ctx.space(),
         setup.evaluator,
@@ -314,7 +345,7 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
 
 def _student_name(rec: dict[str, Any]) -> str:
     label = str(rec["budget"]["label"]).replace(" ", "").replace(".", "_")
-    return f"student-{label}"
+    return f"student-at-{label[1:]}" if label.startswith("=") else f"student-{label}"
 
 
 def stage_distill(ctx: RunContext) -> dict[str, Any]:
@@ -357,9 +388,12 @@ def stage_distill(ctx: RunContext) -> dict[str, Any]:
     if cfg.evaluate.baselines:
         from kdnas.evaluate.baselines import baseline_archs
 
-        for bname, arch in baseline_archs(ctx.teacher().config).items():
+        family = cfg.evaluate.baseline_family
+        for bname, arch in baseline_archs(ctx.teacher().config, family=family).items():
             if bname == "every-other-layer":
-                continue  # truncated teacher weights, fine-tuned directly (DistilBERT-style init), see evaluate
+                if not family:
+                    continue  # truncated teacher weights, fine-tuned directly (DistilBERT-style), see evaluate
+                bname = "every-other-layer-kd"  # the same shape distilled on the students' budget
             d = _distill_full(ctx, bname, arch, ctx.run_dir / "baselines" / bname)
             baselines.append(
                 {"name": bname, "model_dir": str(d.relative_to(ctx.run_dir)), "arch_id": arch.arch_id}
@@ -451,6 +485,7 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
         shutil.rmtree(tmp)
     student.save_pretrained(tmp)
     ctx.student_tokenizer(arch).save_pretrained(tmp)
+    _write_sentence_config(result.distiller, tmp)
     if model_dir.exists():
         shutil.rmtree(model_dir)
     os.replace(tmp, model_dir)
@@ -465,6 +500,65 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
         },
     )
     return model_dir
+
+
+def _write_sentence_config(distiller: Any, model_dir: Path) -> None:
+    """Make a distilled student dir a sentence-transformers folder: the pooling its sentence losses matched
+    (the teacher's), and the Dense projection into the teacher's space when the student is narrower."""
+    from kdnas.models.pooling import write_st_config
+
+    pooling = getattr(distiller, "pooling", None)
+    if pooling is None:
+        return
+    from kdnas.distill.teacher_cache import base_encoder
+
+    enc: Any = base_encoder(distiller.student)
+    hidden = int(enc.config.hidden_size)
+    dense = None
+    if "sentence" in distiller.proj:
+        lin = distiller.proj["sentence"]
+        dense = (lin.weight.detach().cpu(), lin.bias.detach().cpu())
+    write_st_config(model_dir, pooling, hidden, dense=dense, max_seq_length=pooling.max_seq_length)
+
+
+def _fidelity(ctx: RunContext, model_dir: Path) -> dict[str, Any] | None:
+    """Label-free fidelity of the model in `model_dir` to the teacher on the corpus's held-out passages."""
+    from transformers import AutoModel
+
+    from kdnas.distill.distiller import teacher_pooling
+    from kdnas.evaluate.fidelity import embedding_fidelity, load_dense
+    from kdnas.models.pooling import Pooling
+    from kdnas.space.arch import Arch
+
+    if "fidelity_passages" not in ctx._memo:
+        from kdnas.data.corpus import heldout_passages
+
+        texts = heldout_passages(ctx.cfg.corpus, seed=ctx.cfg.seed, n=ctx.cfg.evaluate.fidelity_passages)
+        tok = ctx.teacher().tokenizer(
+            texts, truncation=True, max_length=ctx.cfg.corpus.seq_len, padding=True, return_tensors="pt"
+        )
+        ctx._memo["fidelity_passages"] = (tok["input_ids"], tok["attention_mask"])
+    ids, mask = ctx._memo["fidelity_passages"]
+    if len(ids) <= 10:
+        ctx.say(f"  fidelity: only {len(ids)} held-out passages; left out (raise corpus.heldout_fraction)")
+        return None
+    teacher = ctx.teacher()
+    pooling = teacher_pooling(teacher) or Pooling(mode="mean", source="default: mean pooling")
+    student = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    input_map = None
+    rows = int(student.get_input_embeddings().weight.shape[0])
+    table = ctx.vocab()
+    if table is not None and rows != table.teacher_vocab_size:
+        cfg: Any = student.config
+        arch = Arch(num_layers=cfg.num_hidden_layers, hidden_size=cfg.hidden_size,
+                    num_heads=cfg.num_attention_heads, ffn_size=cfg.intermediate_size,
+                    vocab_size=rows)  # fmt: skip
+        input_map = table.input_map(arch)
+    res = embedding_fidelity(
+        teacher.model, student, ids, mask, pooling=pooling, student_dense=load_dense(model_dir),
+        student_input_map=input_map,
+    )  # fmt: skip
+    return res.to_dict()
 
 
 def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
@@ -517,6 +611,16 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
             report.name = name
             write_json_atomic(path, report.to_dict())
             reports[name] = report
+    for name, _, d in models:
+        if d is not None and reports[name].fidelity is None and cfg.evaluate.fidelity_passages > 0:
+            reports[name].fidelity = _fidelity(ctx, d)
+            f = reports[name].fidelity or {}
+            if f:
+                ctx.say(
+                    f"  fidelity of {name}: emb cosine {_num(f.get('mean_cosine'))}, CKA {_num(f.get('cka'))}, "
+                    f"recall@10 {_num(f.get('recall_at_10'))} ({f.get('passages')} held-out passages)"
+                )
+            write_json_atomic(ctx.path("evaluate", f"{name}.json"), reports[name].to_dict())
     # every model timed in the same workers, rounds alternating the order: speed-ups are per-round ratios
     timed = [(n, d) for n, _, d in models if n == "teacher" or d is not None]
     specs = [
@@ -532,6 +636,10 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     table.write_markdown(ctx.path("retention.md"))
     rows = table.to_dict()["rows"] if hasattr(table, "to_dict") else []
     return {"retention": rows, "latency_ms": latency, "speedup_range": spread, "latency_rounds": sbs.rounds}
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _teacher_encoder(ctx: RunContext) -> Callable[[], Any]:

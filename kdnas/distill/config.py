@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-LOSSES = ("hidden", "attention", "relation", "embedding", "logits")
+LOSSES = ("hidden", "attention", "relation", "embedding", "logits", "sentence", "similarity")
+SENTENCE_LOSSES = ("sentence", "similarity")
+"""Losses on the pooled sentence embedding (they need the teacher's pooling: `pooling`)."""
 
 
 @dataclass
@@ -13,7 +15,15 @@ class DistillConfig:
     """How a student is distilled from the teacher."""
 
     losses: dict[str, float] = field(default_factory=lambda: {"hidden": 1.0, "relation": 1.0})
-    """Loss name -> weight. Names: hidden, attention, relation, embedding, logits."""
+    """Loss name -> weight. Names: hidden, attention, relation, embedding (the embedding layer's output),
+    logits, sentence (1 - cosine to the teacher's pooled sentence embedding) and similarity (KL of the
+    in-batch cosine-similarity distributions, student vs teacher)."""
+    pooling: Literal["auto", "mean", "cls", "max"] = "auto"
+    """How the sentence and similarity losses pool token states: `auto` reads the teacher's
+    sentence-transformers config (1_Pooling, Normalize) and turns those losses off, with a warning, for a
+    teacher without one; mean / cls / max force a pooling (then no normalisation)."""
+    similarity_temperature: float = 0.05
+    """Softmax temperature of the similarity loss (cosines are in [-1, 1])."""
     mapping: Literal["uniform", "last", "uniform+last"] = "uniform+last"
     """Student layer i <- teacher layer floor(i*Lt/Ls) (uniform), Lt-Ls+i (last), or both concatenated."""
     relation_heads: int = 12
@@ -91,6 +101,8 @@ class DistillConfig:
             out.append(f"warmup_ratio: {self.warmup_ratio} must be in [0, 1)")
         if self.temperature <= 0:
             out.append(f"temperature: {self.temperature} must be > 0")
+        if self.similarity_temperature <= 0:
+            out.append(f"similarity_temperature: {self.similarity_temperature} must be > 0")
         if not 0 <= self.flash_lower_lr <= 1:
             out.append(f"flash_lower_lr: {self.flash_lower_lr} must be in [0, 1]")
         if self.grad_clip < 0 or self.weight_decay < 0:

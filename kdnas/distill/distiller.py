@@ -4,17 +4,44 @@ q/k/v hooks, which turns one batch (plus the teacher's outputs for it) into the 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from kdnas.distill import losses as L
-from kdnas.distill.config import DistillConfig
+from kdnas.distill.config import SENTENCE_LOSSES, DistillConfig
 from kdnas.distill.mapping import capture_qkv, layer_map
 from kdnas.distill.teacher_cache import TeacherInfo, TeacherNeeds, attention_probs_from_qk, base_encoder
 from kdnas.errors import DistillError
+from kdnas.models.pooling import Pooling, pool, read_pooling
+
+log = logging.getLogger(__name__)
+
+
+def teacher_pooling(teacher: Any) -> Pooling | None:
+    """The teacher's sentence-embedding pooling, read from its sentence-transformers config (modules.json in
+    its model dir); None when it has none (a plain HF encoder, or a model built in memory)."""
+    path = getattr(teacher, "path", None)
+    if path is None:
+        model = teacher.model if not isinstance(teacher, nn.Module) and hasattr(teacher, "model") else teacher
+        path = getattr(model, "name_or_path", None) or getattr(
+            getattr(model, "config", None), "_name_or_path", None
+        )
+    if not path or not (Path(path) / "modules.json").is_file():
+        return None
+    return read_pooling(path)
+
+
+def resolve_pooling(cfg: DistillConfig, teacher_pool: Pooling | None) -> Pooling | None:
+    """The pooling the sentence losses use: the teacher's (`auto`) or the one `cfg.pooling` forces."""
+    if cfg.pooling != "auto":
+        return Pooling(mode=cfg.pooling, normalize=False, source=f"distill.pooling: {cfg.pooling}")
+    return teacher_pool
 
 
 def mlm_head(model: Any) -> Callable[[Tensor], Tensor] | None:
@@ -110,6 +137,7 @@ class Distiller(nn.Module):
         flash: bool = False,
         teacher_head: Callable[[Tensor], Tensor] | None = None,
         input_map: Tensor | None = None,
+        pooling: Pooling | None = None,
     ):
         super().__init__()
         self.student = student
@@ -120,6 +148,21 @@ class Distiller(nn.Module):
         self.teacher = teacher
         self.flash = flash
         self.weights = {k: float(w) for k, w in cfg.losses.items() if w > 0}
+        self.pooling = resolve_pooling(cfg, pooling)
+        sentence = [k for k in SENTENCE_LOSSES if k in self.weights]
+        if sentence and self.pooling is None:
+            log.warning(
+                "distill.losses %s: the teacher has no sentence-transformers pooling config (modules.json), so "
+                "these losses are off; set distill.pooling: mean to pool as most sentence encoders do",
+                ", ".join(sentence),
+            )
+            self.weights = {k: w for k, w in self.weights.items() if k not in SENTENCE_LOSSES}
+        if self.pooling is not None and self.pooling.dense is not None and sentence:
+            raise DistillError(
+                f"the teacher's sentence-transformers config has a Dense module ({self.pooling.dense}) after "
+                "pooling, which the sentence losses do not apply yet; drop distill.losses "
+                f"{', '.join(sentence)} or set distill.pooling to pool the last hidden state"
+            )
         if not self.weights:
             raise DistillError("distill.losses: at least one loss needs a positive weight")
         ls, hs, self.student_heads = student_shape(student)
@@ -144,6 +187,11 @@ class Distiller(nn.Module):
             proj["embedding"] = nn.Linear(hs, ht)
         if "logits" in self.weights and self._heads[0] is None:
             proj["logits"] = nn.Linear(hs, ht)
+        if "sentence" in self.weights and hs != ht:
+            # the student's pooled embedding is mapped into the teacher's space by this Dense layer, which the
+            # export carries (a sentence-transformers Dense module); at equal width there is none, so what
+            # the loss matched is exactly what the exported model outputs
+            proj["sentence"] = nn.Linear(hs, ht)
         self.proj = nn.ModuleDict(proj)
         self.relation_layers = [ls] if cfg.relation_layers == "last" else list(range(1, ls + 1))
 
@@ -158,7 +206,7 @@ class Distiller(nn.Module):
             hidden |= {t for tl in self.map for t in tl}
         if "embedding" in self.weights:
             hidden.add(0)
-        if "logits" in self.weights:
+        if "logits" in self.weights or any(k in self.weights for k in SENTENCE_LOSSES):
             hidden.add(lt)
         if "relation" in self.weights:
             qkv |= {t for i in self.relation_layers for t in self.map[i - 1]}
@@ -244,7 +292,31 @@ class Distiller(nn.Module):
             # the student's own MLM head if it has one, else the frozen teacher head on the projected state
             s_logits = s_head(hs[-1]) if s_head is not None else t_head(self.proj["logits"](hs[-1]))
             comps["logits"] = L.logit_kd(s_logits, t_logits, mask, temperature=self.cfg.temperature)
+        if any(k in weights for k in SENTENCE_LOSSES):
+            t_emb = self.teacher_embedding(teacher_out[f"hidden.{self.teacher.num_layers}"], mask)  # [B, Ht]
+            s_emb = self.student_embedding(hs[-1], mask)  # [B, Ht] ([B, Hs] without a Dense at equal width)
+            if "sentence" in weights:
+                comps["sentence"] = L.sentence_cosine(s_emb, t_emb)
+            if "similarity" in weights:
+                comps["similarity"] = L.similarity_kl(
+                    s_emb, t_emb, temperature=self.cfg.similarity_temperature
+                )
         return L.combine(comps, weights), comps
+
+    def teacher_embedding(self, last: Tensor, mask: Tensor) -> Tensor:
+        """The teacher's sentence embedding [B, Ht] from its last hidden state [B, S, Ht], pooled and
+        normalised as its sentence-transformers config says."""
+        assert self.pooling is not None
+        return pool(last, mask, self.pooling)
+
+    def student_embedding(self, last: Tensor, mask: Tensor) -> Tensor:
+        """The student's sentence embedding [B, D]: pooled like the teacher, then the Dense projection (when
+        narrower than the teacher), then normalised like the teacher. This is what the export computes."""
+        assert self.pooling is not None
+        x = pool(last, mask, dataclasses.replace(self.pooling, normalize=False))  # [B, Hs]
+        if "sentence" in self.proj:
+            x = self.proj["sentence"](x)  # [B, Ht]
+        return torch.nn.functional.normalize(x, dim=-1) if self.pooling.normalize else x
 
     def layer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by group for flash mode: `emb`, `layer.1` .. `layer.Ls`, `proj.hidden_i`, `rest`."""

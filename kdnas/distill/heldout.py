@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from kdnas.distill.config import DistillConfig
-from kdnas.distill.distiller import Distiller, check_input_map, mlm_head
+from kdnas.distill.distiller import Distiller, check_input_map, mlm_head, teacher_pooling
 from kdnas.distill.teacher_cache import (
     CachedTeacher,
     TeacherCache,
@@ -23,8 +23,8 @@ from kdnas.distill.teacher_cache import (
 from kdnas.errors import DistillError
 
 
-def _targets(d: Distiller, t_out: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Projection name -> the teacher tensor it maps to ([B, S, D])."""
+def _targets(d: Distiller, t_out: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+    """Projection name -> the teacher tensor it maps to ([B, S, D]; [B, 1, D] for the sentence Dense)."""
     out = {}
     for name in d.proj:
         if name.startswith("hidden_"):
@@ -34,10 +34,16 @@ def _targets(d: Distiller, t_out: dict[str, Tensor]) -> dict[str, Tensor]:
             out[name] = t_out["hidden.0"]
         elif name == "logits":
             out[name] = t_out[f"hidden.{d.teacher.num_layers}"]
+        elif name == "sentence":  # per sentence, not per token: [B, 1, Ht]
+            out[name] = d.teacher_embedding(t_out[f"hidden.{d.teacher.num_layers}"], mask)[:, None]
     return out
 
 
-def _inputs(d: Distiller, hs: tuple[Tensor, ...]) -> dict[str, Tensor]:
+def _inputs(d: Distiller, hs: tuple[Tensor, ...], mask: Tensor) -> dict[str, Tensor]:
+    import dataclasses
+
+    from kdnas.models.pooling import pool
+
     out = {}
     for name in d.proj:
         if name.startswith("hidden_"):
@@ -46,6 +52,9 @@ def _inputs(d: Distiller, hs: tuple[Tensor, ...]) -> dict[str, Tensor]:
             out[name] = hs[0]
         elif name == "logits":
             out[name] = hs[-1]
+        elif name == "sentence":
+            assert d.pooling is not None
+            out[name] = pool(hs[-1], mask, dataclasses.replace(d.pooling, normalize=False))[:, None]
     return out
 
 
@@ -63,11 +72,12 @@ def fit_projections(d: Distiller, handle: CachedTeacher, batch_size: int, *, rid
         t_out = handle.fetch(rows)
         hs = base(input_ids=d.student_ids(ids), attention_mask=mask, output_hidden_states=True).hidden_states
         m = mask.bool()
-        xs, ys = _inputs(d, hs), _targets(d, t_out)
+        xs, ys = _inputs(d, hs, mask), _targets(d, t_out, mask)
         for name in d.proj:
-            x = xs[name][m].double()  # [T, Hs]
+            rows_m = torch.ones(len(m), 1, dtype=torch.bool) if name == "sentence" else m
+            x = xs[name][rows_m].double()  # [T, Hs] (T: real tokens, or sentences for the sentence Dense)
             x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # [T, Hs + 1]
-            y = ys[name][m].double()  # [T, D]
+            y = ys[name][rows_m].double()  # [T, D]
             xtx[name] = xtx.get(name, 0) + x.T @ x
             xty[name] = xty.get(name, 0) + x.T @ y
     for name, lin in d.proj.items():
@@ -106,7 +116,10 @@ def heldout_kd_loss(
     ids, mask = as_block(heldout)
     check_input_map(student, ids, input_map)
     with torch.random.fork_rng(devices=[]):  # the throw-away projection init must not move the caller's RNG
-        d = Distiller(student, info, cfg, teacher_head=mlm_head(teacher), input_map=input_map)
+        d = Distiller(
+            student, info, cfg, teacher_head=mlm_head(teacher), input_map=input_map,
+            pooling=teacher_pooling(teacher),
+        )  # fmt: skip
     bs = batch_size or cfg.batch_size
     if teacher_cache is None:
         handle = ephemeral_teacher(teacher, (ids, mask), d.needs(), batch_size=bs)

@@ -1,4 +1,5 @@
-"""Distillation losses as pure functions: hidden-state MSE, attention KL, MiniLMv2 relations, logit KD.
+"""Distillation losses as pure functions: hidden-state MSE, attention KL, MiniLMv2 relations, logit KD, and
+the sentence-embedding losses (cosine to the teacher's pooled embedding, in-batch similarity structure).
 
 Every loss is masked by `attention_mask` and normalised so held-out values compare across students (see
 docs/distillation.md): MSE losses are divided by the teacher states' variance, KL losses are nats per token.
@@ -141,6 +142,37 @@ def logit_kd(
     t_logp = F.log_softmax(teacher_logits.float() / t, -1)
     kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # [B, S]
     return (kl * m).sum() / n * t * t
+
+
+def sentence_cosine(student: Tensor, teacher: Tensor) -> Tensor:
+    """1 - cosine between each student and teacher sentence embedding, mean over the batch.
+
+    student, teacher: [B, D] pooled embeddings in the same space (the student's already projected to the
+    teacher's width when it is narrower). Returns a scalar in [0, 2]; 0 when every pair points the same way.
+    Unit vectors make this half the squared distance, so it is the MSE of normalised embeddings as well.
+    """
+    cos = F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-8)  # [B]
+    return (1.0 - cos).mean()
+
+
+def similarity_kl(student: Tensor, teacher: Tensor, *, temperature: float = 0.05) -> Tensor:
+    """In-batch similarity structure: KL(softmax(cos_t / T) || softmax(cos_s / T)) per row, mean over rows.
+
+    student: [B, Ds], teacher: [B, Dt] (widths may differ: only the B x B cosine matrices are compared).
+    Row i is the distribution over the other B - 1 embeddings (the diagonal, always 1, is left out), so a
+    student that ranks its neighbours as the teacher does scores ~0 whatever its own width. Nats per row.
+    """
+    b = student.shape[0]
+    if b < 2:
+        return student.float().sum() * 0.0  # no neighbours to compare; keeps the graph
+    s = F.normalize(student.float(), dim=-1, eps=1e-8)
+    t = F.normalize(teacher.float(), dim=-1, eps=1e-8)
+    off = ~torch.eye(b, dtype=torch.bool, device=s.device)  # [B, B]
+    s_logits = (s @ s.T / temperature)[off].view(b, b - 1)  # [B, B-1]
+    t_logits = (t @ t.T / temperature)[off].view(b, b - 1)
+    t_logp = F.log_softmax(t_logits, -1)
+    kl = (t_logp.exp() * (t_logp - F.log_softmax(s_logits, -1))).sum(-1)  # [B]
+    return kl.mean()
 
 
 def combine(components: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:

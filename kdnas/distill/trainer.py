@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from kdnas.distill.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from kdnas.distill.config import DistillConfig
-from kdnas.distill.distiller import Distiller, check_input_map, mlm_head
+from kdnas.distill.distiller import Distiller, check_input_map, mlm_head, teacher_pooling
 from kdnas.distill.teacher_cache import (
     CachedTeacher,
     TeacherCache,
@@ -295,7 +295,8 @@ def distill(
         stack.enter_context(_deterministic())
         torch.manual_seed(seed)
         distiller = Distiller(
-            student, info, cfg, flash=mode == "flash", teacher_head=mlm_head(teacher), input_map=input_map
+            student, info, cfg, flash=mode == "flash", teacher_head=mlm_head(teacher), input_map=input_map,
+            pooling=teacher_pooling(teacher),
         )
         batch = cfg.batch_size
         if n_rows < batch:

@@ -164,3 +164,43 @@ def test_combine_weights_and_skips_zero() -> None:
         "attention": torch.tensor(float("nan")),
     }
     assert float(L.combine(comps, {"hidden": 0.5, "relation": 2.0, "attention": 0.0})) == 7.0
+
+
+# ------------------------------------------------------------------------------------------ sentence losses
+
+
+def test_sentence_cosine_matches_loop() -> None:
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    ref = sum(1 - float(s[i] @ t[i]) / (float(s[i].norm()) * float(t[i].norm())) for i in range(5)) / 5
+    assert L.sentence_cosine(s, t).item() == pytest.approx(ref, rel=1e-5)
+    assert L.sentence_cosine(t * 3.0, t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("ds", [8, 4])
+def test_similarity_kl_matches_loop(ds: int) -> None:
+    g = torch.Generator().manual_seed(4)
+    b, temp = 6, 0.1
+    s, t = torch.randn(b, ds, generator=g), torch.randn(b, 8, generator=g)
+
+    def cos(x: torch.Tensor, i: int, j: int) -> float:
+        return float(x[i] @ x[j]) / (float(x[i].norm()) * float(x[j].norm()))
+
+    total = 0.0
+    for i in range(b):
+        others = [j for j in range(b) if j != i]
+        tl = torch.tensor([cos(t, i, j) / temp for j in others], dtype=torch.float64)
+        sl = torch.tensor([cos(s, i, j) / temp for j in others], dtype=torch.float64)
+        tp, sp = tl.softmax(0), sl.softmax(0)
+        total += float((tp * (tp.log() - sp.log())).sum())
+    assert L.similarity_kl(s, t, temperature=temp).item() == pytest.approx(total / b, rel=1e-4)
+    # the same neighbourhood structure at another width scores zero
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g))
+    assert L.similarity_kl(t @ q, t, temperature=temp).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_similarity_kl_single_row_is_zero_with_a_graph() -> None:
+    s = torch.randn(1, 4, requires_grad=True)
+    loss = L.similarity_kl(s, torch.randn(1, 4))
+    loss.backward()
+    assert loss.item() == 0.0 and s.grad is not None
