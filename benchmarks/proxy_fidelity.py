@@ -53,11 +53,10 @@ def _models(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _fidelities(ctx: Any, arch: Any, tokens: int, long_tokens: int) -> dict[str, float]:
-    from kdnas.evaluate.fidelity import embedding_fidelity
-    from kdnas.models.pooling import Pooling
-
     from kdnas.distill import distill, heldout_kd_loss
     from kdnas.distill.distiller import teacher_pooling
+    from kdnas.evaluate.fidelity import embedding_fidelity
+    from kdnas.models.pooling import Pooling
 
     cfg = ctx.cfg
     builder = ctx.evaluator_like()

@@ -295,7 +295,12 @@ def distill(
         stack.enter_context(_deterministic())
         torch.manual_seed(seed)
         distiller = Distiller(
-            student, info, cfg, flash=mode == "flash", teacher_head=mlm_head(teacher), input_map=input_map,
+            student,
+            info,
+            cfg,
+            flash=mode == "flash",
+            teacher_head=mlm_head(teacher),
+            input_map=input_map,
             pooling=teacher_pooling(teacher),
         )
         batch = cfg.batch_size
