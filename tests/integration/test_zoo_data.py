@@ -75,3 +75,31 @@ def test_build_corpus_with_the_real_tokenizer(minilm_dir: Path, wiki_en_dir: Pat
         CorpusConfig(sources=["wiki-vital-en"], seq_len=64, max_documents=200, mode="sentence"), tok
     )
     assert int(sent.train.attention_mask.sum(1).min()) < 64
+
+
+def test_tweet_sentiment_facts(zoo_cache: Path) -> None:
+    from kdnas import zoo
+    from kdnas.data.tasks import load_task
+
+    zoo.fetch("tweet-sentiment")
+    t = load_task("tweet-sentiment")
+    assert t.label_names == ["negative", "neutral", "positive"]
+    n = len(t.train) + len(t.dev) + len(t.test)
+    assert n + sum(t.dropped.values()) == 38_158  # rows of the CSV
+    assert t.dropped["annotator agreement < 0.6"] == 7_518 and 29_000 < n < 31_000
+    majority = collections.Counter(t.test.labels).most_common(1)[0][1] / len(t.test)
+    assert 0.45 < majority < 0.52
+    assert not set(t.train.texts) & set(t.test.texts)
+
+
+def test_wiki_pair_tasks_keep_held_out_articles_out_of_the_corpus(wiki_en_dir: Path) -> None:
+    from kdnas.data.tasks import load_task
+
+    corpus_keys = {d.key for d in iter_documents("wiki-vital-en")}
+    for name in ("wiki-order-en", "wiki-same-en"):
+        t = load_task(name)
+        assert 6_000 < len(t.train) and 700 < len(t.test)
+        held = set(t.dev.keys or []) | set(t.test.keys or [])
+        assert not held & corpus_keys, name
+        test_sents = set(t.test.texts) | set(t.test.texts_b or [])
+        assert not test_sents & (set(t.train.texts) | set(t.train.texts_b or [])), name
