@@ -98,7 +98,7 @@ def test_wiki_pair_tasks_keep_held_out_articles_out_of_the_corpus(wiki_en_dir: P
     corpus_keys = {d.key for d in iter_documents("wiki-vital-en")}
     for name in ("wiki-order-en", "wiki-same-en"):
         t = load_task(name)
-        assert 6_000 < len(t.train) and 700 < len(t.test)
+        assert len(t.train) > 6_000 and len(t.test) > 700
         held = set(t.dev.keys or []) | set(t.test.keys or [])
         assert not held & corpus_keys, name
         test_sents = set(t.test.texts) | set(t.test.texts_b or [])

@@ -110,5 +110,5 @@ def test_tweets_bad_files_name_the_file(tmp_path):
         load_zoo_task("tweet-sentiment", bad)
     with pytest.raises(DataError, match="unknown sentiment"):
         load_zoo_task("tweet-sentiment", _tweets(tmp_path / "x", [b"angry,0.9,grr"]))
-    with pytest.raises(DataError, match="tweets.csv not found"):
+    with pytest.raises(DataError, match=r"tweets\.csv not found"):
         load_zoo_task("tweet-sentiment", tmp_path / "nothing")
