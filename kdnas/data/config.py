@@ -22,8 +22,9 @@ class CorpusConfig:
     """Tokens per training sequence."""
     mode: Literal["packed", "sentence"] = "packed"
     """`packed`: documents concatenated and cut into full sequences; `sentence`: one padded sentence per row."""
-    heldout_fraction: float = 0.05
-    """Share of documents kept out of training, for held-out KD loss."""
+    heldout_fraction: float = 0.08
+    """Share of documents kept out of training, for the held-out KD loss and the label-free fidelity (0.08 of
+    wiki-vital-en gives 2,315 held-out passages, above the 2,000 the recall@10 figure is taken over)."""
     proxy_fraction: float = 0.2
     """Share of documents in the proxy set used to score candidates during search (disjoint from held-out)."""
     max_documents: int | None = None

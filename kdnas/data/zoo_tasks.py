@@ -218,7 +218,12 @@ def _pick(key: str, salt: str, n: int) -> int:
 
 
 def _pair_task(
-    name: str, source: str, labels: list[str], pairs: list[tuple[str, str, str, int]], dropped: int
+    name: str,
+    source: str,
+    labels: list[str],
+    pairs: list[tuple[str, str, str, int]],
+    dropped: int,
+    metric: str | None = None,
 ) -> Task:
     out: dict[str, TaskSplit] = {s: TaskSplit([], [], [], []) for s in SPLITS}
     in_train = {t for key, a, b, _ in pairs if task_split_of(key) == "train" for t in (a, b)}
@@ -235,7 +240,7 @@ def _pair_task(
         sp.labels.append(y)
         sp.keys.append(key)
     task = Task(name=name, kind="classification", label_names=labels, train=out["train"], dev=out["dev"],
-                test=out["test"], source=source, language="en",
+                test=out["test"], source=source, language="en", metric=metric,
                 dropped={k: v for k, v in (("summary with fewer than 2 sentences", dropped),
                                            ("sentence also in a train pair", shared)) if v})  # fmt: skip
     check_task(task)
@@ -280,5 +285,6 @@ def _wiki_same(root: Path) -> Task:
                 okey, oss = group[m]
                 pairs.append((key, a, oss[_pick(okey + key, "kdnas-same-b", len(oss))], 0))
     return _pair_task(
-        "wiki-same-en", f"{path} (wiki-same-en)", ["different article", "same article"], pairs, short
+        "wiki-same-en", f"{path} (wiki-same-en)", ["different article", "same article"], pairs, short,
+        metric="macro_f1",  # GLUE reports F1 for its paraphrase tasks (MRPC, QQP)
     )

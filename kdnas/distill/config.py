@@ -14,8 +14,12 @@ SENTENCE_LOSSES = ("sentence", "similarity")
 class DistillConfig:
     """How a student is distilled from the teacher."""
 
-    losses: dict[str, float] = field(default_factory=lambda: {"hidden": 1.0, "relation": 1.0})
-    """Loss name -> weight. Names: hidden, attention, relation, embedding (the embedding layer's output),
+    losses: dict[str, float] = field(
+        default_factory=lambda: {"hidden": 1.0, "relation": 1.0, "sentence": 1.0, "similarity": 1.0}
+    )
+    """Loss name -> weight (default: hidden states and MiniLMv2 relations, plus the pooled sentence embedding
+    and its in-batch similarity structure, so the student stays in the teacher's embedding space; the two
+    sentence losses switch off, with a warning, for a teacher without a pooling config). Names: hidden, attention, relation, embedding (the embedding layer's output),
     logits, sentence (1 - cosine to the teacher's pooled sentence embedding) and similarity (KL of the
     in-batch cosine-similarity distributions, student vs teacher)."""
     pooling: Literal["auto", "mean", "cls", "max"] = "auto"

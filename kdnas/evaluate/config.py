@@ -15,8 +15,13 @@ _OPTION_VALUES = {"kind": ("classification", "regression"), "resplit": ("none", 
 class EvaluateConfig:
     """Downstream fine-tuning protocol (the same for the teacher, baselines and students)."""
 
-    tasks: list[str] = field(default_factory=lambda: ["wiki-vital-en", "bbc-news"])
-    """Zoo task names or paths to CSV / JSONL task files; `SOURCE>TARGET` (e.g. `wiki-vital-en>wiki-vital-fr`)
+    tasks: list[str] = field(
+        default_factory=lambda: ["wiki-order-en", "wiki-same-en", "tweet-sentiment", "bbc-news"]
+    )
+    """The suite. Default: a sentence-order pair task (inference stand-in), a same-article pair task
+    (paraphrase stand-in, macro F1), crowd-labeled tweet sentiment and BBC topic classification: topic tasks
+    alone saturate (every model within 3 points of the teacher), the pair tasks leave a 1-layer student well
+    behind (docs/evaluation.md#the-default-suite). Zoo task names or paths to CSV / JSONL task files; `SOURCE>TARGET` (e.g. `wiki-vital-en>wiki-vital-fr`)
     fine-tunes on SOURCE and tests zero-shot on TARGET's test split through the topic map (docs/evaluation.md)."""
     task_options: dict[str, dict[str, str]] = field(default_factory=dict)
     """Loader options of task files, keyed by their reference in `tasks`: `text_field`, `text_b_field` (the
@@ -39,8 +44,9 @@ class EvaluateConfig:
     under-reports them; 10 lets every model of the default run stop on its own."""
     batch_size: int = 32
     """Fine-tuning batch size."""
-    max_len: int = 64
-    """Tokens per example."""
+    max_len: int = 128
+    """Tokens per example (both texts of a pair task together; 128 holds two sentences of the pair tasks and
+    nearly every tweet and BBC lead)."""
     pooling: Literal["cls", "mean"] = "mean"
     """Sentence representation fed to the classification head."""
     task_distill: bool = False
