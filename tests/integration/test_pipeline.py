@@ -53,6 +53,30 @@ def test_exported_student_loads_with_transformers(smoke_run: Path) -> None:
     assert out.last_hidden_state.shape[-1] == model.config.hidden_size
 
 
+def test_exported_student_is_a_sentence_transformer_in_the_teachers_space(
+    smoke_run: Path, minilm_dir: Path
+) -> None:
+    st = pytest.importorskip("sentence_transformers")
+    import torch
+
+    from kdnas.models.pooling import pool, read_pooling
+
+    name = json.loads((smoke_run / "summary.json").read_text())["students"][0]["name"]
+    d = smoke_run / "export" / name
+    texts = ["The river flows through the old town.", "A goal in the last minute won the cup final."]
+    student = st.SentenceTransformer(str(d), device="cpu")
+    got = torch.as_tensor(student.encode(texts))
+    pooling = read_pooling(d)
+    assert pooling is not None and pooling.mode == "mean" and pooling.normalize  # as all-MiniLM-L6-v2 has it
+    model, tok = student[0].auto_model, student.tokenizer
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        own = pool(model(**batch).last_hidden_state, batch["attention_mask"], pooling)
+    assert float(torch.nn.functional.cosine_similarity(got, own).min()) >= 0.9999
+    teacher = torch.as_tensor(st.SentenceTransformer(str(minilm_dir), device="cpu").encode(texts))
+    assert got.shape == teacher.shape  # same width: the student embeds into the teacher's index
+
+
 def test_rerun_skips_finished_stages(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--resume", str(smoke_run)]) == 0
     out = capsys.readouterr().out

@@ -1,0 +1,77 @@
+"""An exported student loads with `SentenceTransformer(dir)` (the `[st]` extra) and embeds as kdnas pools it.
+
+Tiny random BERT students, with and without the Dense projection into a wider teacher space; the reference is
+kdnas's own pooled output (`kdnas.models.pooling.pool`, then the Dense, then L2 normalisation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdnas.export import export_model
+from kdnas.models.pooling import Pooling, pool, read_pooling, write_st_config
+from kdnas.testing import WORDS, tiny_teacher, tiny_tokenizer
+
+st = pytest.importorskip("sentence_transformers")
+
+SENTENCES = [" ".join(WORDS[i : i + 3 + i % 5]) for i in range(0, 40, 4)]
+
+
+def _kdnas_embeddings(model, tok, pooling: Pooling, dense: tuple[torch.Tensor, torch.Tensor] | None):
+    batch = tok(SENTENCES, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    raw = pool(hidden, batch["attention_mask"], Pooling(mode=pooling.mode))
+    if dense is not None:
+        raw = raw @ dense[0].T + dense[1]
+    return torch.nn.functional.normalize(raw, dim=-1) if pooling.normalize else raw
+
+
+@pytest.mark.parametrize("mode,with_dense", [("mean", False), ("mean", True), ("cls", False)])
+def test_sentence_transformers_loads_the_export_and_matches_kdnas(
+    tmp_path: Path, mode: str, with_dense: bool
+) -> None:
+    model = tiny_teacher("bert", seed=3).eval()
+    tok = tiny_tokenizer()
+    width = model.config.hidden_size
+    g = torch.Generator().manual_seed(0)
+    dense = (
+        (torch.randn(2 * width, width, generator=g), torch.randn(2 * width, generator=g))
+        if with_dense
+        else None
+    )
+    pooling = Pooling(mode=mode, normalize=True, prompts={"query": "query: "})
+    src = tmp_path / "distilled"
+    model.save_pretrained(src)
+    tok.save_pretrained(src)
+    write_st_config(src, pooling, width, dense=dense, max_seq_length=32)
+    out = tmp_path / "export"
+    result = export_model(model, tok, out, onnx=False, int8=False, measure=False, sentence_dir=src)
+    assert result.files.get("sentence_transformers") == "modules.json"
+    assert ("dense" in result.files) == with_dense
+
+    loaded = st.SentenceTransformer(str(out), device="cpu")
+    assert loaded.max_seq_length == 32
+    assert loaded.prompts.get("query") == "query: "
+    got = torch.as_tensor(loaded.encode(SENTENCES, convert_to_numpy=True, batch_size=4))
+    want = _kdnas_embeddings(model, tok, pooling, dense)
+    assert got.shape == want.shape == (len(SENTENCES), 2 * width if with_dense else width)
+    cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)
+    assert float(cos.min()) >= 0.9999, cos
+    back = read_pooling(out)
+    assert back is not None and back.mode == mode and back.normalize
+
+
+def test_export_without_a_pooling_config_has_no_sentence_files(tmp_path: Path) -> None:
+    model = tiny_teacher("bert", seed=3)
+    src = tmp_path / "plain"
+    model.save_pretrained(src)
+    res = export_model(model, tiny_tokenizer(), tmp_path / "out", onnx=False, int8=False, measure=False,
+                       sentence_dir=src)  # fmt: skip
+    assert "sentence_transformers" not in res.files
+    assert not (tmp_path / "out" / "modules.json").exists()
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "bert"
