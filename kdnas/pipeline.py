@@ -291,6 +291,7 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
     from kdnas.search.evaluator import make_evaluator
     from kdnas.search.objectives import resolve_budgets
     from kdnas.search.study import run_search
+    from kdnas.search.workers import target_fingerprint
 
     cfg = ctx.cfg
     setup = make_evaluator(
@@ -326,6 +327,7 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
         seed=cfg.seed,
         latency_predictor=setup.latency_predictor,
         callback=ctx.trial_callback,
+        hardware=target_fingerprint(cfg.target),
     )
     if not any(r.arch for r in result.recommendations):
         fastest = min((r.latency_ms for r in result.records if r.latency_ms), default=None)

@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="use the synthetic evaluator (no distillation; a MiniLM-L6-shaped teacher) to try a search",
     )
     p.add_argument(
+        "--fake-seconds",
+        type=float,
+        default=0.0,
+        help="with --fake: wall seconds each synthetic evaluation takes (to try several workers)",
+    )
+    p.add_argument(
         "--study-name", help="Optuna study name (default: <run name>-<strategy>, with -fake for --fake)"
     )
     p.add_argument(
@@ -49,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     from kdnas.search.objectives import resolve_budgets
     from kdnas.search.results import TrialRecord
     from kdnas.search.study import run_search
+    from kdnas.search.workers import target_fingerprint
     from kdnas.space.spaces import load_space
 
     cfg = config.load(args.config, getattr(args, "overrides", {}))
@@ -57,7 +64,8 @@ def _run(args: argparse.Namespace) -> int:
         from kdnas.search.testing import FakeEvaluator
 
         teacher_config = _fake_teacher_config()
-        setup = FakeEvaluator.for_teacher(teacher_config, seed=cfg.seed).setup(teacher_config)
+        fake = FakeEvaluator.for_teacher(teacher_config, seed=cfg.seed, seconds=args.fake_seconds)
+        setup = fake.setup(teacher_config)
     else:
         from kdnas.search.evaluator import make_evaluator
 
@@ -113,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
             seed=cfg.seed,
             latency_predictor=setup.latency_predictor,
             callback=on_trial,
+            hardware=("fake:" if args.fake else "") + target_fingerprint(cfg.target),
         )
     _summary(console, result)
     console.print(

@@ -285,6 +285,10 @@ def _wiki_same(root: Path) -> Task:
                 okey, oss = group[m]
                 pairs.append((key, a, oss[_pick(okey + key, "kdnas-same-b", len(oss))], 0))
     return _pair_task(
-        "wiki-same-en", f"{path} (wiki-same-en)", ["different article", "same article"], pairs, short,
+        "wiki-same-en",
+        f"{path} (wiki-same-en)",
+        ["different article", "same article"],
+        pairs,
+        short,
         metric="macro_f1",  # GLUE reports F1 for its paraphrase tasks (MRPC, QQP)
     )

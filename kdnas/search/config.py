@@ -37,7 +37,18 @@ class SearchConfig:
     long_proxy_factor: float = 3.0
     """Multi-fidelity: the long proxy gets this many times the proxy token budget."""
     storage: str | None = None
-    """Optuna storage URL (default: SQLite in the run dir)."""
+    """Optuna storage URL (default: SQLite in the run dir, one worker). A database server
+    (`postgresql://user:pass@host/db`, `pip install "kdnas[postgres]"`) is shared: any number of workers
+    (`kdnas search` / `kdnas run` on other machines) run trials of the one study, with heartbeats telling a dead
+    worker's trials from a busy one's (docs/search.md#several-workers-on-one-study)."""
+    heartbeat_interval: int = 20
+    """Shared storage: seconds between a worker's heartbeats for the trials it is running (0: no heartbeats,
+    then only one worker may use the study)."""
+    grace_period: int | None = None
+    """Shared storage: a running trial whose last heartbeat is older than this many seconds belongs to a dead
+    worker; it is completed from its recorded short proxy, or re-queued (None: 3 x heartbeat_interval)."""
+    max_retry: int = 3
+    """Shared storage: how often a dead worker's trial is re-queued before it is left failed."""
     objectives: list[str] = field(default_factory=lambda: ["kd_loss", "latency_ms"])
     """Objectives of the Optuna study, all minimised: kd_loss, latency_ms, params_m."""
     n_startup_trials: int = 6
@@ -64,6 +75,13 @@ class SearchConfig:
             out.append(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.n_trials < 1:
             out.append(f"n_trials: {self.n_trials} must be >= 1")
+        if self.heartbeat_interval < 0 or self.max_retry < 0:
+            out.append("heartbeat_interval, max_retry: must be >= 0")
+        if self.grace_period is not None and self.grace_period <= self.heartbeat_interval:
+            out.append(
+                f"grace_period: {self.grace_period} must be longer than heartbeat_interval "
+                f"({self.heartbeat_interval}), or null for 3 x heartbeat_interval"
+            )
         if self.episode_size < 1 or self.pool_factor < 1:
             out.append("episode_size, pool_factor: must be >= 1")
         if not 0 <= self.epsilon <= 1 or not 0 < self.epsilon_decay <= 1:

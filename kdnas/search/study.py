@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,15 @@ from kdnas.search.results import (
     recommend,
 )
 from kdnas.search.samplers import NEEDS_STARTUP, make_sampler, seen_arch_ids
+from kdnas.search.workers import (
+    Heartbeat,
+    check_hardware,
+    fail_stale,
+    is_shared_url,
+    open_shared_storage,
+    quiet_heartbeat,
+    redact,
+)
 from kdnas.space.arch import Arch
 from kdnas.space.space import SearchSpace
 
@@ -56,7 +68,8 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
         return optuna.storages.get_storage(url)
     except Exception as e:  # sqlalchemy/driver errors vary by backend; all mean the same to the user
         raise SearchError(
-            f"cannot open the search storage {url!r}: {type(e).__name__}: {e}. Use an Optuna storage URL such as "
+            f"cannot open the search storage {redact(url)}: {type(e).__name__}: {redact(str(e))}. Use an Optuna "
+            "storage URL such as "
             "sqlite:///runs/NAME/search.db (the directory must exist) or postgresql://user:pass@host/db"
         ) from None
 
@@ -119,6 +132,17 @@ def _is_evaluated(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and bool(t.user_attrs.get("evaluated"))
 
 
+def progress(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
+    """(distilled candidates, candidates being distilled now by some worker) of a study's trials.
+
+    A dead worker's trial that was completed or re-queued for it (its number in a later trial's retry history)
+    is not counted: its copy is."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    done = sum(_is_evaluated(t) and t.number not in retried for t in trials)
+    running = sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("claimed")) for t in trials)
+    return done, running
+
+
 @dataclass
 class _Pending:
     trial: optuna.Trial
@@ -153,8 +177,13 @@ class _Search:
         self.rng = np.random.default_rng(seed)
         self.session_ok = 0
         self.last_failure: str | None = None
+        self.heartbeat = Heartbeat(storage)
+        self.shared = self.heartbeat.enabled
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def _notify(self, trial_id: int) -> None:
+        """After a trial is told: stop its heartbeat, show it to the callback."""
+        self.heartbeat.release(trial_id)
         if self.callback is None:
             return
         rec = trial_record(self.storage.get_trial(trial_id))
@@ -188,7 +217,12 @@ class _Search:
         self._notify(trial._trial_id)
 
     def resume(self) -> None:
-        """Trials left RUNNING by a killed process: complete those whose short proxy finished, re-queue the rest."""
+        """Trials left RUNNING by a killed process: complete those whose short proxy finished, re-queue the rest.
+
+        On a shared storage (heartbeats) only the trials of dead workers: those whose heartbeat is stale."""
+        if self.shared:
+            fail_stale(self.study)
+            return
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             a = t.user_attrs
             trial = optuna.Trial(self.study, t._trial_id)
@@ -242,8 +276,24 @@ class _Search:
 
     def run(self, n_trials: int) -> str | None:
         """Evaluate until `n_trials` candidates have been distilled; returns why it stopped early, if it did."""
+        try:
+            return self._run(n_trials)
+        finally:
+            self.heartbeat.close()
+
+    def _others_running(self, n_trials: int) -> bool:
+        """Shared storage: is the study's quota reached only with trials other workers are still running? Then
+        wait for them (a dead worker's trial is completed or re-queued once its heartbeat is stale)."""
+        while True:
+            fail_stale(self.study)
+            done, running = progress(self.study.get_trials(deepcopy=False))
+            if done >= n_trials or done + running < n_trials:
+                return done < n_trials
+            time.sleep(max(1.0, self.heartbeat.interval / 2) if self.shared else 1.0)
+
+    def _run(self, n_trials: int) -> str | None:
         trials = self.study.get_trials(deepcopy=False)
-        evaluated = sum(_is_evaluated(t) for t in trials)
+        evaluated = sum(progress(trials))
         done = {
             t.user_attrs["arch_id"]: t
             for t in trials
@@ -256,7 +306,11 @@ class _Search:
         max_proposals = 20 * n_trials + 100
         proposals = 0
         total = self.space.size() if self.space.enumerable() else None
-        while evaluated < n_trials:
+        while evaluated < n_trials or (self.shared and self._others_running(n_trials)):
+            if self.shared:
+                evaluated = sum(progress(self.study.get_trials(deepcopy=False)))
+                if evaluated >= n_trials:
+                    continue
             k = min(self.cfg.episode_size, n_trials - evaluated)
             pending: list[_Pending] = []
             in_round: set[str] = set()
@@ -273,8 +327,16 @@ class _Search:
                     )
                     break
                 proposals += 1
-                trial = self.study.ask()
+                if self.shared:
+                    fail_stale(self.study)
+                    if sum(progress(self.study.get_trials(deepcopy=False))) >= n_trials:
+                        break  # other workers took the rest of the quota
+                with quiet_heartbeat():
+                    trial = self.study.ask()
+                self.heartbeat.hold(trial._trial_id)
                 trial.set_user_attr("round", round_idx)
+                if self.shared:
+                    trial.set_user_attr("worker", self.worker)
                 try:
                     arch = self.space.suggest(trial)
                 except (ArchError, ValueError) as e:
@@ -292,6 +354,14 @@ class _Search:
                     self._notify(trial._trial_id)
                     self.enqueue_fallback(trial.number)
                     continue
+                if self.shared:  # what the other workers have finished or are distilling now
+                    busy = self._refresh(done, trial.number)
+                    if arch.arch_id in busy:
+                        trial.set_user_attr("filtered_reason", "being distilled by another worker")
+                        self.study.tell(trial, state=TrialState.PRUNED)
+                        self._notify(trial._trial_id)
+                        self.enqueue_fallback(trial.number)
+                        continue
                 if arch.arch_id in done:  # the sampler learns the known values again; no distillation
                     src = done[arch.arch_id]
                     trial.set_user_attr("duplicate_of", src.number)
@@ -319,6 +389,7 @@ class _Search:
                 n_round += 1
                 evaluated += 1
                 self.session_evaluated += 1
+                trial.set_user_attr("claimed", True)
                 res, err = _evaluate(self.evaluator, arch, "short", self.tokens)
                 trial.set_user_attr("evaluated", True)
                 if res is None:
@@ -354,6 +425,19 @@ class _Search:
             if stop:
                 return stop
         return None
+
+    def _refresh(self, done: dict[str, FrozenTrial], number: int) -> set[str]:
+        """Add the other workers' finished candidates to `done`; the arch ids they are distilling now."""
+        busy = set()
+        for t in self.study.get_trials(deepcopy=False):
+            aid = t.user_attrs.get("arch_id")
+            if aid is None or t.number == number:
+                continue
+            if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs:
+                done.setdefault(aid, t)
+            elif t.state == TrialState.RUNNING and t.user_attrs.get("claimed"):
+                busy.add(aid)
+        return busy
 
     def promote(self, pending: list[_Pending]) -> None:
         """Successive halving: the best `promote_fraction` of the round (Pareto rank, then reward) get a long proxy."""
@@ -477,6 +561,7 @@ def run_search(
     seed: int = 0,
     latency_predictor: Callable[[Arch], float] | None = None,
     callback: TrialCallback | None = None,
+    hardware: str | None = None,
 ) -> SearchResult:
     """Search `space` with strategy `cfg.strategy`, distilling candidates through `evaluator`.
 
@@ -484,6 +569,9 @@ def run_search(
     distilled candidates over the whole study, so a resumed search only runs what is left. Storage: `storage`,
     else `cfg.storage`, else SQLite in `run_dir`, else in memory. Results go to `run_dir/search.json` and the
     study's user attr `result`. `callback` sees every finished trial (filtered and failed ones included).
+    A server database (PostgreSQL, MySQL: not SQLite) is shared: other workers may run the same study at the
+    same time (heartbeats, `kdnas.search.workers`); an SQLite study has one worker at a time. `hardware`: the target's fingerprint, recorded on the
+    study; a study measured on other hardware is refused.
     """
     problems = cfg.check()
     if problems:
@@ -496,11 +584,19 @@ def run_search(
         )
     n_trials = cfg.n_trials if n_trials is None else n_trials
     space, max_latency_ms = prepare_space(space, cfg, budgets, latency_predictor)
+    url = storage_url(cfg, storage, run_dir)
+    shared = bool(url and is_shared_url(url) and cfg.heartbeat_interval > 0)
+    if shared:  # workers with one seed would propose the same archs in the same order
+        seed += 1000 * (os.getpid() % 100_000 + 1)
     sampler = make_sampler(
         cfg.strategy, space=space, cfg=cfg, seed=seed, budgets_ms=[b.latency_ms for b in budgets]
     )
-    url = storage_url(cfg, storage, run_dir)
-    store = open_storage(url)
+    if shared:
+        assert url is not None
+        store = open_shared_storage(url, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
+                                    max_retry=cfg.max_retry, objectives=list(cfg.objectives))  # fmt: skip
+    else:
+        store = open_storage(url)
     try:
         study = optuna.create_study(
             storage=store,
@@ -510,11 +606,12 @@ def run_search(
             directions=["minimize"] * len(cfg.objectives),
         )
     except ValueError as e:
-        raise SearchError(f"study {study_name!r} in {url or 'memory'} cannot be used: {e}") from None
+        raise SearchError(f"study {study_name!r} in {redact(url)} cannot be used: {e}") from None
+    check_hardware(study, hardware, redact(url))
     prev = study.user_attrs.get("objectives")
     if len(study.directions) != len(cfg.objectives) or (prev is not None and prev != list(cfg.objectives)):
         raise SearchError(
-            f"study {study_name!r} in {url} was created with objectives {prev or len(study.directions)}, not "
+            f"study {study_name!r} in {redact(url)} was created with objectives {prev or len(study.directions)}, not "
             f"{list(cfg.objectives)}: use the same objectives to resume, or a new study name"
         )
     study.set_user_attr("objectives", list(cfg.objectives))
@@ -543,7 +640,7 @@ def run_search(
     if stopped:
         log.warning("search stopped early: %s", stopped)
     result = summarize(
-        study, cfg.strategy, teacher_latency_ms, budgets, storage=url or "memory", stopped=stopped,
+        study, cfg.strategy, teacher_latency_ms, budgets, storage=redact(url), stopped=stopped,
         tolerance=cfg.kd_loss_tolerance,
     )  # fmt: skip
     summary = result.to_dict()

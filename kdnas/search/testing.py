@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ class FakeEvaluator:
     """Arch ids (or a predicate) whose kd_loss comes back NaN."""
     calls: list[tuple[str, str, int]] = field(default_factory=list)
     """(arch_id, fidelity, tokens) of every call, in order."""
+    seconds: float = 0.0
+    """Wall time each evaluation takes (a sleep), to try several workers and kill one mid-trial."""
 
     @classmethod
     def for_teacher(cls, teacher_config: PretrainedConfig, **kw: Any) -> FakeEvaluator:
@@ -96,6 +99,8 @@ class FakeEvaluator:
 
     def evaluate(self, arch: Arch, *, fidelity: Fidelity, tokens: int) -> CandidateResult:
         self.calls.append((arch.arch_id, fidelity, tokens))
+        if self.seconds > 0:
+            time.sleep(self.seconds)
         if self._hit(self.fail_on, arch):
             raise RuntimeError(f"synthetic failure for {arch.arch_id}")
         base = self.true_loss(arch)
