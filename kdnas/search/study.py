@@ -132,6 +132,11 @@ def _is_evaluated(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and bool(t.user_attrs.get("evaluated"))
 
 
+def _slot(t: FrozenTrial) -> int:
+    """A candidate's place in a shared study's quota: its number, or the first number of the trial it re-runs."""
+    return int(t.system_attrs.get("failed_trial", t.number))
+
+
 def progress(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
     """(distilled candidates, candidates being distilled now by some worker) of a study's trials.
 
@@ -385,11 +390,16 @@ class _Search:
                     self._notify(trial._trial_id)
                     self.enqueue_fallback(trial.number)
                     continue
+                trial.set_user_attr("claimed", True)
+                if self.shared and not self._within_quota(trial, n_trials):
+                    trial.set_user_attr("filtered_reason", "the study's n_trials were taken by other workers")
+                    self.study.tell(trial, state=TrialState.PRUNED)
+                    self._notify(trial._trial_id)
+                    break
                 in_round.add(arch.arch_id)
                 n_round += 1
                 evaluated += 1
                 self.session_evaluated += 1
-                trial.set_user_attr("claimed", True)
                 res, err = _evaluate(self.evaluator, arch, "short", self.tokens)
                 trial.set_user_attr("evaluated", True)
                 if res is None:
@@ -425,6 +435,36 @@ class _Search:
             if stop:
                 return stop
         return None
+
+    def _within_quota(self, trial: optuna.Trial, n_trials: int) -> bool:
+        """Shared storage, after `trial` is claimed: is it one of the study's first `n_trials` candidates?
+
+        Candidates are ordered by their slot (the trial number, or the original number of a dead worker's trial
+        run again), which the database hands out atomically. Candidates with a lower slot that are still being
+        set up (RUNNING, not yet claimed or filtered) are waited for, so two workers claiming the last slot at
+        once cannot both win."""
+        mine = _slot(self.storage.get_trial(trial._trial_id))
+        while True:
+            fail_stale(self.study)
+            trials = self.study.get_trials(deepcopy=False)
+            retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+            taken, unsure = set(), 0
+            for t in trials:
+                slot = _slot(t)
+                if t.number == trial.number or slot >= mine:
+                    continue
+                if t.state == TrialState.RUNNING:
+                    if t.user_attrs.get("claimed"):
+                        taken.add(slot)
+                    else:
+                        unsure += 1  # being set up: may yet take a slot below mine
+                elif _is_evaluated(t) and t.number not in retried:
+                    taken.add(slot)
+            if len(taken) >= n_trials:
+                return False
+            if len(taken) + unsure < n_trials:
+                return True
+            time.sleep(0.2)
 
     def _refresh(self, done: dict[str, FrozenTrial], number: int) -> set[str]:
         """Add the other workers' finished candidates to `done`; the arch ids they are distilling now."""
