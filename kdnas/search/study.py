@@ -186,6 +186,14 @@ class _Search:
         self.shared = self.heartbeat.enabled
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
+    def filter(self, trial: optuna.Trial, reason: str, *, fallback: bool = True) -> None:
+        """Rule `trial` out (PRUNED, with why) before any distillation; queue a random unseen arch after it."""
+        trial.set_user_attr("filtered_reason", reason)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self._notify(trial._trial_id)
+        if fallback:
+            self.enqueue_fallback(trial.number)
+
     def _notify(self, trial_id: int) -> None:
         """After a trial is told: stop its heartbeat, show it to the callback."""
         self.heartbeat.release(trial_id)
@@ -345,27 +353,18 @@ class _Search:
                 try:
                     arch = self.space.suggest(trial)
                 except (ArchError, ValueError) as e:
-                    trial.set_user_attr("filtered_reason", f"cannot build an arch: {e}")
-                    self.study.tell(trial, state=TrialState.PRUNED)
-                    self._notify(trial._trial_id)
-                    self.enqueue_fallback(trial.number)
+                    self.filter(trial, f"cannot build an arch: {e}")
                     continue
                 trial.set_user_attr("arch_id", arch.arch_id)
                 trial.set_user_attr("arch", arch.to_dict())
                 why = self.space.violations(arch)
                 if why:
-                    trial.set_user_attr("filtered_reason", "; ".join(why))
-                    self.study.tell(trial, state=TrialState.PRUNED)
-                    self._notify(trial._trial_id)
-                    self.enqueue_fallback(trial.number)
+                    self.filter(trial, "; ".join(why))
                     continue
                 if self.shared:  # what the other workers have finished or are distilling now
                     busy = self._refresh(done, trial.number)
                     if arch.arch_id in busy:
-                        trial.set_user_attr("filtered_reason", "being distilled by another worker")
-                        self.study.tell(trial, state=TrialState.PRUNED)
-                        self._notify(trial._trial_id)
-                        self.enqueue_fallback(trial.number)
+                        self.filter(trial, "being distilled by another worker")
                         continue
                 if arch.arch_id in done:  # the sampler learns the known values again; no distillation
                     src = done[arch.arch_id]
@@ -385,16 +384,11 @@ class _Search:
                     self.enqueue_fallback(trial.number)
                     continue
                 if arch.arch_id in in_round:
-                    trial.set_user_attr("filtered_reason", "duplicate of a candidate of the same round")
-                    self.study.tell(trial, state=TrialState.PRUNED)
-                    self._notify(trial._trial_id)
-                    self.enqueue_fallback(trial.number)
+                    self.filter(trial, "duplicate of a candidate of the same round")
                     continue
                 trial.set_user_attr("claimed", True)
                 if self.shared and not self._within_quota(trial, n_trials):
-                    trial.set_user_attr("filtered_reason", "the study's n_trials were taken by other workers")
-                    self.study.tell(trial, state=TrialState.PRUNED)
-                    self._notify(trial._trial_id)
+                    self.filter(trial, "the study's n_trials were taken by other workers", fallback=False)
                     break
                 in_round.add(arch.arch_id)
                 n_round += 1
