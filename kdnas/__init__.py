@@ -19,6 +19,15 @@ from kdnas.errors import (
 )
 from kdnas.space.arch import Arch
 
+
+def __getattr__(name: str) -> object:  # `kdnas.run` and friends without importing torch at `import kdnas`
+    if name in ("run", "read_run", "RunResult", "StudentResult"):
+        from kdnas import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'kdnas' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -32,6 +41,10 @@ __all__ = [
     "LatencyError",
     "MissingExtraError",
     "ModelError",
+    "RunResult",
     "SearchError",
+    "StudentResult",
     "__version__",
+    "read_run",
+    "run",
 ]

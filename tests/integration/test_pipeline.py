@@ -77,6 +77,20 @@ def test_exported_student_is_a_sentence_transformer_in_the_teachers_space(
     assert got.shape == teacher.shape  # same width: the student embeds into the teacher's index
 
 
+def test_python_api_resumes_the_finished_run_and_reads_it(smoke_run: Path) -> None:
+    import kdnas
+
+    result = kdnas.run("smoke", run_dir=smoke_run)  # every stage done: skipped, then read back
+    assert result.finished and set(result.stage_seconds) >= {"search", "distill", "evaluate", "export"}
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert set(result.students) == {s["name"] for s in summary["students"]}
+    for s in result.students.values():
+        assert (s.model_dir / "config.json").is_file() and s.export_dir is not None
+        assert s.speedup is not None and s.speedup > 1 and s.scores
+    assert result.retention is not None and result.retention["rows"][0]["model"] == "teacher"
+    assert result.pareto
+
+
 def test_rerun_skips_finished_stages(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--resume", str(smoke_run)]) == 0
     out = capsys.readouterr().out
