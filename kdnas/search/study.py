@@ -39,7 +39,7 @@ from kdnas.search.workers import (
     fail_stale,
     is_shared_url,
     open_shared_storage,
-    quiet_heartbeat,
+    quiet_optuna,
     redact,
 )
 from kdnas.space.arch import Arch
@@ -344,7 +344,7 @@ class _Search:
                     fail_stale(self.study)
                     if sum(progress(self.study.get_trials(deepcopy=False))) >= n_trials:
                         break  # other workers took the rest of the quota
-                with quiet_heartbeat():
+                with quiet_optuna():
                     trial = self.study.ask()
                 self.heartbeat.hold(trial._trial_id)
                 trial.set_user_attr("round", round_idx)
@@ -649,6 +649,9 @@ def run_search(
             f"{list(cfg.objectives)}: use the same objectives to resume, or a new study name"
         )
     study.set_user_attr("objectives", list(cfg.objectives))
+    if study.metric_names != list(cfg.objectives):
+        with quiet_optuna():  # set_metric_names is marked experimental; optuna-dashboard shows the names
+            study.set_metric_names(list(cfg.objectives))
     study.set_user_attr("space", space.to_dict())
     study.set_user_attr("teacher_latency_ms", teacher_latency_ms)
     study.set_user_attr("proxy_tokens", tokens)

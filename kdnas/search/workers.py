@@ -44,7 +44,7 @@ def redact(url: str | None) -> str:
 
 
 @contextlib.contextmanager
-def quiet_heartbeat() -> Iterator[None]:
+def quiet_optuna() -> Iterator[None]:
     """Optuna warns that heartbeats are meant for Study.optimize and that they are experimental; kdnas records
     them itself around ask/tell, on purpose."""
     with warnings.catch_warnings():
@@ -96,7 +96,7 @@ def open_shared_storage(
     last: BaseException | None = None
     for attempt in range(6):
         try:
-            with quiet_heartbeat():
+            with quiet_optuna():
                 return optuna.storages.RDBStorage(url, **kw)
         except Exception as e:  # sqlalchemy / driver errors differ by backend
             last = e
@@ -215,7 +215,7 @@ class Heartbeat:
 def fail_stale(study: optuna.Study) -> None:
     """Fail (and complete or re-queue, through the storage's callback) the trials of dead workers."""
     if heartbeat_enabled(study._storage):
-        with quiet_heartbeat():
+        with quiet_optuna():
             optuna.storages.fail_stale_trials(study)
 
 

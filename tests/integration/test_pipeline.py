@@ -91,6 +91,59 @@ def test_python_api_resumes_the_finished_run_and_reads_it(smoke_run: Path) -> No
     assert result.pareto
 
 
+def test_dashboard_serves_the_runs_study_with_kdnas_attributes(smoke_run: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("optuna_dashboard")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "kdnas", "report", str(smoke_run), "--dashboard", "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                studies = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=2).read())[
+                    "studies"
+                ]
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[0]
+                time.sleep(0.2)
+        else:
+            pytest.fail("optuna-dashboard did not answer")
+        (study,) = [s for s in studies if s["study_name"].startswith("search-")]
+        detail = json.loads(
+            urllib.request.urlopen(f"{base}/api/studies/{study['study_id']}", timeout=5).read()
+        )
+        search = json.loads((smoke_run / "search.json").read_text())
+        assert len(detail["trials"]) == len(search["trials"])
+        done = [t for t in detail["trials"] if t["state"] == "Complete"]
+        assert done
+        attrs = {a["key"] for a in done[0]["user_attrs"]}
+        assert {"arch_id", "latency_ms", "kd_loss_short", "params_m"} <= attrs
+        assert detail.get("objective_names") == ["kd_loss", "latency_ms"]
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_dashboard_without_the_extra_says_how_to_install_it(smoke_run: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['optuna_dashboard'] = None; from kdnas.cli import main; "
+            f"sys.exit(main(['report', {str(smoke_run)!r}, '--dashboard']))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "kdnas[dashboard]" in out.stdout + out.stderr
+
+
 def test_rerun_skips_finished_stages(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--resume", str(smoke_run)]) == 0
     out = capsys.readouterr().out
