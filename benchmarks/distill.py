@@ -202,6 +202,50 @@ def quality(args: argparse.Namespace, teacher: Any, splits: Any) -> dict[str, An
     return out
 
 
+def precision(args: argparse.Namespace, teacher: Any, splits: Any) -> dict[str, Any]:
+    """fp32 vs bf16 autocast, same student, same data and seed, one process: training tokens/s (teacher cache
+    built per dtype, its setup time apart), the loss curve at a few points and the held-out KD loss (scored
+    in fp32 for both, so only the training precision differs)."""
+    import dataclasses
+
+    from kdnas.distill import distill, heldout_kd_loss
+    from kdnas.models.inherit import inherit_student
+    from kdnas.precision import bf16_supported, cpu_bf16_units
+    from kdnas.space.arch import Arch
+
+    units = cpu_bf16_units()
+    out: dict[str, Any] = {"arch": STUDENTS["1/4"], "tokens": args.quality_tokens, "cpu_bf16_units": units}
+    if not bf16_supported("cpu"):
+        print(
+            "  this CPU has no bf16 units (flags amx_bf16 / avx512_bf16): bf16 is not used here, nothing to compare"
+        )
+        return out
+    print(f"  bf16 units: {', '.join(units)}")
+    base = cfg_of(args)
+    for dtype in ("fp32", "bf16"):
+        cfg = dataclasses.replace(base, dtype=dtype)
+        student = inherit_student(teacher.model, Arch.parse(STUDENTS["1/4"]))
+        with tempfile.TemporaryDirectory() as tmp:
+            res = distill(teacher, student, splits.proxy, cfg, tokens=args.quality_tokens, teacher_cache=tmp,
+                          seed=0, progress=False)  # fmt: skip
+        held = heldout_kd_loss(teacher, student, splits.heldout, dataclasses.replace(base, dtype="fp32"),
+                               projections=res.distiller)  # fmt: skip
+        curve = [
+            round(float(h["loss"]), 4) for h in res.history[:: max(1, len(res.history) // 5)] if "loss" in h
+        ]
+        out[dtype] = {"tokens_per_s": res.tokens_per_s, "cache_setup_s": res.setup_seconds,
+                      "train_final_loss": res.final_loss, "heldout_kd_loss": held, "curve": curve}  # fmt: skip
+        print(f"  {dtype}: {res.tokens_per_s:8.0f} tok/s (teacher cache {res.setup_seconds:.1f} s), final train "
+              f"loss {res.final_loss:.4f}, held-out KD loss {held:.4f}, curve {curve}", flush=True)  # fmt: skip
+    f, b = out["fp32"], out["bf16"]
+    out["speedup"] = b["tokens_per_s"] / f["tokens_per_s"]
+    out["heldout_rel_diff"] = (b["heldout_kd_loss"] - f["heldout_kd_loss"]) / f["heldout_kd_loss"]
+    print(
+        f"  bf16 / fp32: x{out['speedup']:.2f} tokens/s, held-out KD loss {100 * out['heldout_rel_diff']:+.2f}%"
+    )
+    return out
+
+
 def _forward(args: argparse.Namespace) -> list[str]:
     """Options a resume child needs to rebuild the same run."""
     return ["--teacher", args.teacher, "--corpus", args.corpus, "--seq-len", str(args.seq_len), "--batch-size",
@@ -224,6 +268,7 @@ def main() -> None:
     p.add_argument("--quality-tokens", type=int, default=150_000)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", help="write the figures as JSON here")
+    p.add_argument("--only", choices=["precision"], help="run one section only")
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     p.add_argument("--child-max-steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--child-resume", action="store_true", help=argparse.SUPPRESS)
@@ -242,6 +287,12 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"fp32 GEMM {gemm:.1f} GFLOP/s{'  (--quick: figures not meaningful)' if args.quick else ''}")  # fmt: skip
     teacher, splits = load(args)
+    if args.only == "precision":
+        print(f"precision ({args.quality_tokens} tokens, {STUDENTS['1/4']}):")
+        prec = precision(args, teacher, splits)
+        if args.out:
+            Path(args.out).write_text(json.dumps({"precision": prec}, indent=1))
+        return
     print(f"teacher {args.teacher}, proxy rows {len(splits.proxy.input_ids)} x {args.seq_len} tokens, "
           f"batch {args.batch_size}")  # fmt: skip
     print("throughput (proxy distillation, training loop only):")
@@ -250,10 +301,12 @@ def main() -> None:
     res = resume_check(args)
     print(f"quality sanity ({args.quality_tokens} tokens, {STUDENTS['1/4']}):")
     qual = quality(args, teacher, splits)
+    print(f"precision ({args.quality_tokens} tokens, {STUDENTS['1/4']}):")
+    prec = precision(args, teacher, splits)
     result = {"machine": {"processor": platform.processor(), "threads": torch.get_num_threads(),
                           "gemm_gflops": gemm, "torch": torch.__version__},
               "quick": args.quick, "seq_len": args.seq_len, "batch_size": args.batch_size,
-              "throughput": thr, "resume": res, "quality": qual}  # fmt: skip
+              "throughput": thr, "resume": res, "quality": qual, "precision": prec}  # fmt: skip
     small = [r for r in thr if r["flops_ratio"] <= 0.26]
     print(
         f"target >= 2x at <= 1/4 FLOPs: {'met' if small and all(r['speedup'] >= 2 for r in small) else 'NOT met'}"
