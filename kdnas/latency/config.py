@@ -9,6 +9,13 @@ from typing import Literal
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "torch-cuda", "fake")
 
 
+def _known_backends() -> list[str]:
+    """The built-in names plus any added with `kdnas.latency.register_backend` (the registry, not a frozen list)."""
+    from kdnas.latency.backends import known_backends
+
+    return list(dict.fromkeys([*BACKENDS, *known_backends()]))
+
+
 @dataclass
 class TargetConfig:
     """Where and how the student will run; latency is measured for exactly this."""
@@ -55,8 +62,9 @@ class TargetConfig:
             out.append(f"batch_size: {self.batch_size} must be >= 1")
         if not self.seq_lens or any(s < 1 for s in self.seq_lens):
             out.append(f"seq_lens: {self.seq_lens} must be a non-empty list of positive lengths")
-        if self.backend not in BACKENDS:
-            out.append(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        known = _known_backends()
+        if self.backend not in known:
+            out.append(f"backend: {self.backend!r} is not one of {', '.join(known)}")
         if any(b <= 0 for b in self.budgets_ms):
             out.append("budgets_ms: every budget must be > 0")
         if any(s <= 1 for s in self.speedups):

@@ -25,6 +25,22 @@ def test_registry_matches_config_names():
         assert get_backend(name).name == name
 
 
+def test_a_registered_backend_is_a_valid_target(monkeypatch):
+    from kdnas.latency import backends
+    from kdnas.latency.backends import LatencyBackend, register_backend
+
+    class Mine(LatencyBackend):
+        name = "mine"
+
+        def measure(self, *a, **k):  # never called here
+            raise NotImplementedError
+
+    assert any("'mine' is not one of" in p for p in TargetConfig(backend="mine").check())
+    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
+    register_backend("mine", Mine)
+    assert TargetConfig(backend="mine").check() == []
+
+
 def test_torch_auto_picks_an_attention_in_process():
     b = TorchBackend(teacher_config=tiny_config(), threads=1, attn="auto", fingerprint_id="fp")
     b.settings.max_time_s = 0.05
