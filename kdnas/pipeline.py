@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas import config as config_mod
+from kdnas._io import write_json_atomic
 from kdnas.config import RunConfig
 from kdnas.errors import ConfigError, KdnasError, SearchError
 
@@ -136,16 +137,6 @@ class Stage:
 
 class NotBuiltYet(KdnasError):
     """A stage whose engine is not in this version yet."""
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temp file + rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------------- stages

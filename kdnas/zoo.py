@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import zipfile
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kdnas._io import write_json_atomic
 from kdnas.errors import AssetError
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ def fetch(
             "files": {rel: {"size": p.stat().st_size, "sha256": _sha256(p)} for rel, p in _walk(tmp)},
             "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _write_json_atomic(tmp / MANIFEST, manifest)
+        write_json_atomic(tmp / MANIFEST, manifest)
         if _check_entry(asset, dest, deep=verify) is not None:  # else another process finished it meanwhile
             _install(tmp, dest)
     finally:
@@ -636,13 +636,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _root(cache: str | Path | None) -> Path:

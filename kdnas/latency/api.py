@@ -36,21 +36,15 @@ Outcome = dict[tuple[int, str, Shape], "LatencyResult | LatencyError"]
 
 
 def load_teacher_config(ref: Any) -> PretrainedConfig:
-    """A teacher's HF config from a config object, a zoo name, a model dir or a hub id (weights not loaded)."""
-    from transformers import AutoConfig, PretrainedConfig
+    """A teacher's HF config from a config object, or a zoo name / model dir / hub id read and checked by
+    `kdnas.models.teacher.load_teacher_config` (a supported text encoder; weights not loaded)."""
+    from transformers import PretrainedConfig
 
     if isinstance(ref, PretrainedConfig):
         return ref
-    try:
-        from kdnas.zoo import resolve_model_ref
+    from kdnas.models.teacher import load_teacher_config as checked_config
 
-        where: Any = resolve_model_ref(ref)
-    except ImportError:
-        where = str(ref)
-    try:
-        return AutoConfig.from_pretrained(str(where))
-    except (OSError, ValueError) as e:
-        raise LatencyError(f"cannot read the config of teacher {ref!r}: {e}") from e
+    return checked_config(ref)
 
 
 def resolve_backend(name: str, device: str) -> str:
