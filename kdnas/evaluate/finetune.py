@@ -438,17 +438,25 @@ def finetune(
     model (see `train_run`), so a source task is fine-tuned once for all its zero-shot targets.
     """
     cfg = cfg or EvaluateConfig()
-    if cfg.max_train_examples is not None and len(task.train) > cfg.max_train_examples:
-        from kdnas.data.tasks import cap_split
-
-        task = copy.copy(task)
-        task.train = cap_split(task.train, cfg.max_train_examples)
+    task = capped(task, cfg)
     if soft_targets is not None and soft_targets.shape[0] != len(task.train):
         raise DataError(
             f"{task.name}: {soft_targets.shape[0]} teacher logits for {len(task.train)} training examples"
         )
     with torch_threads(cfg.threads):
         return _finetune(encoder, tokenizer, task, cfg, soft_targets, return_model, transfer)
+
+
+def capped(task: Task, cfg: EvaluateConfig) -> Task:
+    """`task` with train and dev cut to `max_train_examples` / `max_dev_examples` (a hash-chosen subset, the
+    same for every model); test is kept whole."""
+    from kdnas.data.tasks import cap_split
+
+    for split, cap in (("train", cfg.max_train_examples), ("dev", cfg.max_dev_examples)):
+        if cap is not None and len(getattr(task, split)) > cap:
+            task = copy.copy(task)
+            setattr(task, split, cap_split(getattr(task, split), cap))
+    return task
 
 
 def _finetune(

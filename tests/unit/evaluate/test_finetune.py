@@ -11,6 +11,7 @@ from kdnas.evaluate.finetune import (
     RunResult,
     TaskModel,
     TaskResult,
+    capped,
     encode_split,
     finetune,
     predict_logits,
@@ -115,6 +116,16 @@ def test_max_train_examples_caps_training(task, fast_cfg):
     res, _ = finetune(tiny_teacher(), tiny_tokenizer(), task, dataclasses.replace(fast_cfg, max_train_examples=10,
                                                                                    epochs=1))  # fmt: skip
     assert res.n_train == 10 and res.runs[0].steps == 2
+
+
+def test_dev_is_capped_the_same_for_every_model_and_test_never(task, fast_cfg):
+    cfg = dataclasses.replace(fast_cfg, max_train_examples=None, max_dev_examples=5)
+    a, b = capped(task, cfg), capped(task, cfg)
+    assert len(a.dev) == 5 < len(task.dev) and a.dev.texts == b.dev.texts
+    assert set(a.dev.texts) <= set(task.dev.texts)
+    assert len(a.test) == len(task.test) and len(a.train) == len(task.train)
+    assert len(task.dev) > 5  # the original is untouched
+    assert capped(task, dataclasses.replace(cfg, max_dev_examples=None)).dev is task.dev
 
 
 def test_soft_targets_drive_training_when_alpha_is_one(task, fast_cfg):
