@@ -109,7 +109,7 @@ def test_dashboard_serves_the_runs_study_with_kdnas_attributes(smoke_run: Path) 
         for _ in range(150):
             try:
                 studies = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=2).read())[
-                    "studies"
+                    "study_summaries"
                 ]
                 break
             except OSError:
