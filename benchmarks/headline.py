@@ -130,13 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target 2 (>= every baseline at its latency, >= 1 point on at least half): {'MET' if ok2 else 'NOT MET'}"
           f" ({wins} of {len(baselines)} by >= 1 point)")  # fmt: skip
     # the suite discriminates when the teacher-to-1-layer gap on the pair tasks is >= 3x the seed noise
+    # (the 1-layer students; without one, the fastest searched student, said in the line)
     one = [s for s in searched if str(students[s["model"]].get("arch_id", "")).startswith("L1-")]
+    one = one or [max(searched, key=lambda r: r["speedup"])] if searched else []
     for s in one:
         for t in [t for t in suite if t in args.pair_tasks]:
             gap = teacher["scores"][t] - s["scores"][t]
             noise = ((teacher["stds"].get(t, 0) ** 2 + s["stds"].get(t, 0) ** 2) / 2) ** 0.5
             ratio = gap / noise if noise > 0 else float("inf")
-            print(f"discrimination {t}: teacher - {s['model']} = {100 * gap:.2f} points, seed noise "
+            arch = students[s["model"]].get("arch_id", "")
+            print(f"discrimination {t}: teacher - {s['model']} ({arch}) = {100 * gap:.2f} points, seed noise "
                   f"{100 * noise:.2f} (pooled std): {ratio:.1f}x (target >= 3x)")  # fmt: skip
     return 0 if ok1 and ok2 else 1
 

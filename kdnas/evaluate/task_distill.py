@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from kdnas.data.tasks import Task, cap_split
+from kdnas.data.tasks import Task
 from kdnas.evaluate.config import EvaluateConfig
-from kdnas.evaluate.finetune import TaskModel, TaskResult, encode_split, finetune, predict_logits
+from kdnas.evaluate.finetune import TaskModel, TaskResult, capped, encode_split, finetune, predict_logits
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -52,8 +52,7 @@ def task_distill(
     Teacher and student may use different tokenizers: the teacher's logits are aligned by example.
     """
     cfg = cfg or EvaluateConfig()
-    if cfg.max_train_examples is not None:
-        task = Task(**{**task.__dict__, "train": cap_split(task.train, cfg.max_train_examples)})
+    task = capped(task, cfg)  # teacher and student see the same train and dev subsets
     if teacher_model is None:
         teacher_result, teacher_model = finetune(teacher, teacher_tokenizer, task, cfg, return_model=True)
         assert teacher_model is not None

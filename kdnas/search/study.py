@@ -137,12 +137,15 @@ def _slot(t: FrozenTrial) -> int:
     return int(t.system_attrs.get("failed_trial", t.number))
 
 
-def progress(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
-    """(distilled candidates, candidates being distilled now by some worker) of a study's trials.
+def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of dead workers' trials that were completed or re-queued as a later trial (which counts instead)."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
-    A dead worker's trial that was completed or re-queued for it (its number in a later trial's retry history)
-    is not counted: its copy is."""
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+def progress(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
+    """(distilled candidates, candidates being distilled now by some worker) of a study's trials; a dead
+    worker's trial that was run again counts once, by its copy."""
+    retried = _retried(trials)
     done = sum(_is_evaluated(t) and t.number not in retried for t in trials)
     running = sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("claimed")) for t in trials)
     return done, running
@@ -302,7 +305,7 @@ class _Search:
             done, running = progress(self.study.get_trials(deepcopy=False))
             if done >= n_trials or done + running < n_trials:
                 return done < n_trials
-            time.sleep(max(1.0, self.heartbeat.interval / 2) if self.shared else 1.0)
+            time.sleep(max(1.0, self.heartbeat.interval / 2))
 
     def _run(self, n_trials: int) -> str | None:
         trials = self.study.get_trials(deepcopy=False)
@@ -441,7 +444,7 @@ class _Search:
         while True:
             fail_stale(self.study)
             trials = self.study.get_trials(deepcopy=False)
-            retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+            retried = _retried(trials)
             taken, unsure = set(), 0
             for t in trials:
                 slot = _slot(t)
@@ -604,8 +607,8 @@ def run_search(
     else `cfg.storage`, else SQLite in `run_dir`, else in memory. Results go to `run_dir/search.json` and the
     study's user attr `result`. `callback` sees every finished trial (filtered and failed ones included).
     A server database (PostgreSQL, MySQL: not SQLite) is shared: other workers may run the same study at the
-    same time (heartbeats, `kdnas.search.workers`); an SQLite study has one worker at a time. `hardware`: the target's fingerprint, recorded on the
-    study; a study measured on other hardware is refused.
+    same time (heartbeats, `kdnas.search.workers`); an SQLite study has one worker at a time. `hardware`: the
+    target's fingerprint, recorded on the study; a study measured on other hardware is refused.
     """
     problems = cfg.check()
     if problems:

@@ -1,7 +1,7 @@
 """Several search workers on one study: the shared storage, heartbeats, dead workers' trials, the hardware check.
 
-Any number of processes (on one machine or many) may run `run_search` on one study in a shared Optuna RDB
-storage (PostgreSQL, MySQL, or an SQLite file on one machine). What keeps them apart, as Optuna's own
+Any number of processes (on one machine or many) may run `run_search` on one study in a database server's
+Optuna RDB storage (PostgreSQL, MySQL; an SQLite study keeps one worker at a time). What keeps them apart, as Optuna's own
 `study.optimize` does with `heartbeat_interval`:
 
 - every worker records a heartbeat for each trial it holds RUNNING (a round's trials stay RUNNING until the
