@@ -437,7 +437,9 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
     builder = ctx.evaluator_like()
     student = builder.build_student(arch)
     input_map = builder.input_map(arch)  # a trimmed vocabulary reads the data's (teacher) ids through it
-    resume = (out / "checkpoint.pt").exists()
+    from kdnas.distill.checkpoint import has_checkpoint
+
+    resume = has_checkpoint(out)
     say = ctx.say
     say(
         f"  distilling {name} ({arch.arch_id}) on {cfg.distill.full_tokens:,} tokens{' (resuming)' if resume else ''}"

@@ -2,6 +2,8 @@
 
 Writes DIR/model (an HF folder: weights, config, tokenizer), DIR/train_log.jsonl, DIR/result.json and a
 checkpoint; `--resume DIR` continues a killed run from its last checkpoint with the settings it was started with.
+Under `torchrun --nproc-per-node W -m kdnas distill ...` the W processes share the steps (kdnas.distill.parallel);
+rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdnas.errors import ConfigError, DistillError
+
+if TYPE_CHECKING:
+    from kdnas.distill.parallel import World
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +27,7 @@ ARGS_FILE = "cli_args.json"
 RESULT_FILE = "result.json"
 # options that define the run (saved at the start, reused by --resume)
 _RUN_KEYS = ("teacher", "arch", "corpus", "tokens", "steps", "init", "seq_len", "seed", "mode", "config",
-             "max_documents", "lr", "batch_size", "cache_dir")  # fmt: skip
+             "max_documents", "lr", "batch_size", "grad_accum", "cache_dir")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="standard (default) or flash: AutoDistill's layer-by-layer transfer first")  # fmt: skip
     p.add_argument("--lr", type=float, help="peak learning rate (default: the config's)")
     p.add_argument("--batch-size", type=int, help="sequences per micro-batch (default: the config's)")
+    p.add_argument("--grad-accum", type=int,
+                   help="micro-batches per optimiser step (default: the config's); under torchrun a multiple of "
+                   "the number of processes")  # fmt: skip
     p.add_argument("--max-documents", type=int, help="read at most this many documents per corpus source")
     p.add_argument("--seed", type=int, help="seed for splits, init and training (default 0)")
     p.add_argument("--config", metavar="CONFIG", help="take distill/corpus/teacher settings from this config")
@@ -73,9 +81,20 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from kdnas.distill import parallel
+
+    w = parallel.init_from_env()
+    try:
+        return _distill(args, w)
+    finally:
+        parallel.shutdown()
+
+
+def _distill(args: argparse.Namespace, w: World) -> int:
     import torch
 
     from kdnas import config as kconfig
+    from kdnas.distill import parallel
 
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise ConfigError("--out and --resume name different dirs; --resume DIR writes into DIR")
@@ -97,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     run = kconfig.load(opts.get("config"))
     dcfg = run.distill
     changes: dict[str, Any] = {}
-    for key in ("init", "lr", "batch_size"):
+    for key in ("init", "lr", "batch_size", "grad_accum"):
         if opts.get(key) is not None:
             changes[key] = opts[key]
     dcfg = dataclasses.replace(dcfg, **changes)
@@ -116,9 +135,12 @@ def _run(args: argparse.Namespace) -> int:
     seed = int(opts.get("seed") or 0)
     teacher_ref = opts.get("teacher") or run.teacher.name
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
-        (out_dir / ARGS_FILE).write_text(json.dumps(opts, indent=1))
+    parallel.check_accum(w, dcfg.grad_accum)
+    parallel.barrier(w)  # every process has checked the dir before rank 0 writes into it
+    if w.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not args.resume:
+            (out_dir / ARGS_FILE).write_text(json.dumps(opts, indent=1))
 
     from kdnas.data.corpus import build_corpus
     from kdnas.distill import distill, heldout_kd_loss
@@ -154,6 +176,8 @@ def _run(args: argparse.Namespace) -> int:
         teacher_cache=out_dir / "teacher_cache", out_dir=out_dir, resume=bool(args.resume), seed=seed,
         progress=not args.no_progress, stop_after_steps=args.max_steps,
     )  # fmt: skip
+    if not w.is_main:  # rank 0 reports and writes the results
+        return 1 if result.failed else 0
     summary: dict[str, Any] = {
         "teacher": teacher.name, "arch": arch.to_dict(), "arch_id": arch.arch_id, "init": dcfg.init,
         **result.to_dict(history=False),

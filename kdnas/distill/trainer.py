@@ -21,7 +21,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from kdnas.distill.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from kdnas.distill import parallel
+from kdnas.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from kdnas.distill.config import DistillConfig
 from kdnas.distill.distiller import Distiller, check_input_map, mlm_head, teacher_pooling
 from kdnas.distill.teacher_cache import (
@@ -290,6 +291,9 @@ def distill(
     device = next(student.parameters()).device
     dtype = resolve_dtype(cfg.dtype, device, key="distill.dtype")
     log_choice(log, "distill", device, dtype)
+    w = parallel.world()
+    parallel.check_accum(w, cfg.grad_accum)
+    progress = progress and w.is_main
 
     with contextlib.ExitStack() as stack, torch.random.fork_rng(devices=[]):
         stack.enter_context(_deterministic())
@@ -303,6 +307,7 @@ def distill(
             input_map=input_map,
             pooling=teacher_pooling(teacher),
         )
+        parallel.broadcast_module(distiller, w)
         batch = cfg.batch_size
         if n_rows < batch:
             warnings.warn(
@@ -323,7 +328,12 @@ def distill(
             ids, mask = ids[keep], mask[keep]
             n_rows = need
         t0 = time.perf_counter()
-        handle = _cached_teacher(teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress, dtype)
+        # processes sharing a cache dir: rank 0 computes the teacher's outputs, the others read them
+        shared = isinstance(teacher_cache, (TeacherCache, str, Path))
+        with parallel.main_first(w) if shared else contextlib.nullcontext():
+            handle = _cached_teacher(
+                teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress, dtype
+            )
         setup_s = time.perf_counter() - t0
 
         per_epoch = n_rows // batch
@@ -352,13 +362,13 @@ def distill(
         opt = _adamw(_param_groups(distiller, cfg), cfg)
         start, seen_tokens, seconds = 0, 0, 0.0
         history: list[dict[str, Any]] = []
-        ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
-        if resume and ckpt_path is not None:
-            if ckpt_path.is_file():
-                state = load_checkpoint(ckpt_path)
+        ckpt_dir = Path(out_dir) if out_dir is not None else None
+        if resume and ckpt_dir is not None:
+            if has_checkpoint(ckpt_dir):
+                state = load_checkpoint(ckpt_dir)
                 if state.get("fingerprint") != fp:
                     raise DistillError(
-                        f"checkpoint {ckpt_path} was written by a different run (config, budget, seed, data, "
+                        f"the checkpoint in {ckpt_dir} was written by a different run (config, budget, seed, data, "
                         "student or compute dtype differ); delete it to start afresh, or use the original "
                         "settings (distill.dtype: auto resolves per machine; name fp32 or bf16 to pin it)"
                     )
@@ -371,17 +381,17 @@ def distill(
             else:
                 log.warning("no checkpoint in %s: starting from step 0", out_dir)
         log_file = None
-        if out_dir is not None:
+        if out_dir is not None and w.is_main:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             log_file = stack.enter_context(open(Path(out_dir) / TRAIN_LOG, "w"))
             for e in history:
                 log_file.write(json.dumps(e) + "\n")
 
         def checkpoint(step: int) -> None:
-            if ckpt_path is None:
+            if ckpt_dir is None or not w.is_main:  # one writer: rank 0
                 return
             save_checkpoint(
-                ckpt_path,
+                ckpt_dir,
                 {
                     "fingerprint": fp,
                     "step": step,
@@ -427,7 +437,12 @@ def distill(
                     0,
                 )
                 for a in range(cfg.grad_accum):
-                    rows = rows_of(step * cfg.grad_accum + a)
+                    if not w.mine(a):  # another process runs this micro-batch
+                        continue
+                    micro = step * cfg.grad_accum + a
+                    rows = rows_of(micro)
+                    # dropout is seeded per micro-batch, so any number of processes draws the same masks
+                    torch.manual_seed(seed * 1_000_003 + 7_919 * micro + 1)
                     t_out = handle.fetch(rows)
                     loss, comps = distiller(
                         ids[rows], mask[rows], t_out, handle.variances, flash_layer=stage.flash_layer
@@ -441,8 +456,26 @@ def distill(
                     for k, v in comps.items():
                         comp_sums[k] += float(v.detach()) / cfg.grad_accum
                     step_tokens += int(mask[rows].sum())
+                if w.size > 1:
+                    keys = list(comp_sums)
+                    stats = parallel.sum_(
+                        torch.tensor(
+                            [loss_sum, step_tokens, bool(failed), *comp_sums.values()], dtype=torch.float64
+                        ),
+                        w,
+                    )
+                    if stats[2] > 0:
+                        failed = failed or f"non-finite loss at step {step + 1} in another process"
+                    loss_sum, step_tokens = float(stats[0]), int(stats[1])
+                    comp_sums = {k: float(v) for k, v in zip(keys, stats[3:].tolist(), strict=True)}
                 if failed:
                     break
+                if w.size > 1:
+                    grouped = [p for g in opt.param_groups for p in g["params"]]
+                    has = parallel.sum_(
+                        torch.tensor([p.grad is not None for p in grouped], dtype=torch.float32), w
+                    )
+                    parallel.sum_grads([p for p, h in zip(grouped, has.tolist(), strict=True) if h > 0], w)
                 params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
                 clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
                 gnorm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if params else 0.0

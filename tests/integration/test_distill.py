@@ -84,3 +84,43 @@ def test_cli_distill_and_resume(minilm_dir: Path, wiki_en_dir: Path, tmp_path: P
     assert steps == list(range(1, 7))
     model = AutoModel.from_pretrained(out / "model")
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 128
+
+
+def test_cli_distill_under_torchrun(minilm_dir: Path, wiki_en_dir: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc-per-node 2 -m kdnas distill`: rank 0 writes the run, the result matches one process."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["distill", "--teacher", "minilm-l6", "--arch", "L=2,H=128,A=2,F=512", "--corpus", "wiki-vital-en",
+            "--max-documents", "120", "--seq-len", "64", "--batch-size", "8", "--grad-accum", "2", "--steps", "4",
+            "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for name, launcher in (
+        ("one", [sys.executable, "-m", "kdnas"]),
+        (
+            "two",
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node=2",
+                "-m",
+                "kdnas",
+            ],
+        ),
+    ):
+        out = tmp_path / name
+        proc = subprocess.run([*launcher, *args, "--out", str(out)], env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count("distilled L2-H128-A2-F512") == 1  # rank 0 alone reports
+        runs[name] = json.loads((out / "result.json").read_text())
+        assert (out / "model" / "config.json").is_file() and (out / "checkpoint.json").is_file()
+    assert runs["two"]["tokens"] == runs["one"]["tokens"]
+    assert (
+        abs(runs["two"]["heldout_kd_loss"] - runs["one"]["heldout_kd_loss"])
+        < 1e-4 * runs["one"]["heldout_kd_loss"]
+    )

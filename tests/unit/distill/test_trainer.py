@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kdnas.distill import DistillConfig, TeacherCache, distill
+from kdnas.distill.checkpoint import load_checkpoint
 from kdnas.distill.trainer import lr_factor, plan_stages
 from kdnas.errors import ConfigError, DataError, DistillError
 from kdnas.models.student import build_student
@@ -56,7 +57,7 @@ def test_exact_resume_after_a_stop(teacher: torch.nn.Module, tmp_path: Path) -> 
     lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(1, 9))
     # the projections are part of the checkpoint
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state = load_checkpoint(tmp_path)
     assert any(k.startswith("proj.hidden_1") for k in state["distiller"])
     # a finished run resumes to the same result without training
     again = distill(
@@ -83,7 +84,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(
     with pytest.raises(KeyboardInterrupt):
         distill(teacher, _student(teacher), BLOCK, cfg, steps=6, progress=False, out_dir=tmp_path)
     monkeypatch.setattr(trainer, "lr_factor", real)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert load_checkpoint(tmp_path)["step"] == 4
     resumed = distill(
         teacher, _student(teacher), BLOCK, cfg, steps=6, progress=False, out_dir=tmp_path, resume=True
     )
@@ -97,12 +98,56 @@ def test_corrupt_and_foreign_checkpoints(teacher: torch.nn.Module, tmp_path: Pat
         distill(
             teacher, _student(teacher), BLOCK, cfg, steps=4, progress=False, out_dir=tmp_path, resume=True
         )
-    ck = tmp_path / "checkpoint.pt"
+    ck = tmp_path / "checkpoint-000003.pt"
     ck.write_bytes(ck.read_bytes()[:200])
-    with pytest.raises(DistillError, match="delete it"):
+    with pytest.raises(DistillError, match=r"no intact checkpoint.*sha256 does not match.*delete"):
         distill(
             teacher, _student(teacher), BLOCK, cfg, steps=3, progress=False, out_dir=tmp_path, resume=True
         )
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one(
+    teacher: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = _cfg(checkpoint_every=2)
+    full = distill(teacher, _student(teacher), BLOCK, cfg, steps=6, progress=False)
+    part = distill(
+        teacher, _student(teacher), BLOCK, cfg, steps=6, progress=False, out_dir=tmp_path, stop_after_steps=5
+    )
+    assert part.steps == 5
+    # kept: the last two (steps 4 and 5), named in the manifest with their checksums
+    manifest = json.loads((tmp_path / "checkpoint.json").read_text())["checkpoints"]
+    assert [e["step"] for e in manifest] == [5, 4]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pt")) == [
+        "checkpoint-000004.pt",
+        "checkpoint-000005.pt",
+    ]
+    newest = tmp_path / "checkpoint-000005.pt"
+    newest.write_bytes(newest.read_bytes()[:-100])  # truncated: still a file, wrong checksum
+    with caplog.at_level("WARNING", logger="kdnas.distill.checkpoint"):
+        resumed = distill(
+            teacher, _student(teacher), BLOCK, cfg, steps=6, progress=False, out_dir=tmp_path, resume=True
+        )
+    assert "checkpoint-000005.pt (sha256 does not match" in caplog.text and "step 4" in caplog.text
+    assert [e["loss"] for e in resumed.history] == [e["loss"] for e in full.history]
+    lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == list(range(1, 7))
+
+
+def test_a_checkpoint_of_the_earlier_layout_still_resumes(teacher: torch.nn.Module, tmp_path: Path) -> None:
+    cfg = _cfg(checkpoint_every=2)
+    full = distill(teacher, _student(teacher), BLOCK, cfg, steps=6, progress=False)
+    distill(
+        teacher, _student(teacher), BLOCK, cfg, steps=6, progress=False, out_dir=tmp_path, stop_after_steps=4
+    )
+    (tmp_path / "checkpoint-000004.pt").rename(tmp_path / "checkpoint.pt")
+    for p in [tmp_path / "checkpoint.json", *tmp_path.glob("checkpoint-*.pt")]:
+        p.unlink()
+    resumed = distill(
+        teacher, _student(teacher), BLOCK, cfg, steps=6, progress=False, out_dir=tmp_path, resume=True
+    )
+    assert [e["loss"] for e in resumed.history] == [e["loss"] for e in full.history]
+    assert not (tmp_path / "checkpoint.pt").exists()  # superseded by the new layout
 
 
 def test_nan_ends_the_run_with_a_recorded_failure(teacher: torch.nn.Module) -> None:
