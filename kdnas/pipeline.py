@@ -320,7 +320,28 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
         callback=ctx.trial_callback,
         hardware=target_fingerprint(cfg.target),
     )
-    if not any(r.arch for r in result.recommendations):
+    recommendations, placement = result.recommendations, None
+    if cfg.target.place_candidates > 0:
+        from kdnas.search.placement import place
+
+        ctx.say(f"  placing the best {cfg.target.place_candidates} candidates near each budget side by side")
+        recommendations, placement = place(
+            result.records,
+            budgets,
+            lambda archs, names: _time_candidates(ctx, archs, names),
+            teacher_latency_ms=setup.teacher_latency_ms,
+            per_budget=cfg.target.place_candidates,
+            tolerance=cfg.search.kd_loss_tolerance,
+        )
+        write_json_atomic(ctx.path("placement.json"), placement)
+        write_json_atomic(ctx.path("recommendations.json"), [r.to_dict() for r in recommendations])
+        for before, after in zip(result.recommendations, recommendations):
+            if before.arch != after.arch:
+                ctx.say(
+                    f"  {after.budget.label}: side by side, {after.arch.arch_id if after.arch else 'none'} replaces "
+                    f"{before.arch.arch_id if before.arch else 'none'}"
+                )
+    if not any(r.arch for r in recommendations):
         fastest = min((r.latency_ms for r in result.records if r.latency_ms), default=None)
         raise SearchError(
             f"no evaluated arch meets any latency budget ({', '.join(b.label for b in budgets)}; fastest measured "
@@ -332,8 +353,33 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
         "hypervolume": result.hypervolume,
         "kendall_tau_short_long": result.kendall_tau,
         "pareto": [r.arch.arch_id for r in result.pareto if r.arch is not None],
-        "recommendations": [r.to_dict() for r in result.recommendations],
+        "recommendations": [r.to_dict() for r in recommendations],
+        "search_recommendations": [r.to_dict() for r in result.recommendations],
+        "placed_side_by_side": placement is not None,
     }
+
+
+def _time_candidates(ctx: RunContext, archs: list[Any], names: list[str]) -> Any:
+    """Side-by-side speed-ups of `archs` and of the named hand-made baselines over the teacher, in the same
+    workers (for `kdnas.search.placement`)."""
+    from kdnas.evaluate.baselines import baseline_archs
+    from kdnas.latency import ModelSpec, measure_side_by_side
+    from kdnas.search.placement import Timed
+
+    cfg = ctx.cfg
+    tcfg = ctx.teacher().config
+    base = baseline_archs(tcfg, family=cfg.evaluate.baseline_family)
+    named = [(f"={n}", base[n]) for n in names if n in base]
+    timed = [*named, *((a.arch_id, a) for a in archs)]
+    specs = [ModelSpec.for_config(tcfg), *(ModelSpec.for_arch(tcfg, a) for _, a in timed)]
+    sbs = measure_side_by_side(specs, cfg.target, rounds=max(3, cfg.target.compare_rounds), progress=ctx.say)
+    speed = {k: sbs.speedup[i] for i, (k, _) in enumerate(timed, 1)}
+    return Timed(
+        speedup={k: v for k, v in speed.items() if not k.startswith("=")},
+        baseline_speedup={k[1:]: v for k, v in speed.items() if k.startswith("=")},
+        cv={k: sbs.speedup_cv[i] for i, (k, _) in enumerate(timed, 1)},
+        rounds=sbs.rounds,
+    )
 
 
 def _student_name(rec: dict[str, Any]) -> str:
@@ -734,7 +780,7 @@ RERUN_KEYS = {
 }
 """Keys of those sections whose first reader is another stage than their section's."""
 STAGE_OUTPUTS = {
-    "search": ("search.db", "search.json"),
+    "search": ("search.db", "search.json", "placement.json", "recommendations.json"),
     "distill": ("students", "baselines", "summary.json"),
     "evaluate": ("evaluate/*.json", "retention.json", "retention.md"),
 }

@@ -11,7 +11,7 @@ import os
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -325,6 +325,8 @@ class SideBySide:
     """Per model: the lowest and highest per-round speed-up."""
     rounds: int
     """Rounds measured."""
+    speedup_cv: list[float] = field(default_factory=list)
+    """Per model: the coefficient of variation (std / mean) of its per-round speed-up; 0 with one round."""
 
 
 def measure_side_by_side(
@@ -366,4 +368,5 @@ def measure_side_by_side(
         speedup=[statistics.median(x) for x in ratios],
         speedup_range=[(min(x), max(x)) for x in ratios],
         rounds=rounds,
+        speedup_cv=[statistics.pstdev(x) / statistics.fmean(x) if len(x) > 1 else 0.0 for x in ratios],
     )

@@ -53,6 +53,11 @@ class TargetConfig:
     compare_rounds: int = 3
     """`kdnas run`: rounds of the side-by-side timing of teacher, baselines and students (each round one fresh
     worker timing all of them; speed-ups come from the same rounds)."""
+    place_candidates: int = 4
+    """`kdnas run`: after the search, this many of the best candidates near each budget are timed again side by
+    side with the teacher (and the baseline of an equal-latency budget) in `max(3, compare_rounds)` rounds, and
+    the recommendation for the budget is made from those speed-ups, not from the search's single-process
+    timings (`kdnas.search.placement`). 0: recommend from the search's own timings."""
 
     def check(self) -> list[str]:
         out = []
@@ -79,6 +84,10 @@ class TargetConfig:
             out.append(f"calibrate_archs: {self.calibrate_archs} must be 0 (no calibration) or >= 10")
         if self.compare_rounds < 1:
             out.append(f"compare_rounds: {self.compare_rounds} must be >= 1")
+        if self.place_candidates < 0:
+            out.append(
+                f"place_candidates: {self.place_candidates} must be >= 0 (0: no side-by-side placement)"
+            )
         if self.min_repeats < 3:
             out.append(f"min_repeats: {self.min_repeats} must be >= 3")
         if self.device == "cuda" and self.backend not in ("torch", "torch-cuda", "fake"):

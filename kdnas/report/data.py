@@ -21,6 +21,8 @@ BASELINES_FILE = "baselines.json"
 """Optional: a list of {name, latency_ms, kd_loss, params_m, arch_id} for the manual baselines."""
 RETENTION_FILES = ("retention.json", "evaluate/retention.json")
 """Optional: `RetentionTable.write_json` output (kdnas.evaluate.retention)."""
+PLACED_FILE = "recommendations.json"
+"""Optional: the recommendations `kdnas run` placed by side-by-side speed-ups (preferred over the search's)."""
 SUMMARY_FILE = "summary.json"
 """Optional: {"students": [{name, model_dir, budget_label, budget_ms, arch_id, latency_ms, kd_loss}, ...]}."""
 
@@ -224,7 +226,12 @@ def load_report_data(run_dir: str | Path) -> ReportData:
         raise ReportError(f"{search_path}: expected a search result with a `trials` list")
 
     trials = [_trial(t) for t in search["trials"]]
-    recs = [_recommendation(r) for r in search.get("recommendations", [])]
+    # `kdnas run` re-places the recommendations side by side (kdnas.search.placement) and writes them apart
+    placed = read_json(run / PLACED_FILE) if (run / PLACED_FILE).is_file() else None
+    recs = [
+        _recommendation(r)
+        for r in (placed if isinstance(placed, list) else search.get("recommendations", []))
+    ]
     teacher_info = read_json(run / TEACHER_FILE) if (run / TEACHER_FILE).is_file() else {}
     t_params = teacher_info.get("params")
     teacher = RefPoint(

@@ -30,6 +30,16 @@ def test_smoke_run_writes_every_stage(smoke_run: Path) -> None:
     assert search["counts"]["complete"] >= 1
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert summary["students"], "a student is recommended for the 3x budget"
+    # the recommendations were placed by speed-ups timed beside the teacher, and each student is its budget's
+    placement = json.loads((smoke_run / "placement.json").read_text())
+    placed = {
+        r["budget"]["label"]: r["arch_id"]
+        for r in json.loads((smoke_run / "recommendations.json").read_text())
+    }
+    for label, b in placement["budgets"].items():
+        assert b["chosen"] == placed[label]
+        assert all(c["speedup"] > 0 and c["search_latency_ms"] > 0 for c in b["candidates"])
+    assert {s["arch_id"] for s in summary["students"]} == {a for a in placed.values() if a}
     rows = {r["model"]: r for r in json.loads((smoke_run / "retention.json").read_text())["rows"]}
     assert {"teacher", "every-other-layer", "tinybert-4L-312H"} <= set(rows)
     for s in summary["students"]:

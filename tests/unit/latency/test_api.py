@@ -126,6 +126,7 @@ def test_side_by_side_speedups_are_per_round_ratios(monkeypatch):
     assert sbs.speedup[1] == pytest.approx(base[0] / base[1])
     lo, hi = sbs.speedup_range[1]
     assert lo == pytest.approx(hi)
+    assert sbs.speedup_cv[1] == pytest.approx(0.0, abs=1e-9)  # the drift cancels in the per-round ratios
     assert sbs.median_ms[0] == pytest.approx(
         base[0] / 2 * 8
     )  # the middle round's (x8) of the drifted medians

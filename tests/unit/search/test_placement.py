@@ -1,0 +1,87 @@
+"""Side-by-side placement: recommendations from speed-ups timed together with the teacher, bands re-centred on
+the baselines' speed-ups from the same rounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdnas.search.objectives import Budget, equal_latency_budgets, resolve_budgets
+from kdnas.search.placement import Timed, candidates, place
+from kdnas.search.results import TrialRecord, recommend
+from kdnas.space.arch import Arch
+
+TEACHER_MS = 40.0
+
+
+def _rec(n: int, layers: int, short: float, ms: float) -> TrialRecord:
+    return TrialRecord(
+        n,
+        "complete",
+        Arch(layers, 64 * (n + 1), 2, 128),
+        kd_loss_short=short,
+        latency_ms=ms,
+        params_m=1.0 + n,
+    )
+
+
+A = _rec(0, 5, 1.00, 24.0)  # timed slow in the search (another job ran), at 2.0x beside the teacher
+B = _rec(1, 3, 1.20, 20.0)  # in the band by its own timing, 2.6x beside the teacher
+C = _rec(2, 2, 1.50, 5.5)  # 7x by its own timing, 6.5x beside the teacher
+D = _rec(3, 1, 1.70, 6.5)  # not 7x by its own timing, 7.5x beside the teacher
+E = _rec(4, 6, 0.50, 39.0)  # far from every budget: never re-timed
+SPEED = {A.arch.arch_id: 2.0, B.arch.arch_id: 2.6, C.arch.arch_id: 6.5, D.arch.arch_id: 7.5}  # type: ignore[union-attr]
+
+
+def _budgets(base_speedup: float = 2.0) -> list[Budget]:
+    return resolve_budgets(speedups=[7.0], teacher_latency_ms=TEACHER_MS) + equal_latency_budgets(
+        {"tinybert": base_speedup}, TEACHER_MS
+    )
+
+
+def _measure(calls: list[tuple[list[str], list[str]]], base: float = 2.0):  # type: ignore[no-untyped-def]
+    def measure(archs: list[Arch], names: list[str]) -> Timed:
+        calls.append(([a.arch_id for a in archs], names))
+        return Timed(
+            speedup={a.arch_id: SPEED[a.arch_id] for a in archs},
+            baseline_speedup={n: base for n in names},
+            cv={a.arch_id: 0.01 for a in archs},
+            rounds=3,
+        )
+
+    return measure
+
+
+def test_the_search_own_timings_misplace_and_side_by_side_fixes_it() -> None:
+    records = [A, B, C, D, E]
+    by_search = {r.budget.label: r.arch for r in recommend(records, _budgets())}
+    assert by_search == {"7x": C.arch, "=tinybert": B.arch}
+    calls: list = []
+    recs, detail = place(records, _budgets(), _measure(calls), teacher_latency_ms=TEACHER_MS)
+    assert {r.budget.label: r.arch for r in recs} == {"7x": D.arch, "=tinybert": A.arch}
+    # one side-by-side measurement of every candidate near a budget and the baseline of the band
+    assert len(calls) == 1 and calls[0][1] == ["tinybert"]
+    assert E.arch.arch_id not in calls[0][0] and set(calls[0][0]) == set(SPEED)  # type: ignore[union-attr]
+    chosen = next(r for r in recs if r.budget.label == "=tinybert")
+    assert chosen.latency_ms == pytest.approx(20.0)  # teacher ms / side-by-side speed-up
+    band = detail["budgets"]["=tinybert"]
+    assert band["chosen"] == A.arch.arch_id and band["baseline_speedup"] == 2.0  # type: ignore[union-attr]
+    assert {c["arch_id"]: c["search_latency_ms"] for c in band["candidates"]}[A.arch.arch_id] == 24.0  # type: ignore[union-attr]
+
+
+def test_the_band_is_recentred_on_the_baseline_speedup_of_the_same_rounds() -> None:
+    # the latency stage timed the baseline at 2.0x, the placement rounds at 2.6x: B is at its latency then
+    recs, _ = place([A, B], _budgets(2.0), _measure([], base=2.6), teacher_latency_ms=TEACHER_MS)
+    (rec,) = [r for r in recs if r.budget.label == "=tinybert"]
+    assert rec.arch == B.arch and rec.budget.speedup == 2.6
+    assert rec.budget.min_latency_ms == pytest.approx(TEACHER_MS / 2.6 * 0.95)
+
+
+def test_a_budget_nothing_meets_side_by_side_says_so() -> None:
+    recs, _ = place([C], _budgets(), _measure([]), teacher_latency_ms=TEACHER_MS)
+    seven = next(r for r in recs if r.budget.label == "7x")
+    assert seven.arch is None and "timed side by side" in (seven.reason or "")
+
+
+def test_candidates_are_the_best_few_near_each_budget() -> None:
+    near = candidates([A, B, C, D, E], _budgets(), per_budget=1, margin=0.25)
+    assert near["7x"] == [C] and near["=tinybert"] == [A]
