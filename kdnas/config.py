@@ -40,6 +40,9 @@ class TeacherConfig:
     """A zoo name (`kdnas fetch --list`), a local HF model dir, or a hub id (needs network)."""
     attn_implementation: Literal["eager", "sdpa"] = "eager"
     """Attention kernel used when the teacher runs for distillation (eager is needed for attention maps)."""
+    allow_pickle: bool = False
+    """Load a teacher whose weights are pickle files only (pytorch_model.bin, *.pt). Unpickling can run code:
+    only for a checkpoint you trust. Default: safetensors only (convert with `model.save_pretrained(DIR)`)."""
 
     def check(self) -> list[str]:
         return [] if self.name.strip() else ["name: must not be empty (e.g. minilm-l6)"]

@@ -35,6 +35,8 @@ class RunContext:
     values: dict[str, Any] = field(default_factory=dict)
     console: Any = None
     progress: bool = True
+    role: str | None = None
+    """With a shared search storage: lead (default), take-over or join (`kdnas.search.workers.check_role`)."""
     _memo: dict[str, Any] = field(default_factory=dict)
 
     def path(self, *parts: str) -> Path:
@@ -56,6 +58,7 @@ class RunContext:
                 self.cfg.teacher.name,
                 attn_implementation=self.cfg.teacher.attn_implementation,
                 with_mlm_head=self.cfg.distill.losses.get("logits", 0) > 0,
+                allow_pickle=self.cfg.teacher.allow_pickle,
             )
         return self._memo["teacher"]
 
@@ -319,6 +322,7 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
         latency_predictor=setup.latency_predictor,
         callback=ctx.trial_callback,
         hardware=target_fingerprint(cfg.target),
+        role=ctx.role or "lead",
     )
     recommendations, placement = result.recommendations, None
     if cfg.target.place_candidates > 0:
@@ -356,6 +360,7 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
         "recommendations": [r.to_dict() for r in recommendations],
         "search_recommendations": [r.to_dict() for r in result.recommendations],
         "placed_side_by_side": placement is not None,
+        "leader": result.extra.get("leader"),
     }
 
 
@@ -875,8 +880,10 @@ def run(
     console: Any = None,
     progress: bool = True,
     until: str | None = None,
+    role: str | None = None,
 ) -> RunContext:
-    """Run every stage in order; finished stages are skipped. Returns the context with each stage's summary."""
+    """Run every stage in order (up to and including `until`); finished stages are skipped. Returns the
+    context with each stage's summary. `role`: see `RunContext.role`."""
     run_dir = (Path(run_dir) if run_dir else cfg.resolved_run_dir).resolve()
     if cfg.evaluate.task_distill:
         raise ConfigError(
@@ -886,7 +893,7 @@ def run(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per saved shard drowns the run's own progress lines
-    ctx = RunContext(cfg=cfg, run_dir=run_dir, console=console, progress=progress)
+    ctx = RunContext(cfg=cfg, run_dir=run_dir, console=console, progress=progress, role=role)
     say = ctx.say
     prepare_run_dir(cfg, run_dir, resume=resume, say=say)
     for i, stage in enumerate(STAGES, 1):
@@ -895,6 +902,8 @@ def run(
         if marker.exists():
             ctx.values[stage.name] = json.loads(marker.read_text())["summary"]
             say(f"{head}: done earlier (skipped)")
+            if until == stage.name:
+                break
             continue
         t0 = time.perf_counter()
         try:

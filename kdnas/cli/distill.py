@@ -151,8 +151,9 @@ def _distill(args: argparse.Namespace, w: World) -> int:
 
     arch = Arch.parse(str(opts["arch"]))
     teacher = load_teacher(
-        teacher_ref, cache_dir=opts.get("cache_dir"), with_mlm_head="logits" in dcfg.losses
-    )
+        teacher_ref, cache_dir=opts.get("cache_dir"), with_mlm_head="logits" in dcfg.losses,
+        allow_pickle=run.teacher.allow_pickle,
+    )  # fmt: skip
     splits = build_corpus(ccfg, teacher.tokenizer, seed=seed, cache_dir=opts.get("cache_dir"))
     log.info("corpus: %d train rows, %d held-out rows of %d tokens", len(splits.train.input_ids),
              len(splits.heldout.input_ids), ccfg.seq_len)  # fmt: skip

@@ -18,6 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="YAML file or recipe name (default: the embedded default)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config")
     p.add_argument("--run-dir", metavar="DIR", help="write the run here (default runs/<name>)")
+    role = p.add_mutually_exclusive_group()
+    role.add_argument("--join", action="store_true",
+                      help="shared search storage: help with the search of a run started on another machine "
+                      "(same config), then exit when the study is complete; that run does the stages after it")  # fmt: skip
+    role.add_argument("--take-over", action="store_true",
+                      help="shared search storage: make this run the one that runs the stages after the search, "
+                      "in place of the run that started the study (when that machine is gone)")  # fmt: skip
     p.set_defaults(func=_run, accepts_overrides=True)
 
 
@@ -43,7 +50,27 @@ def _run(args: argparse.Namespace) -> int:
         markup=False,
         soft_wrap=True,
     )
-    pipeline.run(
-        cfg, run_dir=run_dir, resume=bool(args.resume), console=console, progress=sys.stderr.isatty()
-    )
+    role = "join" if args.join else "take-over" if args.take_over else None
+    if role:
+        from kdnas.search.workers import is_shared_url
+
+        if not (cfg.search.storage and is_shared_url(cfg.search.storage)):
+            raise ConfigError(
+                f"--{role}: needs a shared search storage that every machine reaches "
+                "(search.storage: postgresql://user:password@host/db); with SQLite in the run dir one machine runs "
+                "the whole run"
+            )
+    ctx = pipeline.run(
+        cfg, run_dir=run_dir, resume=bool(args.resume), console=console, progress=sys.stderr.isatty(),
+        until="search" if args.join else None, role=role,
+    )  # fmt: skip
+    if args.join:
+        search = ctx.values.get("search") or {}
+        leader = search.get("leader") or "the run that started the study (none has registered yet)"
+        console.print(
+            f"search complete ({search.get('n_evaluated', '?')} candidates evaluated in the shared study); the "
+            f"stages after the search run once, in {leader}. This worker stops here.",
+            markup=False,
+            soft_wrap=True,
+        )
     return 0

@@ -86,6 +86,8 @@ class ModelCardInfo:
     """A trimmed vocabulary: choice (corpus, N), teacher_vocab_size, unk_rate_heldout (from the run's files)."""
     fidelity: dict[str, Any] = field(default_factory=dict)
     """Label-free fidelity to the teacher on held-out passages: mean_cosine, cka, recall_at_10, passages."""
+    datasets: list[str] = field(default_factory=list)
+    """What it was distilled and evaluated on (corpus sources, task names) for the `datasets` front-matter key."""
 
 
 def library_versions() -> dict[str, str]:
@@ -97,6 +99,30 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+_METRIC_TYPES = {"macro_f1": ("f1", "macro F1"), "f1": ("f1", "F1"), "accuracy": ("accuracy", "accuracy"),
+                 "spearman": ("spearmanr", "Spearman"), "pearson": ("pearsonr", "Pearson"),
+                 "matthews": ("matthews_correlation", "Matthews correlation")}  # fmt: skip
+
+
+def model_index(name: str, scores: list[TaskScore]) -> list[dict[str, Any]]:
+    """The Hub's `model-index` front matter: one result per task the student was scored on (its test split,
+    the student's own score; unverified, as kdnas measured it). Empty without scores."""
+    results = []
+    for s in scores:
+        mtype, mname = _METRIC_TYPES.get(s.metric, (s.metric, s.metric))
+        task_type = "text-classification"
+        results.append(
+            {
+                "task": {"type": task_type, "name": "Text Classification"},
+                "dataset": {"name": s.task, "type": s.task, "split": "test"},
+                "metrics": [
+                    {"type": mtype, "value": round(float(s.student), 2), "name": mname, "verified": False}
+                ],
+            }
+        )
+    return [{"name": name, "results": results}] if results else []
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
@@ -129,6 +155,11 @@ def render_card(
         tags.append("onnx")
     front["tags"] = list(dict.fromkeys(tags + info.tags))
     front["pipeline_tag"] = "feature-extraction"
+    if info.datasets:
+        front["datasets"] = list(dict.fromkeys(info.datasets))
+    index = model_index(title, info.scores)
+    if index:
+        front["model-index"] = index
     parts = ["---\n" + yaml.safe_dump(front, sort_keys=False) + "---", f"# {title}"]
 
     if info.teacher:

@@ -159,6 +159,8 @@ def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None
         d = cfg.to_dict()
         info.distill_settings = d.get("distill", {})
         info.search_settings = d.get("search", {})
+        # zoo names (a user's own files are named by their file name)
+        info.datasets = [Path(str(s)).name for s in cfg.corpus.sources] + list(cfg.evaluate.tasks)
     if (run / TEACHER_FILE).is_file():
         info.teacher = read_json(run / TEACHER_FILE).get("teacher", info.teacher)
     if info.teacher:

@@ -266,13 +266,16 @@ def _mlm_head_of(mlm_model: Any) -> nn.Module:
     return _Head().eval()
 
 
-def _load_mlm_head(source: str, name: str, local: bool, config: PretrainedConfig) -> nn.Module | None:
+def _load_mlm_head(
+    source: str, name: str, local: bool, config: PretrainedConfig, allow_pickle: bool = False
+) -> nn.Module | None:
     """The checkpoint's MLM head, or None when it has none (e.g. a sentence-transformers encoder)."""
     from transformers import AutoModelForMaskedLM
 
     mlm, info = _from_pretrained(
-        AutoModelForMaskedLM, source, name, local, config=config, output_loading_info=True
-    )
+        AutoModelForMaskedLM, source, name, local, config=config, output_loading_info=True,
+        use_safetensors=None if allow_pickle else True,
+    )  # fmt: skip
     prefix = mlm.base_model_prefix + "."
     missing_head = sorted(
         k for k in info["missing_keys"] if not k.startswith(prefix) and not k.endswith("bias")
@@ -312,12 +315,15 @@ def load_teacher(
     attn_implementation: str = "eager",
     cache_dir: str | Path | None = None,
     with_mlm_head: bool = False,
+    allow_pickle: bool = False,
 ) -> Teacher:
     """Load teacher `ref`: a zoo name (fetched into the zoo cache), a local HF model dir, or a hub id.
 
     Always returns the base encoder (AutoModel) in eval mode, even when the checkpoint holds a task or MLM
     head. With `with_mlm_head=True` the MLM head is loaded too when the checkpoint has one (`Teacher.mlm_head`).
     Eager attention is the default: attention maps are then available, and it is the fastest on CPU.
+    Weights are read from safetensors only; a checkpoint with pickle weights only (pytorch_model.bin) is
+    refused unless `allow_pickle` (`teacher.allow_pickle`), because unpickling can run code.
     """
     from transformers import AutoModel, AutoTokenizer
 
@@ -331,6 +337,17 @@ def load_teacher(
                 f"{path} has a config.json but no weights (*.safetensors or pytorch_model.bin); "
                 "save the model there with model.save_pretrained(DIR)"
             )
+        if not any(path.glob("*.safetensors")):
+            pickles = sorted(p.name for p in [*path.glob("*.bin"), *path.glob("*.pt")])
+            if not allow_pickle:
+                raise AssetError(
+                    f"{path} has pickle weights only ({', '.join(pickles)}); loading a pickle can run code. "
+                    "Convert it once where you trust it (AutoModel.from_pretrained(DIR).save_pretrained(DIR) "
+                    "writes model.safetensors), or set teacher.allow_pickle: true for a checkpoint you trust"
+                )
+            log.warning(
+                "loading pickle weights %s of %s: teacher.allow_pickle is set", ", ".join(pickles), path
+            )
     try:
         tokenizer = _from_pretrained(AutoTokenizer, source, name, local)
     except (OSError, ValueError, TypeError) as e:
@@ -340,11 +357,12 @@ def load_teacher(
         ) from e
     _check_tokenizer(path, tokenizer, config, name)
 
-    kw: dict[str, Any] = {"attn_implementation": attn_implementation, "output_loading_info": True}
+    kw: dict[str, Any] = {"attn_implementation": attn_implementation, "output_loading_info": True,
+                          "use_safetensors": None if allow_pickle else True}  # fmt: skip
     with _quiet_transformers():
         try:
             model, info = _from_pretrained(AutoModel, source, name, local, config=config, **kw)
-            mlm_head = _load_mlm_head(source, name, local, config) if with_mlm_head else None
+            mlm_head = _load_mlm_head(source, name, local, config, allow_pickle) if with_mlm_head else None
         except (OSError, ValueError, RuntimeError) as e:
             if isinstance(e, AssetError):
                 raise

@@ -37,6 +37,7 @@ def make_evaluator(
             cfg.teacher.name,
             attn_implementation=cfg.teacher.attn_implementation,
             with_mlm_head=cfg.distill.losses.get("logits", 0) > 0,
+            allow_pickle=cfg.teacher.allow_pickle,
         )
     if splits is None:
         from kdnas.data.corpus import build_corpus

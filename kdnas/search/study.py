@@ -34,13 +34,16 @@ from kdnas.search.results import (
 )
 from kdnas.search.samplers import NEEDS_STARTUP, make_sampler, seen_arch_ids
 from kdnas.search.workers import (
+    LEADER_ATTR,
     Heartbeat,
     check_hardware,
+    check_role,
     fail_stale,
     is_shared_url,
     open_shared_storage,
     quiet_optuna,
     redact,
+    run_identity,
 )
 from kdnas.space.arch import Arch
 from kdnas.space.space import SearchSpace
@@ -599,6 +602,7 @@ def run_search(
     latency_predictor: Callable[[Arch], float] | None = None,
     callback: TrialCallback | None = None,
     hardware: str | None = None,
+    role: str | None = None,
 ) -> SearchResult:
     """Search `space` with strategy `cfg.strategy`, distilling candidates through `evaluator`.
 
@@ -608,7 +612,9 @@ def run_search(
     study's user attr `result`. `callback` sees every finished trial (filtered and failed ones included).
     A server database (PostgreSQL, MySQL: not SQLite) is shared: other workers may run the same study at the
     same time (heartbeats, `kdnas.search.workers`); an SQLite study has one worker at a time. `hardware`: the
-    target's fingerprint, recorded on the study; a study measured on other hardware is refused.
+    target's fingerprint, recorded on the study; a study measured on other hardware is refused. `role`
+    (`kdnas run` on a shared study, `kdnas.search.workers.check_role`): lead, take-over or join; the leader
+    is in `result.extra["leader"]`.
     """
     problems = cfg.check()
     if problems:
@@ -645,6 +651,7 @@ def run_search(
     except ValueError as e:
         raise SearchError(f"study {study_name!r} in {redact(url)} cannot be used: {e}") from None
     check_hardware(study, hardware, redact(url))
+    leader = check_role(study, role, run_identity(run_dir or "."), redact(url)) if shared and role else None
     prev = study.user_attrs.get("objectives")
     if len(study.directions) != len(cfg.objectives) or (prev is not None and prev != list(cfg.objectives)):
         raise SearchError(
@@ -683,6 +690,8 @@ def run_search(
         study, cfg.strategy, teacher_latency_ms, budgets, storage=redact(url), stopped=stopped,
         tolerance=cfg.kd_loss_tolerance,
     )  # fmt: skip
+    if shared and role:
+        result.extra["leader"] = study.user_attrs.get(LEADER_ATTR, leader)
     summary = result.to_dict()
     summary.pop("trials")
     study.set_user_attr("result", summary)

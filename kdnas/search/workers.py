@@ -33,6 +33,8 @@ from kdnas.errors import SearchError
 
 log = logging.getLogger(__name__)
 HARDWARE_ATTR = "hardware_fingerprint"
+LEADER_ATTR = "kdnas_leader"
+"""`kdnas run` on a shared study: the run (host and run dir) that runs the stages after the search."""
 SHORT_KEYS = ("kd_loss_short", "latency_ms", "params_m")
 
 
@@ -232,6 +234,31 @@ def check_hardware(study: optuna.Study, fingerprint: str | None, where: str) -> 
             f"{fingerprint}. Latencies from different machines must not mix: run this worker on the same kind of "
             "machine, or give it its own study (--study-name)"
         )
+
+
+def run_identity(run_dir: Any) -> str:
+    """host:run-dir of a `kdnas run`: the same run resumed after a crash (another pid) is the same leader."""
+    import socket
+    from pathlib import Path
+
+    return f"{socket.gethostname()}:{Path(run_dir).resolve()}"
+
+
+def check_role(study: optuna.Study, role: str | None, identity: str, where: str) -> str | None:
+    """`kdnas run` on a shared study: `lead` records this run as the one that runs the stages after the
+    search (refused when another run leads it), `take-over` records it whatever was there, `join` only helps
+    with the search. Returns the leader's identity (None when none has registered yet)."""
+    have = study.user_attrs.get(LEADER_ATTR)
+    if role in ("lead", "take-over"):
+        if have not in (None, identity) and role == "lead":
+            raise SearchError(
+                f"study {study.study_name!r} in {where} belongs to the run {have}, which runs the stages after "
+                "the search. To help with its search from here, start this one with `kdnas run ... --join`; to "
+                "make this run the one that distils and evaluates (that machine is gone), pass `--take-over`"
+            )
+        study.set_user_attr(LEADER_ATTR, identity)
+        return identity
+    return have if isinstance(have, str) else None
 
 
 def target_fingerprint(target: Any) -> str:

@@ -63,6 +63,35 @@ def test_exported_student_loads_with_transformers(smoke_run: Path) -> None:
     assert out.last_hidden_state.shape[-1] == model.config.hidden_size
 
 
+def test_the_cards_usage_snippets_run_and_its_model_index_has_the_suite(smoke_run: Path) -> None:
+    """Every Python block of the exported card's "How to use" runs as written (the path pointed at the export),
+    and the front matter's model-index carries the student's suite scores from retention.json."""
+    import re
+
+    import numpy as np
+    import yaml
+
+    name = json.loads((smoke_run / "summary.json").read_text())["students"][0]["name"]
+    d = smoke_run / "export" / name
+    text = (d / "README.md").read_text()
+    usage = text[text.index("## How to use") :]
+    blocks = re.findall(r"```python\n(.*?)```", usage, flags=re.S)
+    assert len(blocks) == 3  # transformers, sentence-transformers, onnxruntime
+    outputs = []
+    for code in blocks:
+        scope: dict = {}
+        exec(code.replace(f"path/to/{name}", str(d)), scope)  # the card's own snippet
+        outputs.append(next(scope[k] for k in ("hidden", "embeddings") if k in scope))
+    hidden_pt, emb, hidden_ort = outputs
+    assert np.abs(hidden_pt.detach().numpy() - hidden_ort).max() < 1e-3
+    assert emb.shape[-1] == 384  # the teacher's embedding width
+    front = yaml.safe_load(text.split("---\n")[1])
+    rows = {r["model"]: r for r in json.loads((smoke_run / "retention.json").read_text())["rows"]}
+    results = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in front["model-index"][0]["results"]}
+    assert results == {t: round(v, 2) for t, v in rows[name]["scores"].items()}
+    assert "wiki-vital-en" in front["datasets"]
+
+
 def test_exported_student_is_a_sentence_transformer_in_the_teachers_space(
     smoke_run: Path, minilm_dir: Path
 ) -> None:

@@ -126,3 +126,47 @@ def test_storage_errors_hide_the_password(tmp_path: Path) -> None:
     out, _ = w.communicate(timeout=120)
     assert w.returncode != 0
     assert "s3cret-pw" not in out and "kdnas:***@127.0.0.1" in out, out
+
+
+def test_kdnas_run_on_a_shared_study_distils_once(pg_url: str, tmp_path: Path) -> None:
+    """`kdnas run` on two machines (here two processes): the one that started the study runs every stage, the
+    `--join`ed one helps with the search, says who runs the rest and stops; the study has the requested count."""
+    import json
+
+    common = ["--search.storage", pg_url, "--search.n_trials", "6", "--search.heartbeat_interval", "1",
+              "--search.grace_period", "5", "--evaluate.baselines", "false", "--export.onnx", "false",
+              "--export.int8", "false", "--target.max_time_s", "0.5"]  # fmt: skip
+    lead = subprocess.Popen([sys.executable, "-m", "kdnas", "run", "smoke", "--run-dir", str(tmp_path / "lead"),
+                             *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    helper = subprocess.run([sys.executable, "-m", "kdnas", "run", "smoke", "--run-dir", str(tmp_path / "help"),
+                             "--join", *common], capture_output=True, text=True, timeout=900)  # fmt: skip
+    out, _ = lead.communicate(timeout=900)
+    assert lead.returncode == 0, out[-3000:]
+    assert helper.returncode == 0, helper.stderr[-3000:] + helper.stdout[-3000:]
+    leader = f"{tmp_path / 'lead'}"
+    assert (
+        "search complete" in helper.stdout
+        and leader in helper.stdout
+        and "This worker stops here" in helper.stdout
+    )
+    assert (tmp_path / "lead" / "stages" / "report.json").exists()
+    assert (tmp_path / "help" / "stages" / "search.json").exists()
+    assert (
+        not (tmp_path / "help" / "stages" / "distill.json").exists()
+        and not (tmp_path / "help" / "students").exists()
+    )
+    assert len(_distilled(_trials_of(pg_url, "search-kdnas"))) == 6
+    summary = json.loads((tmp_path / "lead" / "summary.json").read_text())
+    assert summary["students"]
+    # a second leader is refused and told how to join
+    other = subprocess.run([sys.executable, "-m", "kdnas", "run", "smoke", "--run-dir", str(tmp_path / "other"),
+                            *common], capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert other.returncode != 0 and "--join" in other.stderr + other.stdout
+
+
+def _trials_of(url: str, study: str):  # type: ignore[no-untyped-def]
+    import optuna
+
+    return optuna.load_study(
+        study_name=study, storage=url.replace("postgresql://", "postgresql+psycopg://")
+    ).trials

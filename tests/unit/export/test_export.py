@@ -30,7 +30,11 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     card = ModelCardInfo(
         teacher="minilm-l6",
         base_model="sentence-transformers/all-MiniLM-L6-v2",
-        scores=[TaskScore("bbc-news", "accuracy", 0.93, 0.96)],
+        scores=[
+            TaskScore("bbc-news", "accuracy", 0.93, 0.96),
+            TaskScore("wiki-same-en", "macro_f1", 71.234, 74.0),
+        ],
+        datasets=["wiki-vital-en", "bbc-news", "wiki-same-en"],
         teacher_latency_ms={"torch": 30.0},
         config_hash="abc123def4567890",
         seed=7,
@@ -160,6 +164,23 @@ def test_model_card(exported) -> None:
     assert front["license"] == "apache-2.0"
     assert front["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert {"kdnas", "distillation", "onnx", family} <= set(front["tags"])
+    assert front["datasets"] == ["wiki-vital-en", "bbc-news", "wiki-same-en"]
+    (index,) = front["model-index"]
+    assert index["name"] == "student"
+    results = {r["dataset"]["name"]: r for r in index["results"]}
+    assert results["bbc-news"]["metrics"] == [
+        {"type": "accuracy", "value": 0.93, "name": "accuracy", "verified": False}
+    ]
+    assert results["wiki-same-en"]["metrics"][0] == {
+        "type": "f1",
+        "value": 71.23,
+        "name": "macro F1",
+        "verified": False,
+    }
+    assert all(
+        r["task"]["type"] == "text-classification" and r["dataset"]["split"] == "test"
+        for r in index["results"]
+    )
     assert "# student" in text and "distilled from **minilm-l6**" in text
     assert "`L2-H32-A4-F64-gelu`" in text
     assert f"{result.params_total / 1e6:.2f} M" in text

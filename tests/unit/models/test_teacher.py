@@ -106,6 +106,29 @@ def test_dir_without_config(tmp_path: Path) -> None:
         load_teacher(tmp_path)
 
 
+def test_pickle_weights_only_are_refused_unless_allowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from transformers import AutoModel
+
+    d = save_tiny_teacher(tmp_path / "t", "bert")
+    model = AutoModel.from_pretrained(d)
+    (d / "model.safetensors").unlink()
+    torch.save(model.state_dict(), d / "pytorch_model.bin")  # a pickle checkpoint, as older hub repos have
+    assert (d / "pytorch_model.bin").is_file() and not list(d.glob("*.safetensors"))
+    with pytest.raises(
+        AssetError, match=r"pickle weights only \(pytorch_model\.bin\).*teacher\.allow_pickle"
+    ):
+        load_teacher(d)
+    with caplog.at_level("WARNING", logger="kdnas.models.teacher"):
+        t = load_teacher(d, allow_pickle=True)
+    assert "allow_pickle is set" in caplog.text
+    ref = load_teacher(save_tiny_teacher(tmp_path / "ref", "bert"))
+    batch = tiny_batch(2, 8)
+    with torch.no_grad():
+        assert torch.allclose(t.model(**batch).last_hidden_state, ref.model(**batch).last_hidden_state)
+
+
 def test_dir_without_weights(tmp_path: Path) -> None:
     _config_dir(tmp_path, "bert")
     tiny_tokenizer(tmp_path)

@@ -16,10 +16,12 @@ from kdnas.search.study import progress
 from kdnas.search.workers import (
     Heartbeat,
     check_hardware,
+    check_role,
     fail_stale,
     is_shared_url,
     open_shared_storage,
     redact,
+    run_identity,
 )
 
 OBJ = ["kd_loss", "latency_ms"]
@@ -94,6 +96,20 @@ def test_hardware_fingerprint_is_pinned(tmp_path: Path) -> None:
     check_hardware(study, "abc/torch", "db")
     with pytest.raises(SearchError, match=r"abc/torch.*xyz/torch"):
         check_hardware(study, "xyz/torch", "db")
+
+
+def test_one_run_leads_a_shared_study(tmp_path: Path) -> None:
+    study, _ = _study(tmp_path)
+    a, b = run_identity(tmp_path / "a"), run_identity(tmp_path / "b")
+    assert a.endswith(str((tmp_path / "a").resolve())) and ":" in a
+    assert check_role(study, "join", b, "db") is None  # a helper may start before the leader
+    assert check_role(study, "lead", a, "db") == a
+    assert check_role(study, "lead", a, "db") == a  # the same run resumed (another pid) leads again
+    assert check_role(study, "join", b, "db") == a
+    with pytest.raises(SearchError, match=r"belongs to the run .*/a.*--join.*--take-over"):
+        check_role(study, "lead", b, "db")
+    assert check_role(study, "take-over", b, "db") == b
+    assert check_role(study, "join", a, "db") == b
 
 
 def test_redaction_and_sharing() -> None:
