@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kdnas.export.timing import SPREAD_LIMIT
+
 if TYPE_CHECKING:
     from kdnas.export.exporter import ExportResult
     from kdnas.space.arch import Arch
@@ -125,6 +127,19 @@ def model_index(name: str, scores: list[TaskScore]) -> list[dict[str, Any]]:
     return [{"name": name, "results": results}] if results else []
 
 
+def _speedup_cell(info: ModelCardInfo, result: ExportResult, backend: str) -> str:
+    """The card's speed-up for one backend: side by side when measured so, else from a separate teacher time."""
+    s = result.speedups.get(backend)
+    if s:
+        cell = f"{s['speedup']:.2f}x ({s['lo']:.2f}-{s['hi']:.2f}x)"
+        if s.get("rounds", 0) < 2:
+            return f"{s['speedup']:.2f}x (1 round: spread not measured)"
+        return cell if s.get("reliable", True) else f"{cell}: unreliable, spread {s['cv']:.0%} over rounds"
+    t = info.teacher_latency_ms.get(backend)
+    fig = result.latency.get(backend)
+    return f"{t / fig.median_ms:.1f}x (teacher timed apart)" if t and fig else "n/a"
+
+
 def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
@@ -219,19 +234,22 @@ def render_card(
         any_fig = next(iter(result.latency.values()))
         lat_rows = []
         for backend, fig in result.latency.items():
-            t = info.teacher_latency_ms.get(backend)
             lat_rows.append(
-                [
-                    backend,
-                    f"{fig.median_ms:.2f}",
-                    f"{fig.p90_ms:.2f}",
-                    f"{t / fig.median_ms:.1f}x" if t else "n/a",
-                ]
+                [backend, f"{fig.median_ms:.2f}", f"{fig.p90_ms:.2f}", _speedup_cell(info, result, backend)]
             )
         hw = info.hardware or result.hardware
+        sbs = next(iter(result.speedups.values()), None)
+        how = (
+            f"the speed-up is the median of per-round ratios to the teacher timed in the same worker, "
+            f"{sbs['rounds']} rounds in alternating order (range over rounds in brackets; a spread over "
+            f"{SPREAD_LIMIT:.0%} is marked unreliable)"
+            if sbs
+            else "the teacher was not timed beside it, so the speed-up (where shown) compares numbers from "
+            "different processes"
+        )
         parts.append(
             f"## Latency\n\nMeasured on {hw}: {any_fig.threads} threads, batch {any_fig.batch_size}, "
-            f"sequence length {any_fig.seq_len}, each backend in its own pinned worker process.\n\n"
+            f"sequence length {any_fig.seq_len}, each backend in its own pinned worker process; {how}.\n\n"
             + _table(["backend", "median ms", "p90 ms", "speed-up vs teacher"], lat_rows)
         )
     if result.checks:

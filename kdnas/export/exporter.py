@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdnas.errors import KdnasError
 from kdnas.export import onnx as onnx_mod
 from kdnas.export.card import ModelCardInfo, library_versions, render_card, today
 from kdnas.export.onnx import ExportError, NumericsCheck
-from kdnas.export.timing import hardware_description, measure_export
+from kdnas.export.timing import hardware_description, measure_export, measure_speedups
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -44,6 +45,9 @@ class ExportResult:
     """ONNX file name -> numerics against PyTorch."""
     latency: dict[str, LatencyResult] = field(default_factory=dict)
     """Backend -> measured latency (kdnas.latency, on the target's first shape)."""
+    speedups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Backend -> speed-up over the teacher timed side by side in the same workers (`timing.measure_speedups`):
+    speedup, lo, hi, cv, teacher_ms, student_ms, rounds, reliable."""
     params_total: int = 0
     """All parameters."""
     params_non_embedding: int = 0
@@ -69,6 +73,7 @@ class ExportResult:
             "files": self.files,
             "checks": {k: v.to_dict() for k, v in self.checks.items()},
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
+            "speedups": self.speedups,
             "params_total": self.params_total,
             "params_non_embedding": self.params_non_embedding,
             "params_word_embedding": self.params_word_embedding,
@@ -146,8 +151,8 @@ def export_model(
             card=card,
             target=target,
             measure=measure,
+            sentence_dir=sentence_dir,
         )
-        result.files.update(copy_sentence_files(sentence_dir, tmp) if sentence_dir is not None else {})
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -205,6 +210,7 @@ def _write(
     card: ModelCardInfo | None,
     target: TargetConfig | None,
     measure: bool,
+    sentence_dir: str | Path | None = None,
 ) -> ExportResult:
     from kdnas.latency.config import TargetConfig
 
@@ -262,9 +268,20 @@ def _write(
             ["torch"] + (["onnxruntime"] if onnx else []) + (["onnxruntime-int8"] if onnx and int8 else [])
         )
         result.latency = _measure(d, backends, target)
+        if card is not None and card.teacher:
+            try:
+                result.speedups = measure_speedups(
+                    d, card.teacher, backends, target, rounds=target.compare_rounds
+                )
+            except KdnasError as e:  # the card then says the teacher was not timed beside it
+                msg = f"the teacher {card.teacher} could not be timed beside the export: {e}"
+                log.warning(msg)
+                result.warnings.append(msg)
 
     from kdnas.models.student import arch_of
 
+    # before the card: it says how to load the folder with sentence-transformers when it is one
+    result.files.update(copy_sentence_files(sentence_dir, d) if sentence_dir is not None else {})
     info = card or ModelCardInfo()
     if info.arch is None:
         with contextlib.suppress(Exception):  # an unsupported family still exports; the card lacks the arch

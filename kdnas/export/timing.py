@@ -37,6 +37,33 @@ def measure_export(model_dir: Path, backends: list[str], target: TargetConfig) -
     return out
 
 
+SPREAD_LIMIT = 0.10
+"""A side-by-side speed-up whose per-round coefficient of variation is above this is marked unreliable."""
+
+
+def measure_speedups(
+    model_dir: Path, teacher: str, backends: list[str], target: TargetConfig, *, rounds: int = 3
+) -> dict[str, dict[str, float | bool]]:
+    """Per backend, the folder's speed-up over `teacher` timed side by side in the same workers (`rounds`
+    fresh workers, order alternating; `kdnas.latency.measure_side_by_side`), with the target's settings
+    (threads, attention implementation, first shape): speedup (median of per-round ratios), lo, hi, cv,
+    teacher_ms, student_ms, reliable (more than one round and cv <= SPREAD_LIMIT)."""
+    from kdnas.latency import ModelSpec, load_teacher_config, measure_side_by_side
+
+    specs = [ModelSpec.for_config(load_teacher_config(teacher)), ModelSpec.for_dir(model_dir)]
+    out: dict[str, dict[str, float | bool]] = {}
+    for backend in backends:
+        sbs = measure_side_by_side(
+            specs, dataclasses.replace(target, backend=backend, device="cpu"), rounds=rounds
+        )
+        lo, hi = sbs.speedup_range[1]
+        cv = sbs.speedup_cv[1] if sbs.speedup_cv else 0.0
+        out[backend] = {"speedup": sbs.speedup[1], "lo": lo, "hi": hi, "cv": cv, "teacher_ms": sbs.median_ms[0],
+                        "student_ms": sbs.median_ms[1], "rounds": rounds,
+                        "reliable": rounds > 1 and cv <= SPREAD_LIMIT}  # fmt: skip
+    return out
+
+
 def hardware_description(threads: int) -> str:
     """This machine in words (CPU, cores, ISA flags, architecture) with the latency engine's fingerprint id."""
     from kdnas.latency import fingerprint

@@ -141,6 +141,7 @@ class LatencyBackend(ABC):
 _REGISTRY: dict[str, str | type[LatencyBackend]] = {
     "torch": "kdnas.latency.torch_backend:TorchBackend",
     "torch-cuda": "kdnas.latency.torch_backend:TorchCudaBackend",
+    "torch-bf16": "kdnas.latency.torch_backend:TorchBf16Backend",
     "onnxruntime": "kdnas.latency.onnx_backend:OnnxRuntimeBackend",
     "onnxruntime-int8": "kdnas.latency.onnx_backend:OnnxRuntimeInt8Backend",
     "fake": "kdnas.latency.testing:FakeBackend",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Names of the registered backends (kdnas/latency/backends.py); `fake` is the test double of kdnas.latency.testing.
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "torch-cuda", "fake")
+BACKENDS = ("torch", "torch-bf16", "onnxruntime", "onnxruntime-int8", "torch-cuda", "fake")
 
 
 def _known_backends() -> list[str]:
@@ -29,7 +29,8 @@ class TargetConfig:
     seq_lens: list[int] = field(default_factory=lambda: [128])
     """Sequence lengths to measure; the first one is the search objective."""
     backend: str = "torch"
-    """Runtime: torch, onnxruntime (fp32, full graph optimisation) or onnxruntime-int8 (dynamic quantization)."""
+    """Runtime: torch (fp32), torch-bf16 (served in bfloat16; CPUs with bf16 units only), onnxruntime (fp32, full
+    graph optimisation) or onnxruntime-int8 (dynamic quantization)."""
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     """torch backend only: `auto` measures eager and sdpa once per model and keeps the faster."""
     budgets_ms: list[float] = field(default_factory=list)

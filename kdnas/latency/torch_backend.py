@@ -1,4 +1,5 @@
-"""Eager PyTorch backends: `torch` on cpu (wall clock) and `torch-cuda` (CUDA events).
+"""Eager PyTorch backends: `torch` on cpu (wall clock), `torch-bf16` (the model served in bfloat16 on a CPU with
+bf16 units) and `torch-cuda` (CUDA events).
 
 `attn="auto"` times eager and sdpa attention once per model and keeps the faster (sdpa can be many times slower
 for small BERTs on CPU); the choice is remembered for the model's other shapes and stored in the result.
@@ -45,13 +46,23 @@ class TorchBackend(LatencyBackend):
         ] = {}  # (model key, attn) -> model; only the current model kept
         self._build_s = 0.0
 
+    dtype: str | None = None
+    """Serving dtype the model is cast to (None: as built, fp32)."""
+
+    def _cast(self, model: Any) -> Any:
+        if self.dtype is None:
+            return model
+        import torch
+
+        return model.to(getattr(torch, self.dtype))
+
     def _model(self, spec: ModelSpec, attn: str) -> Any:
         key = (spec.key, attn)
         if key not in self._built:
             self._built = {k: v for k, v in self._built.items() if k[0] == spec.key}
             t = time.perf_counter()
             model = spec.build(attn_implementation=attn)
-            self._built[key] = model.to(self.device)  # type: ignore[arg-type]
+            self._built[key] = self._cast(model.to(self.device))  # type: ignore[arg-type]
             self._build_s = time.perf_counter() - t
         return self._built[key]
 
@@ -70,7 +81,7 @@ class TorchBackend(LatencyBackend):
         spec = self.spec_of(model)
         if spec is None:  # a ready nn.Module: measured as it is
             vocab = int(getattr(getattr(model, "config", None), "vocab_size", 1000))
-            m = model.eval().to(self.device)
+            m = self._cast(model.eval().to(self.device))
             inputs = make_inputs(vocab, shape, self.device)
             return self.timed(
                 self._runner(m, inputs),
@@ -89,6 +100,8 @@ class TorchBackend(LatencyBackend):
             self._built = {k: v for k, v in self._built.items() if k == (spec.key, attn)}
         m = self._model(spec, attn)
         extra["build_s"] = round(self._build_s, 3)
+        if self.dtype is not None:
+            extra["dtype"] = self.dtype
         return self.timed(self._runner(m, inputs), shape, label=spec.label, attn=attn, extra=extra)
 
     def _choose(self, spec: ModelSpec, inputs: dict[str, Any], shape: Shape, extra: dict[str, Any]) -> str:
@@ -112,6 +125,30 @@ class TorchBackend(LatencyBackend):
             raise LatencyError(f"{spec.label}: neither eager nor sdpa attention could be built")
         extra["attn_screen_ms"] = {k: round(v, 3) for k, v in medians.items()}
         return min(medians, key=lambda k: medians[k])
+
+
+class TorchBf16Backend(TorchBackend):
+    """Eager PyTorch with the model's weights and activations in bfloat16: what a user who serves in bf16 gets.
+    Only on a CPU with bf16 units (AVX-512 BF16 or AMX, detected at run time): elsewhere bf16 is emulated and
+    slower than fp32, and a search for that latency would mislead, so the backend refuses."""
+
+    name = "torch-bf16"
+    dtype = "bfloat16"
+
+    @classmethod
+    def available(cls) -> bool:
+        from kdnas.precision import cpu_bf16_units
+
+        return bool(cpu_bf16_units())
+
+    @classmethod
+    def check(cls, device: str) -> None:
+        if device == "cpu" and not cls.available():
+            raise LatencyError(
+                "backend 'torch-bf16' needs a CPU with bf16 units (flags amx_bf16 or avx512_bf16); this one has "
+                "neither, so bf16 would be emulated: use backend torch (fp32) or onnxruntime-int8"
+            )
+        super().check(device)
 
 
 class TorchCudaBackend(TorchBackend):

@@ -108,8 +108,38 @@ def test_export_times_every_backend(tmp_path: Path) -> None:
     card_text = (tmp_path / "e" / "README.md").read_text()
     ort = result.latency["onnxruntime"]
     assert (
-        f"| onnxruntime | {ort.median_ms:.2f} | {ort.p90_ms:.2f} | {50.0 / ort.median_ms:.1f}x |" in card_text
+        f"| onnxruntime | {ort.median_ms:.2f} | {ort.p90_ms:.2f} | {50.0 / ort.median_ms:.1f}x (teacher timed apart) |"
+        in card_text
     )
+    assert "| torch |" in card_text and "n/a" in card_text  # no teacher time for torch, none beside it
     assert ": 1 threads, batch 1, sequence length 16" in card_text
     saved = json.loads((tmp_path / "e" / "export.json").read_text())
     assert saved["latency"]["torch"]["median_ms"] == result.latency["torch"].median_ms
+
+
+def test_export_times_the_teacher_beside_it_per_backend(tmp_path: Path) -> None:
+    """With a teacher on the card, every backend's speed-up is a ratio timed in the same workers, with its
+    range over rounds; the card says how it was measured."""
+    from kdnas.export import ModelCardInfo, export_model
+    from kdnas.latency import TargetConfig
+    from kdnas.testing import save_tiny_teacher, tiny_teacher, tiny_tokenizer
+
+    teacher = save_tiny_teacher(tmp_path / "teacher", "bert", num_layers=4)
+    target = TargetConfig(
+        threads=1, seq_lens=[16], max_time_s=0.3, cache_dir=str(tmp_path / "cache"), compare_rounds=2
+    )
+    card = ModelCardInfo(teacher=str(teacher))
+    result = export_model(tiny_teacher("bert", num_layers=1), tiny_tokenizer(), tmp_path / "e", target=target,
+                          card=card, onnx=False, int8=False)  # fmt: skip
+    assert set(result.speedups) == {
+        "torch"
+    }  # the ONNX backends are timed the same way (the smoke run has them)
+    for s in result.speedups.values():
+        assert s["lo"] <= s["speedup"] <= s["hi"] and s["rounds"] == 2 and s["teacher_ms"] > 0
+        assert s["reliable"] == (s["cv"] <= 0.10)
+    text = (tmp_path / "e" / "README.md").read_text()
+    torch_s = result.speedups["torch"]
+    assert f"{torch_s['speedup']:.2f}x ({torch_s['lo']:.2f}-{torch_s['hi']:.2f}x)" in text
+    assert "median of per-round ratios to the teacher timed in the same worker, 2 rounds" in text
+    saved = json.loads((tmp_path / "e" / "export.json").read_text())
+    assert saved["speedups"]["torch"]["speedup"] == result.speedups["torch"]["speedup"]

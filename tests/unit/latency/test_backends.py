@@ -55,6 +55,28 @@ def test_torch_auto_picks_an_attention_in_process():
     assert b.measure(tiny_teacher(), Shape(1, 8)).median_ms > 0
 
 
+def test_bf16_serving_runs_in_bf16_where_the_cpu_has_the_units_and_refuses_elsewhere(monkeypatch):
+    from kdnas import precision
+    from kdnas.errors import LatencyError
+    from kdnas.latency.torch_backend import TorchBf16Backend
+
+    if precision.cpu_bf16_units():
+        b = TorchBf16Backend(teacher_config=tiny_config(), threads=1, attn="eager", fingerprint_id="fp")
+        b.settings.max_time_s = 0.05
+        b.settings.warmup_s = 0.01
+        r = b.measure(Arch(1, 32, 2, 64), Shape(1, 16))
+        assert r.backend == "torch-bf16" and r.extra["dtype"] == "bfloat16" and r.median_ms > 0
+        built = next(iter(b._built.values()))
+        assert (
+            next(built.parameters()).dtype.is_floating_point
+            and str(next(built.parameters()).dtype) == "torch.bfloat16"
+        )
+        TorchBf16Backend.check("cpu")
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: [])  # a CPU of this kind without the units
+    with pytest.raises(LatencyError, match=r"needs a CPU with bf16 units.*amx_bf16 or avx512_bf16"):
+        TorchBf16Backend.check("cpu")
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_real_backends_in_workers(tmp_path):
     spec = ModelSpec.for_arch(tiny_config(), Arch(1, 32, 2, 64))
