@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdnas import run_dir as rd
 from kdnas.errors import ConfigError
 
 
@@ -85,7 +86,7 @@ def run(
     cfg = config_mod.load(None if config is None else str(config), _overrides(overrides))
     d = Path(run_dir) if run_dir is not None else cfg.resolved_run_dir
     if resume is None:
-        resume = (d / "config.yaml").exists()
+        resume = (d / rd.CONFIG).exists()
     pipeline.run(cfg, run_dir=d, resume=resume, progress=progress)
     return read_run(d)
 
@@ -93,22 +94,22 @@ def run(
 def read_run(run_dir: str | Path) -> RunResult:
     """What the stages of `run_dir` wrote, as a RunResult (ConfigError when it is not a kdnas run dir)."""
     d = Path(run_dir)
-    if not (d / "config.yaml").is_file():
+    if not (d / rd.CONFIG).is_file():
         raise ConfigError(f"{d}: not a kdnas run dir (no config.yaml); pass the --run-dir of a `kdnas run`")
     stages = {
-        p.stem: float(json.loads(p.read_text())["seconds"]) for p in sorted((d / "stages").glob("*.json"))
+        p.stem: float(json.loads(p.read_text())["seconds"]) for p in sorted((d / rd.STAGES).glob("*.json"))
     }
     table = None
     rows: dict[str, Any] = {}
-    if (d / "retention.json").is_file():
-        table = json.loads((d / "retention.json").read_text())
+    if (d / rd.RETENTION).is_file():
+        table = json.loads((d / rd.RETENTION).read_text())
         rows = {r["model"]: r for r in table["rows"]}
     students: dict[str, StudentResult] = {}
-    if (d / "summary.json").is_file():
-        for s in json.loads((d / "summary.json").read_text())["students"]:
+    if (d / rd.SUMMARY).is_file():
+        for s in json.loads((d / rd.SUMMARY).read_text())["students"]:
             r = rows.get(s["name"], {})
-            export = d / "export" / s["name"]
-            model_dir = Path(s.get("model_dir") or Path("students") / s["name"] / "model")
+            export = d / rd.EXPORT / s["name"]
+            model_dir = Path(s.get("model_dir") or Path(rd.STUDENTS) / s["name"] / "model")
             students[s["name"]] = StudentResult(
                 name=s["name"],
                 arch_id=s.get("arch_id", ""),
@@ -121,6 +122,6 @@ def read_run(run_dir: str | Path) -> RunResult:
                 scores=dict(r.get("scores", {})),
             )
     pareto = []
-    if (d / "search.json").is_file():
-        pareto = [p.get("arch_id", "") for p in json.loads((d / "search.json").read_text()).get("pareto", [])]
+    if (d / rd.SEARCH).is_file():
+        pareto = [p.get("arch_id", "") for p in json.loads((d / rd.SEARCH).read_text()).get("pareto", [])]
     return RunResult(run_dir=d, stage_seconds=stages, students=students, retention=table, pareto=pareto)

@@ -10,14 +10,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdnas import config as config_mod
+from kdnas import run_dir as rd
 from kdnas._io import write_json_atomic
 from kdnas.config import RunConfig
 from kdnas.errors import ConfigError, KdnasError, SearchError
@@ -111,7 +110,7 @@ class RunContext:
             splits = self.corpus()
             self._memo["builder"] = ProxyEvaluator(
                 cfg=self.cfg, teacher=self.teacher(), proxy=splits.proxy, heldout=splits.heldout,
-                cache_dir=self.run_dir / "teacher_cache", vocab=self.vocab(),
+                cache_dir=self.run_dir / rd.TEACHER_CACHE, vocab=self.vocab(),
             )  # fmt: skip
         return self._memo["builder"]
 
@@ -182,7 +181,7 @@ def stage_inspect(ctx: RunContext) -> dict[str, Any]:
         / 1e9,
         "seq_len": seq,
     }
-    write_json_atomic(ctx.path("teacher.json"), out)
+    write_json_atomic(ctx.path(rd.TEACHER), out)
     return out
 
 
@@ -196,7 +195,7 @@ def stage_data(ctx: RunContext) -> dict[str, Any]:
     vocab = _resolve_vocab(ctx, splits)
     if vocab is not None:
         out["vocab"] = vocab
-    write_json_atomic(ctx.path("data.json"), {**out, "stats": getattr(splits, "stats", None)})
+    write_json_atomic(ctx.path(rd.DATA), {**out, "stats": getattr(splits, "stats", None)})
     return out
 
 
@@ -255,7 +254,7 @@ def stage_latency(ctx: RunContext) -> dict[str, Any]:
         out["predictor"] = None if load_predictor(ctx.teacher().config, cfg.target) is None else "cached"
     if cfg.evaluate.baselines and cfg.search.baseline_budgets:
         out["baselines"] = _baseline_speedups(ctx)
-    write_json_atomic(ctx.path("latency.json"), out)
+    write_json_atomic(ctx.path(rd.LATENCY), out)
     return out
 
 
@@ -325,7 +324,7 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
         role=ctx.role or "lead",
     )
     recommendations, placement = result.recommendations, None
-    if cfg.target.place_candidates > 0:
+    if cfg.target.place_candidates > 0 and ctx.role != "join":  # a helper stops after the search
         from kdnas.search.placement import place
 
         ctx.say(f"  placing the best {cfg.target.place_candidates} candidates near each budget side by side")
@@ -337,8 +336,8 @@ def stage_search(ctx: RunContext) -> dict[str, Any]:
             per_budget=cfg.target.place_candidates,
             tolerance=cfg.search.kd_loss_tolerance,
         )
-        write_json_atomic(ctx.path("placement.json"), placement)
-        write_json_atomic(ctx.path("recommendations.json"), [r.to_dict() for r in recommendations])
+        write_json_atomic(ctx.path(rd.PLACEMENT), placement)
+        write_json_atomic(ctx.path(rd.RECOMMENDATIONS), [r.to_dict() for r in recommendations])
         for before, after in zip(result.recommendations, recommendations):
             if before.arch != after.arch:
                 ctx.say(
@@ -412,7 +411,7 @@ def stage_distill(ctx: RunContext) -> dict[str, Any]:
     students = []
     for arch, rec in jobs.values():
         name = _student_name(rec)
-        model_dir = _distill_full(ctx, name, arch, ctx.run_dir / "students" / name)
+        model_dir = _distill_full(ctx, name, arch, ctx.run_dir / rd.STUDENTS / name)
         students.append(
             {
                 "name": name,
@@ -438,12 +437,12 @@ def stage_distill(ctx: RunContext) -> dict[str, Any]:
                 if not family:
                     continue  # truncated teacher weights, fine-tuned directly (DistilBERT-style), see evaluate
                 bname = "every-other-layer-kd"  # the same shape distilled on the students' budget
-            d = _distill_full(ctx, bname, arch, ctx.run_dir / "baselines" / bname)
+            d = _distill_full(ctx, bname, arch, ctx.run_dir / rd.BASELINES / bname)
             baselines.append(
                 {"name": bname, "model_dir": str(d.relative_to(ctx.run_dir)), "arch_id": arch.arch_id}
             )
     summary = {"students": students, "baselines": baselines}
-    write_json_atomic(ctx.path("summary.json"), summary)
+    write_json_atomic(ctx.path(rd.SUMMARY), summary)
     return summary
 
 
@@ -459,7 +458,7 @@ def _vocab_twins(
             if twin.arch_id in jobs or twin.arch_id == arch.arch_id:
                 continue
             name = f"{student['name']}-vocab-{choice}"
-            model_dir = _distill_full(ctx, name, twin, ctx.run_dir / "students" / name)
+            model_dir = _distill_full(ctx, name, twin, ctx.run_dir / rd.STUDENTS / name)
             twins.append(
                 {
                     **student,
@@ -502,7 +501,7 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
         cfg.distill,
         tokens=cfg.distill.full_tokens,
         mode="standard",
-        teacher_cache=ctx.run_dir / "teacher_cache",
+        teacher_cache=ctx.run_dir / rd.TEACHER_CACHE,
         out_dir=out,
         resume=resume,
         seed=cfg.seed,
@@ -513,7 +512,7 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
         raise KdnasError(f"full distillation of {name} failed: {result.failed}; see {out}/train_log.jsonl")
     kd = heldout_kd_loss(
         ctx.teacher(), student, splits.heldout, cfg.distill, projections=result.distiller,
-        teacher_cache=str(ctx.run_dir / "teacher_cache"), input_map=input_map,
+        teacher_cache=str(ctx.run_dir / rd.TEACHER_CACHE), input_map=input_map,
     )  # fmt: skip
     vocab: dict[str, Any] = {}
     if arch.vocab_size is not None:
@@ -620,7 +619,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     )
     summary = ctx.values["distill"]
     models: list[tuple[str, Callable[[], Any], Path | None]] = [("teacher", _teacher_encoder(ctx), None)]
-    eol_dir = ctx.run_dir / "baselines" / "every-other-layer" / "model"
+    eol_dir = ctx.run_dir / rd.BASELINES / "every-other-layer" / "model"
     if cfg.evaluate.baselines:
         if not (eol_dir / "config.json").exists():  # saved once (atomically), then treated like any model dir
             t = ctx.teacher()
@@ -640,7 +639,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
 
     reports: dict[str, ModelReport] = {}
     for name, make, _ in models:
-        path = ctx.path("evaluate", f"{name}.json")
+        path = ctx.path(rd.EVALUATE, f"{name}.json")
         if path.exists():
             reports[name] = ModelReport.from_dict(json.loads(path.read_text()))
         else:
@@ -666,7 +665,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
                     f"  fidelity of {name}: emb cosine {_num(f.get('mean_cosine'))}, CKA {_num(f.get('cka'))}, "
                     f"recall@10 {_num(f.get('recall_at_10'))} ({f.get('passages')} held-out passages)"
                 )
-            write_json_atomic(ctx.path("evaluate", f"{name}.json"), reports[name].to_dict())
+            write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), reports[name].to_dict())
     # every model timed in the same workers, rounds alternating the order: speed-ups are per-round ratios
     timed = [(n, d) for n, _, d in models if n == "teacher" or d is not None]
     specs = [
@@ -678,8 +677,8 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     table = retention_table(
         reports["teacher"], [r for n, r in reports.items() if n != "teacher"], latency_ms=latency
     )
-    table.write_json(ctx.path("retention.json"))
-    table.write_markdown(ctx.path("retention.md"))
+    table.write_json(ctx.path(rd.RETENTION))
+    table.write_markdown(ctx.path(rd.RETENTION_MD))
     rows = table.to_dict()["rows"] if hasattr(table, "to_dict") else []
     return {"retention": rows, "latency_ms": latency, "speedup_range": spread, "latency_rounds": sbs.rounds}
 
@@ -741,7 +740,7 @@ def stage_export(ctx: RunContext) -> dict[str, Any]:
 
     cfg = ctx.cfg
     results = export_run(
-        ctx.run_dir, ctx.run_dir / "export", onnx=cfg.export.onnx, int8=cfg.export.int8, overwrite=True,
+        ctx.run_dir, ctx.run_dir / rd.EXPORT, onnx=cfg.export.onnx, int8=cfg.export.int8, overwrite=True,
         target=cfg.target,
     )  # fmt: skip
     return {"exported": [str(getattr(r, "out_dir", r)) for r in results]}
@@ -752,7 +751,7 @@ def stage_report(ctx: RunContext) -> dict[str, Any]:
     from kdnas.report import load_report_data, print_summary, write_report
 
     data = load_report_data(ctx.run_dir)
-    files = write_report(data, ctx.run_dir / "report")
+    files = write_report(data, ctx.run_dir / rd.REPORT)
     if ctx.console is not None:
         print_summary(data, console=ctx.console)
     return {k: str(v) for k, v in files.items()}
@@ -769,107 +768,14 @@ STAGES: list[Stage] = [
     Stage("export", stage_export, "export"),
     Stage("report", stage_report, "report"),
 ]
+assert tuple(s.name for s in STAGES) == rd.STAGE_NAMES  # the run dir's markers and rewinds follow this order
 
 
 # ------------------------------------------------------------------------------------------------- the runner
 
 
-RERUN_FROM = {"search": "search", "distill": "search", "evaluate": "evaluate", "export": "export"}
-"""Config sections a resumed run may change, and the first stage that reads them: that stage and every later
-one run again, the earlier ones (data, latency calibration, and for evaluate/export the search and the
-distilled students) are kept. Teacher, corpus and target changes need a new run dir."""
-RERUN_KEYS = {
-    "evaluate.baselines": "distill",  # the baselines are distilled in the distill stage
-    "distill.full_tokens": "distill",  # the search only uses the proxy budget
-    "distill.vocab_twins": "distill",
-}
-"""Keys of those sections whose first reader is another stage than their section's."""
-STAGE_OUTPUTS = {
-    "search": ("search.db", "search.json", "placement.json", "recommendations.json"),
-    "distill": ("students", "baselines", "summary.json"),
-    "evaluate": ("evaluate/*.json", "retention.json", "retention.md"),
-}
-"""What a stage writes that its rerun would otherwise reuse or mix with new results: moved to previous/<hash>/."""
-
-
-def rerun_stage(old: RunConfig, new: RunConfig) -> str | None:
-    """The earliest stage that a change from `old` to `new` invalidates, when every changed key is in a section
-    of `RERUN_FROM`; None when some change reaches further back (the run dir cannot be reused)."""
-    order = [s.name for s in STAGES]
-    first = len(order)
-    for key in config_mod.changed_keys(old, new):
-        stage = RERUN_KEYS.get(key) or RERUN_FROM.get(key.split(".", 1)[0])
-        if stage not in order:
-            return None
-        first = min(first, order.index(stage))
-    searched_again = "search" in order and first <= order.index("search")
-    if searched_again and (old.search.storage or new.search.storage):
-        return None  # a study outside the run dir cannot be moved aside
-    return order[first] if first < len(order) else None
-
-
-def prepare_run_dir(
-    cfg: RunConfig, run_dir: Path, *, resume: bool, say: Callable[[str], None] = print
-) -> None:
-    """Create the run dir with its config, or check that a resumed dir was made by the same config.
-
-    A resumed run (`resume`) whose config differs only in search, distillation, evaluation or export settings
-    (`RERUN_FROM`) keeps the stages before the first one the change reaches and runs again from there; the
-    earlier config is kept as config.<hash>.yaml and what the rerun stages had written under previous/<hash>/.
-    """
-    saved = run_dir / "config.yaml"
-    if saved.exists():
-        old = config_mod.load(str(saved))
-        if old.hash() != cfg.hash():
-            diffs = config_mod.diff(old, cfg)
-            changes = "\n".join(f"  {d}" for d in diffs)
-            stage = rerun_stage(old, cfg)
-            if stage is None or not resume:
-                hint = (
-                    f" These changes only reach the {stage} stage: resume with them (kdnas run CONFIG --resume "
-                    f"{run_dir}, or --resume {run_dir} with the same overrides) to keep the earlier stages and "
-                    "run again from there."
-                    if stage is not None
-                    else ""
-                )
-                raise ConfigError(
-                    f"{run_dir} was made by a different config; use another run dir (--run-dir DIR) or the "
-                    f"same config.{hint} Differences (run dir -> now):\n{changes}"
-                )
-            _rewind(run_dir, old, cfg, stage)
-            say(f"{run_dir}: config changed ({'; '.join(diffs)}): running again from the {stage} stage")
-        return
-    if resume:
-        raise ConfigError(f"{run_dir}: nothing to resume (no config.yaml there)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(run_dir, cfg)
-
-
-def _write_config(run_dir: Path, cfg: RunConfig) -> None:
-    """run_dir/config.yaml, replaced in one step (a kill leaves the old file or the new one)."""
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.yaml.")
-    with os.fdopen(fd, "w") as f:
-        f.write(cfg.to_yaml())
-    os.replace(tmp, run_dir / "config.yaml")
-
-
-def _rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
-    """Forget the stages from `stage` on: their markers go, and what they wrote that a rerun would reuse
-    (`STAGE_OUTPUTS`: the study, the students, per-model scores) moves to previous/<old config hash>/."""
-    order = [s.name for s in STAGES]
-    tag = old.hash()
-    keep = run_dir / "previous" / tag
-    for name in order[order.index(stage) :]:
-        (run_dir / "stages" / f"{name}.json").unlink(missing_ok=True)
-        for pattern in STAGE_OUTPUTS.get(name, ()):
-            for p in sorted(run_dir.glob(pattern)):
-                dest = keep / p.relative_to(run_dir)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if dest.exists():  # the same config rewound twice: the newer outputs win
-                    shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-                os.replace(p, dest)
-    shutil.copy2(run_dir / "config.yaml", run_dir / f"config.{tag}.yaml")
-    _write_config(run_dir, new)  # last: a kill before it leaves the old config with fewer finished stages
+rerun_stage = rd.rerun_stage
+prepare_run_dir = rd.prepare
 
 
 def run(
@@ -895,9 +801,9 @@ def run(
     hf_logging.disable_progress_bar()  # a bar per saved shard drowns the run's own progress lines
     ctx = RunContext(cfg=cfg, run_dir=run_dir, console=console, progress=progress, role=role)
     say = ctx.say
-    prepare_run_dir(cfg, run_dir, resume=resume, say=say)
+    rd.prepare(cfg, run_dir, resume=resume, say=say)
     for i, stage in enumerate(STAGES, 1):
-        marker = run_dir / "stages" / f"{stage.name}.json"
+        marker = rd.marker(run_dir, stage.name)
         head = f"[{i}/{len(STAGES)}] {stage.title}"
         if marker.exists():
             ctx.values[stage.name] = json.loads(marker.read_text())["summary"]

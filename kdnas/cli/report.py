@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kdnas import run_dir as rd
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -37,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     from kdnas.report import load_report_data, print_summary, write_report
 
     data = load_report_data(args.run_dir)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "report"
+    out = Path(args.out) if args.out else Path(args.run_dir) / rd.REPORT
     paths = write_report(data, out)
     con = Console()
     if not args.quiet:
@@ -60,11 +62,11 @@ def _dashboard(args: argparse.Namespace) -> int:
     from kdnas.search.workers import quiet_optuna, redact
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / rd.CONFIG).is_file():
         raise ConfigError(f"{run_dir}: not a kdnas run dir (no config.yaml); pass the dir `kdnas run` wrote")
-    cfg = config.load(str(run_dir / "config.yaml"))
+    cfg = config.load(str(run_dir / rd.CONFIG))
     url = storage_url(cfg.search, None, run_dir)
-    if url and url.startswith("sqlite") and not (run_dir / "search.db").is_file():
+    if url and url.startswith("sqlite") and not (run_dir / rd.STUDY).is_file():
         raise ConfigError(
             f"{run_dir}: no search.db yet; run the search stage first (`kdnas run --resume {run_dir}`)"
         )

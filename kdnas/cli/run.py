@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from kdnas import run_dir as rd
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -36,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
     console = Console()
     if args.resume:
-        saved = Path(args.resume) / "config.yaml"
+        saved = Path(args.resume) / rd.CONFIG
         if not saved.exists():
             raise ConfigError(f"{args.resume}: nothing to resume (no config.yaml there)")
         ref = args.config or str(saved)

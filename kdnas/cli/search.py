@@ -8,6 +8,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from kdnas import run_dir as rd
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -72,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         setup = make_evaluator(cfg, run_dir)
     s = cfg.search
     space = load_space(s.space, setup.teacher_config)
-    vocab_file = run_dir / "vocab.json"
+    vocab_file = run_dir / rd.VOCAB
     if vocab_file.exists():  # a run dir whose data stage resolved the `vocab` choices (corpus, N) to sizes
         from kdnas.space.vocab import VocabTable
 

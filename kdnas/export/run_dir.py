@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdnas import run_dir as rd
 from kdnas.export.card import ModelCardInfo, TaskScore
 from kdnas.export.exporter import ExportResult, export_model
 from kdnas.export.onnx import ExportError
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STUDENTS_DIR = "students"
+STUDENTS_DIR = rd.STUDENTS
 """Run-dir folder holding one folder per distilled student."""
 STUDENT_MODEL = "model"
 """Inside `students/<name>/`: the student's HF folder (model + tokenizer + config)."""
@@ -31,11 +32,7 @@ def is_model_dir(path: Path) -> bool:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (
-        (path / "config.yaml").is_file()
-        or (path / STUDENTS_DIR).is_dir()
-        or (path / "summary.json").is_file()
-    )
+    return (path / rd.CONFIG).is_file() or (path / STUDENTS_DIR).is_dir() or (path / rd.SUMMARY).is_file()
 
 
 def load_model_dir(model_dir: Path) -> tuple[Any, Any]:
@@ -141,9 +138,9 @@ def export_run(
 def _run_config(run: Path) -> RunConfig | None:
     from kdnas import config as config_mod
 
-    if not (run / "config.yaml").is_file():
+    if not (run / rd.CONFIG).is_file():
         return None
-    return config_mod.load(str(run / "config.yaml"))
+    return config_mod.load(str(run / rd.CONFIG))
 
 
 def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None) -> ModelCardInfo:

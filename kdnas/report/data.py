@@ -10,21 +10,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdnas import run_dir as rd
 from kdnas.errors import KdnasError
 
-# The run-dir files a report reads (all JSON; only the search results are required).
-SEARCH_FILES = ("search.json", "search/search.json", "search/results.json")
-"""`SearchResult.write_json` output (kdnas.search.results): trials, pareto, recommendations, teacher latency."""
-TEACHER_FILE = "teacher.json"
-"""The inspect stage's teacher summary: teacher name, arch_id, params."""
-BASELINES_FILE = "baselines.json"
-"""Optional: a list of {name, latency_ms, kd_loss, params_m, arch_id} for the manual baselines."""
-RETENTION_FILES = ("retention.json", "evaluate/retention.json")
-"""Optional: `RetentionTable.write_json` output (kdnas.evaluate.retention)."""
-PLACED_FILE = "recommendations.json"
-"""Optional: the recommendations `kdnas run` placed by side-by-side speed-ups (preferred over the search's)."""
-SUMMARY_FILE = "summary.json"
-"""Optional: {"students": [{name, model_dir, budget_label, budget_ms, arch_id, latency_ms, kd_loss}, ...]}."""
+# The run-dir files a report reads (names from kdnas.run_dir; only the search results are required).
+SEARCH_FILES = (rd.SEARCH,)
+TEACHER_FILE = rd.TEACHER
+BASELINES_FILE = rd.MANUAL_BASELINES
+RETENTION_FILES = (rd.RETENTION,)
+PLACED_FILE = rd.RECOMMENDATIONS
+SUMMARY_FILE = rd.SUMMARY
 
 COMPLETE = "complete"
 

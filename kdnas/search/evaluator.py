@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdnas import run_dir as rd
 from kdnas.search.candidate import EvaluatorSetup
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def make_evaluator(
         teacher=teacher,
         proxy=splits.proxy,
         heldout=splits.heldout,
-        cache_dir=Path(run_dir) / "teacher_cache",
+        cache_dir=Path(run_dir) / rd.TEACHER_CACHE,
         latency_cache=latency_cache,
         vocab=vocab,
     )

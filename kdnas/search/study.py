@@ -18,6 +18,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from kdnas import run_dir as rd
 from kdnas.errors import ArchError, ConfigError, SearchError
 from kdnas.search.candidate import CandidateEvaluator, CandidateResult, Fidelity
 from kdnas.search.config import SearchConfig
@@ -50,7 +51,7 @@ from kdnas.space.space import SearchSpace
 
 log = logging.getLogger(__name__)
 TrialCallback = Callable[[TrialRecord], None]
-RESULT_FILE = "search.json"
+RESULT_FILE = rd.SEARCH
 
 
 def storage_url(cfg: SearchConfig, storage: str | None, run_dir: str | Path | None) -> str | None:

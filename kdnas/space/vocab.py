@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kdnas import run_dir as rd
 from kdnas.errors import ArchError, DataError, ModelError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ FULL = "full"
 CORPUS = "corpus"
 """Choice: every token id the training corpus uses, plus special tokens and single-character pieces."""
 VocabChoice = str | int
-VOCAB_FILE = "vocab.json"
+VOCAB_FILE = rd.VOCAB
 """Run-dir file holding the resolved choices (kept ids per choice)."""
 MIN_VOCAB = 8
 """Smallest N a choice may ask for (Arch.vocab_size has the same floor)."""

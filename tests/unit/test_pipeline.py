@@ -51,26 +51,6 @@ def test_resume_refuses_another_config_and_shows_the_diff(
         pipeline.run(other, run_dir=tmp_path / "r")
 
 
-def test_rerun_stage_is_the_first_stage_a_change_reaches() -> None:
-    base = config.load("smoke")
-    assert pipeline.rerun_stage(base, config.load("smoke", {"evaluate.lrs": [1e-3]})) == "evaluate"
-    assert pipeline.rerun_stage(base, config.load("smoke", {"export.int8": False})) == "export"
-    both = config.load("smoke", {"export.int8": False, "evaluate.baselines": False})
-    assert pipeline.rerun_stage(base, both) == "distill"  # baselines are distilled in the distill stage
-    assert pipeline.rerun_stage(base, config.load("smoke", {"search.n_trials": 9})) == "search"
-    assert (
-        pipeline.rerun_stage(base, config.load("smoke", {"distill.lr": 0.01})) == "search"
-    )  # proxy reads it
-    assert pipeline.rerun_stage(base, config.load("smoke", {"distill.full_tokens": 9000})) == "distill"
-    mixed = config.load("smoke", {"search.n_trials": 9, "evaluate.lrs": [1e-3]})
-    assert pipeline.rerun_stage(base, mixed) == "search"
-    assert pipeline.rerun_stage(base, config.load("smoke", {"corpus.seq_len": 64})) is None
-    assert pipeline.rerun_stage(base, config.load("smoke", {"target.threads": 1})) is None
-    external = config.load("smoke", {"search.n_trials": 9, "search.storage": "sqlite:////tmp/x.db"})
-    assert pipeline.rerun_stage(base, external) is None
-    assert pipeline.rerun_stage(base, config.load("smoke", {"evaluate.threads": 1})) is None  # resource key
-
-
 def test_resume_with_a_new_evaluation_protocol_reruns_from_evaluate(tmp_path: Path) -> None:
     """Search and distillation are kept; evaluation, export and report run again; old scores are kept aside."""
     seen: list[str] = []

@@ -1,0 +1,171 @@
+"""The layout of a `kdnas run` dir, in one place: every file name, stage markers, and the dir's lifecycle
+(create with its config, check a resumed one, rewind the stages a config change reaches).
+
+Readers (report, export, the Python API, resume) take names from here; no other module spells them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdnas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kdnas.config import RunConfig
+
+CONFIG = "config.yaml"
+"""The run's config (what a resume must match)."""
+TEACHER = "teacher.json"
+"""Inspect stage: teacher name, arch id, params."""
+DATA = "data.json"
+"""Data stage: split sizes and corpus statistics."""
+LATENCY = "latency.json"
+"""Latency stage: teacher latency, predictor, the baselines' side-by-side speed-ups."""
+STUDY = "search.db"
+"""The Optuna study (SQLite) when no shared storage is given."""
+SEARCH = "search.json"
+"""`SearchResult.write_json`: trials, Pareto front, the search's own recommendations."""
+PLACEMENT = "placement.json"
+"""Per budget: the candidates re-timed side by side with the teacher, and the choice."""
+RECOMMENDATIONS = "recommendations.json"
+"""The recommendations placed by side-by-side speed-ups (what distill and the report use)."""
+SUMMARY = "summary.json"
+"""Distill stage: the distilled students and baselines (name, model dir, arch, budget)."""
+RETENTION = "retention.json"
+"""Evaluate stage: `RetentionTable.write_json` (scores, retention, latency, fidelity per model)."""
+RETENTION_MD = "retention.md"
+MANUAL_BASELINES = "baselines.json"
+"""Optional, written by a user (never by kdnas): [{name, latency_ms, kd_loss, params_m, arch_id}] of baselines
+measured elsewhere, drawn in the report."""
+VOCAB = "vocab.json"
+"""The search space's vocabulary table (`kdnas.space.vocab.VocabTable`), when vocabulary is a dimension."""
+STUDENTS = "students"
+"""students/<name>/model (HF folder), result.json, checkpoints, train_log.jsonl."""
+BASELINES = "baselines"
+EVALUATE = "evaluate"
+"""evaluate/<model>.json: per-model task reports."""
+EXPORT = "export"
+REPORT = "report"
+TEACHER_CACHE = "teacher_cache"
+STAGES = "stages"
+"""stages/<stage>.json: a finished stage's marker with its summary and seconds."""
+PREVIOUS = "previous"
+"""previous/<config hash>/: what rerun stages had written before a config change."""
+
+STAGE_NAMES = ("fetch", "inspect", "data", "latency", "search", "distill", "evaluate", "export", "report")
+"""The stages in order (kdnas.pipeline.STAGES runs them)."""
+STAGE_OUTPUTS = {
+    "search": (STUDY, SEARCH, PLACEMENT, RECOMMENDATIONS),
+    "distill": (STUDENTS, BASELINES, SUMMARY),
+    "evaluate": (f"{EVALUATE}/*.json", RETENTION, RETENTION_MD),
+}
+"""What a stage writes that its rerun would otherwise reuse or mix with new results: moved to previous/<hash>/."""
+RERUN_FROM = {"search": "search", "distill": "search", "evaluate": "evaluate", "export": "export"}
+"""Config sections a resumed run may change, and the first stage that reads them: that stage and every later
+one run again, the earlier ones (data, latency calibration, and for evaluate/export the search and the
+distilled students) are kept. Teacher, corpus and target changes need a new run dir."""
+RERUN_KEYS = {
+    "evaluate.baselines": "distill",  # the baselines are distilled in the distill stage
+    "distill.full_tokens": "distill",  # the search only uses the proxy budget
+    "distill.vocab_twins": "distill",
+}
+"""Keys of those sections whose first reader is another stage than their section's."""
+
+
+def marker(run_dir: Path, stage: str) -> Path:
+    """The file that says `stage` finished (with its summary)."""
+    return run_dir / STAGES / f"{stage}.json"
+
+
+def read_marker(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    """A finished stage's summary, or None when it has not finished."""
+    p = marker(run_dir, stage)
+    return json.loads(p.read_text())["summary"] if p.exists() else None
+
+
+def rerun_stage(old: RunConfig, new: RunConfig) -> str | None:
+    """The earliest stage that a change from `old` to `new` invalidates, when every changed key is in a section
+    of `RERUN_FROM`; None when some change reaches further back (the run dir cannot be reused)."""
+    from kdnas import config as config_mod
+
+    order = list(STAGE_NAMES)
+    first = len(order)
+    for key in config_mod.changed_keys(old, new):
+        stage = RERUN_KEYS.get(key) or RERUN_FROM.get(key.split(".", 1)[0])
+        if stage not in order:
+            return None
+        first = min(first, order.index(stage))
+    searched_again = first <= order.index("search")
+    if searched_again and (old.search.storage or new.search.storage):
+        return None  # a study outside the run dir cannot be moved aside
+    return order[first] if first < len(order) else None
+
+
+def prepare(cfg: RunConfig, run_dir: Path, *, resume: bool, say: Callable[[str], None] = print) -> None:
+    """Create the run dir with its config, or check that a resumed dir was made by the same config.
+
+    A resumed run (`resume`) whose config differs only in search, distillation, evaluation or export settings
+    (`RERUN_FROM`) keeps the stages before the first one the change reaches and runs again from there; the
+    earlier config is kept as config.<hash>.yaml and what the rerun stages had written under previous/<hash>/.
+    """
+    from kdnas import config as config_mod
+
+    saved = run_dir / CONFIG
+    if saved.exists():
+        old = config_mod.load(str(saved))
+        if old.hash() != cfg.hash():
+            diffs = config_mod.diff(old, cfg)
+            changes = "\n".join(f"  {d}" for d in diffs)
+            stage = rerun_stage(old, cfg)
+            if stage is None or not resume:
+                hint = (
+                    f" These changes only reach the {stage} stage: resume with them (kdnas run CONFIG --resume "
+                    f"{run_dir}, or --resume {run_dir} with the same overrides) to keep the earlier stages and "
+                    "run again from there."
+                    if stage is not None
+                    else ""
+                )
+                raise ConfigError(
+                    f"{run_dir} was made by a different config; use another run dir (--run-dir DIR) or the "
+                    f"same config.{hint} Differences (run dir -> now):\n{changes}"
+                )
+            rewind(run_dir, old, cfg, stage)
+            say(f"{run_dir}: config changed ({'; '.join(diffs)}): running again from the {stage} stage")
+        return
+    if resume:
+        raise ConfigError(f"{run_dir}: nothing to resume (no {CONFIG} there)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, cfg)
+
+
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    """run_dir/config.yaml, replaced in one step (a kill leaves the old file or the new one)."""
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CONFIG}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(cfg.to_yaml())
+    os.replace(tmp, run_dir / CONFIG)
+
+
+def rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
+    """Forget the stages from `stage` on: their markers go, and what they wrote that a rerun would reuse
+    (`STAGE_OUTPUTS`: the study, the students, per-model scores) moves to previous/<old config hash>/."""
+    order = list(STAGE_NAMES)
+    tag = old.hash()
+    keep = run_dir / PREVIOUS / tag
+    for name in order[order.index(stage) :]:
+        marker(run_dir, name).unlink(missing_ok=True)
+        for pattern in STAGE_OUTPUTS.get(name, ()):
+            for p in sorted(run_dir.glob(pattern)):
+                dest = keep / p.relative_to(run_dir)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if dest.exists():  # the same config rewound twice: the newer outputs win
+                    shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+                os.replace(p, dest)
+    shutil.copy2(run_dir / CONFIG, run_dir / f"config.{tag}.yaml")
+    write_config(run_dir, new)  # last: a kill before it leaves the old config with fewer finished stages
