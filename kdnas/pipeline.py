@@ -102,6 +102,20 @@ class RunContext:
         key = self.vocab().choice_of(arch.vocab_size)
         return AutoTokenizer.from_pretrained(str(self.run_dir / "vocab" / key))
 
+    def student_builder(self) -> Any:
+        """The run's `kdnas.models.build.StudentBuilder`: students built as the search built its candidates."""
+        if "student_builder" not in self._memo:
+            from kdnas.models.build import StudentBuilder
+
+            self._memo["student_builder"] = StudentBuilder.from_config(
+                self.teacher(),
+                self.cfg.distill,
+                seed=self.cfg.seed,
+                data=self.corpus().proxy,
+                vocab=self.vocab(),
+            )
+        return self._memo["student_builder"]
+
     def evaluator_like(self) -> Any:
         """Builds students the way the search did (same inheritance and importance ranking)."""
         if "builder" not in self._memo:
@@ -484,8 +498,8 @@ def _distill_full(ctx: RunContext, name: str, arch: Any, out: Path) -> Path:
     if (out / "result.json").exists() and (model_dir / "config.json").exists():
         return model_dir
     splits = ctx.corpus()
-    builder = ctx.evaluator_like()
-    student = builder.build_student(arch)
+    builder = ctx.student_builder()
+    student = builder.build(arch)
     input_map = builder.input_map(arch)  # a trimmed vocabulary reads the data's (teacher) ids through it
     from kdnas.distill.checkpoint import has_checkpoint
 

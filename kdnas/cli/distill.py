@@ -144,8 +144,6 @@ def _distill(args: argparse.Namespace, w: World) -> int:
 
     from kdnas.data.corpus import build_corpus
     from kdnas.distill import distill, heldout_kd_loss
-    from kdnas.models.inherit import inherit_student
-    from kdnas.models.student import build_student
     from kdnas.models.teacher import load_teacher
     from kdnas.space.arch import Arch
 
@@ -157,19 +155,9 @@ def _distill(args: argparse.Namespace, w: World) -> int:
     splits = build_corpus(ccfg, teacher.tokenizer, seed=seed, cache_dir=opts.get("cache_dir"))
     log.info("corpus: %d train rows, %d held-out rows of %d tokens", len(splits.train.input_ids),
              len(splits.heldout.input_ids), ccfg.seq_len)  # fmt: skip
-    if dcfg.init == "inherit":
-        batches = None
-        if dcfg.importance == "activation":
-            n = min(64, len(splits.proxy.input_ids))
-            batches = [
-                {"input_ids": splits.proxy.input_ids[:n], "attention_mask": splits.proxy.attention_mask[:n]}
-            ]
-        student = inherit_student(
-            teacher.model, arch, layer_selection=dcfg.layer_selection, importance=dcfg.importance,
-            batches=batches, seed=seed,
-        )  # fmt: skip
-    else:
-        student = build_student(teacher.config, arch, seed=seed)
+    from kdnas.models.build import StudentBuilder
+
+    student = StudentBuilder.from_config(teacher, dcfg, seed=seed, data=splits.proxy).build(arch)
     steps = opts.get("steps")
     tokens = None if steps is not None else (opts.get("tokens") or dcfg.full_tokens)
     result = distill(

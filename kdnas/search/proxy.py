@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas.config import RunConfig
-from kdnas.errors import ArchError, DistillError
+from kdnas.errors import DistillError
 from kdnas.search.candidate import CandidateResult, Fidelity
 from kdnas.space.arch import Arch
 
@@ -44,52 +44,29 @@ class ProxyEvaluator:
 
     def __post_init__(self) -> None:
         from kdnas.distill import TeacherCache
+        from kdnas.models.build import StudentBuilder
 
         self._cache = TeacherCache(self.cache_dir, budget_mb=self.cfg.distill.teacher_cache_mb)
         self._unk: dict[tuple[int | None, int], float | None] = {}
-        if self.cfg.distill.init == "inherit" and self.importance is None:
-            from kdnas.models.importance import compute_importance
-
-            batches = None
-            if self.cfg.distill.importance == "activation":
-                batches = [self.proxy[i : i + 16] for i in range(0, min(64, len(self.proxy)), 16)]
-            self.importance = compute_importance(self.teacher.model, self.cfg.distill.importance, batches)
+        self.builder = StudentBuilder.from_config(
+            self.teacher, self.cfg.distill, seed=self.cfg.seed, data=self.proxy, vocab=self.vocab,
+            importance=self.importance,
+        )  # fmt: skip
+        if self.cfg.distill.init == "inherit":  # one ranking for every candidate, computed up front
+            self.importance = self.builder.ranking()
 
     def vocab_ids(self, arch: Arch) -> list[int] | None:
         """Teacher ids of `arch`'s embedding rows (None: the teacher's whole table)."""
-        if arch.vocab_size is None:
-            return None
-        if self.vocab is None:
-            raise ArchError(
-                f"{arch.arch_id} has a trimmed vocabulary but this run has no vocabulary table (vocab.json, "
-                "written by the data stage when the search space has a `vocab` dimension); run `kdnas run`"
-            )
-        return list(self.vocab.ids_for(arch))
+        return self.builder.vocab_ids(arch)
 
     def input_map(self, arch: Arch) -> Any:
         """LongTensor [teacher vocab] teacher id -> student id for a trimmed vocabulary, else None."""
-        return None if arch.vocab_size is None else self.vocab.input_map(arch)
+        return self.builder.input_map(arch)
 
     def build_student(self, arch: Arch) -> Any:
-        """The student of shape `arch`, inheriting the teacher's weights (or random, per `distill.init`); a
-        trimmed vocabulary inherits the embedding rows of its kept tokens."""
-        from kdnas.models.inherit import inherit_student, remap_token_ids
-        from kdnas.models.student import build_student
-
-        ids = self.vocab_ids(arch)
-        if self.cfg.distill.init == "inherit" and arch.family != "mobilebert":
-            return inherit_student(
-                self.teacher.model,
-                arch,
-                layer_selection=self.cfg.distill.layer_selection,
-                importance=self.importance,
-                seed=self.cfg.seed,
-                vocab_ids=ids,
-            )
-        student = build_student(self.teacher.config, arch, seed=self.cfg.seed)
-        if ids is not None:
-            remap_token_ids(student.config, ids)
-        return student
+        """The student of shape `arch` (`kdnas.models.build.StudentBuilder`: the same for the search, the final
+        students and `kdnas distill`)."""
+        return self.builder.build(arch)
 
     def evaluate(self, arch: Arch, *, fidelity: Fidelity, tokens: int) -> CandidateResult:
         from kdnas.distill import distill, heldout_kd_loss
