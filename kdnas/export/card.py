@@ -120,7 +120,7 @@ def model_index(name: str, scores: list[TaskScore]) -> list[dict[str, Any]]:
                 "task": {"type": task_type, "name": "Text Classification"},
                 "dataset": {"name": s.task, "type": s.task, "split": "test"},
                 "metrics": [
-                    {"type": mtype, "value": round(float(s.student), 2), "name": mname, "verified": False}
+                    {"type": mtype, "value": round(float(s.student), 4), "name": mname, "verified": False}
                 ],
             }
         )

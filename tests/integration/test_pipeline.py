@@ -88,7 +88,7 @@ def test_the_cards_usage_snippets_run_and_its_model_index_has_the_suite(smoke_ru
     front = yaml.safe_load(text.split("---\n")[1])
     rows = {r["model"]: r for r in json.loads((smoke_run / "retention.json").read_text())["rows"]}
     results = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in front["model-index"][0]["results"]}
-    assert results == {t: round(v, 2) for t, v in rows[name]["scores"].items()}
+    assert results == {t: round(v, 4) for t, v in rows[name]["scores"].items()}
     assert "wiki-vital-en" in front["datasets"]
 
 

@@ -32,7 +32,7 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         base_model="sentence-transformers/all-MiniLM-L6-v2",
         scores=[
             TaskScore("bbc-news", "accuracy", 0.93, 0.96),
-            TaskScore("wiki-same-en", "macro_f1", 71.234, 74.0),
+            TaskScore("wiki-same-en", "macro_f1", 71.23456, 74.0),
         ],
         datasets=["wiki-vital-en", "bbc-news", "wiki-same-en"],
         teacher_latency_ms={"torch": 30.0},
@@ -173,7 +173,7 @@ def test_model_card(exported) -> None:
     ]
     assert results["wiki-same-en"]["metrics"][0] == {
         "type": "f1",
-        "value": 71.23,
+        "value": 71.2346,
         "name": "macro F1",
         "verified": False,
     }
