@@ -109,12 +109,13 @@ def read_run(run_dir: str | Path) -> RunResult:
         for s in json.loads((d / rd.SUMMARY).read_text())["students"]:
             r = rows.get(s["name"], {})
             export = d / rd.EXPORT / s["name"]
-            model_dir = Path(s.get("model_dir") or Path(rd.STUDENTS) / s["name"] / "model")
+            given = s.get("model_dir") or Path(rd.STUDENTS) / s["name"] / "model"
+            model_dir = rd.inside(d, given, f"{d / rd.SUMMARY}: model_dir of {s['name']}")
             students[s["name"]] = StudentResult(
                 name=s["name"],
                 arch_id=s.get("arch_id", ""),
                 budget=str(s.get("budget_label", "")),
-                model_dir=model_dir if model_dir.is_absolute() else d / model_dir,
+                model_dir=model_dir,
                 export_dir=export if export.is_dir() else None,
                 latency_ms=r.get("latency_ms"),
                 speedup=r.get("speedup"),

@@ -78,6 +78,28 @@ RERUN_KEYS = {
 """Keys of those sections whose first reader is another stage than their section's."""
 
 
+def inside(root: Path, path: str | Path, what: str) -> Path:
+    """`path` (relative to `root`, or absolute) resolved, refused unless it lies under `root`: a run dir's
+    files name paths (summary.json's model dirs, student names that become export dirs) that a tampered or
+    hand-edited file must not point elsewhere with (`../..`, absolute paths, symlinks out)."""
+    base = Path(root).resolve()
+    p = Path(path)
+    full = (p if p.is_absolute() else base / p).resolve()
+    if not full.is_relative_to(base):
+        raise ConfigError(
+            f"{what} {str(path)!r} resolves to {full}, outside {base}; a run dir's paths must stay inside it "
+            "(fix or regenerate the file that names it)"
+        )
+    return full
+
+
+def plain_name(name: str, what: str) -> str:
+    """A name that becomes one directory (a student's export dir): no separators, not `.` or `..`."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"{what} {name!r} must be a plain name (no '/' or '..'): it names a directory")
+    return name
+
+
 def marker(run_dir: Path, stage: str) -> Path:
     """The file that says `stage` finished (with its summary)."""
     return run_dir / STAGES / f"{stage}.json"

@@ -86,12 +86,9 @@ def recommended_students(run_dir: Path) -> list[dict[str, Any]]:
         out = []
         for s in students:
             d = dict(s)
-            given = Path(s.get("model_dir", f"{STUDENTS_DIR}/{s['name']}/{STUDENT_MODEL}"))
-            d["model_dir"] = str(
-                given
-                if given.is_absolute() or (not (run_dir / given).exists() and given.exists())
-                else run_dir / given
-            )
+            name = rd.plain_name(str(s["name"]), f"{summary}: student name")
+            given = s.get("model_dir", f"{STUDENTS_DIR}/{name}/{STUDENT_MODEL}")
+            d["model_dir"] = str(rd.inside(run_dir, given, f"{summary}: model_dir of {name}"))
             out.append(d)
         return out
     found = sorted(p for p in (run_dir / STUDENTS_DIR).glob(f"*/{STUDENT_MODEL}") if is_model_dir(p))

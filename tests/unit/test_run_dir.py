@@ -27,3 +27,22 @@ def test_rerun_stage_is_the_first_stage_a_change_reaches() -> None:
 def test_the_stage_order_is_the_pipelines() -> None:
     assert tuple(s.name for s in pipeline.STAGES) == rd.STAGE_NAMES
     assert set(rd.STAGE_OUTPUTS) <= set(rd.STAGE_NAMES) and set(rd.RERUN_FROM.values()) <= set(rd.STAGE_NAMES)
+
+
+def test_paths_named_by_a_run_dir_stay_inside_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from kdnas.errors import ConfigError
+
+    run = tmp_path / "run"
+    (run / "students" / "a").mkdir(parents=True)
+    assert rd.inside(run, "students/a", "model_dir") == (run / "students" / "a").resolve()
+    assert rd.inside(run, run / "students" / "a", "model_dir") == (run / "students" / "a").resolve()
+    (run / "link").symlink_to(tmp_path)  # a symlink out of the run dir is outside too
+    for bad in ("../x", "/etc", "link/other"):
+        with pytest.raises(ConfigError, match="outside"):
+            rd.inside(run, bad, "model_dir")
+    assert rd.plain_name("student-7x", "name") == "student-7x"
+    for bad in ("..", "a/b", "", "a\\b"):
+        with pytest.raises(ConfigError, match="plain name"):
+            rd.plain_name(bad, "name")

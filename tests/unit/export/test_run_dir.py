@@ -143,3 +143,20 @@ def test_export_times_the_teacher_beside_it_per_backend(tmp_path: Path) -> None:
     assert "median of per-round ratios to the teacher timed in the same worker, 2 rounds" in text
     saved = json.loads((tmp_path / "e" / "export.json").read_text())
     assert saved["speedups"]["torch"]["speedup"] == result.speedups["torch"]["speedup"]
+
+
+def test_a_tampered_summary_cannot_point_outside_the_run_dir(tmp_path: Path) -> None:
+    from kdnas.errors import ConfigError
+
+    run = _run_dir(tmp_path, ["s7x"])
+    summary = json.loads((run / "summary.json").read_text())
+    for bad in ("../../elsewhere", str(tmp_path / "outside")):
+        summary["students"][0]["model_dir"] = bad
+        (run / "summary.json").write_text(json.dumps(summary))
+        with pytest.raises(ConfigError, match=r"model_dir of s7x .* outside .*must stay inside"):
+            recommended_students(run)
+    summary["students"][0] = {"name": "../escape"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match=r"student name '\.\./escape' must be a plain name"):
+        export_run(run, tmp_path / "out", measure=False)
+    assert not (tmp_path / "escape").exists()
