@@ -109,7 +109,7 @@ def main() -> None:
         from model2vec import StaticModel
 
         static = StaticModel.from_pretrained(a.m2v)
-        te = encode(teacher.model, ids, mask, pooling)[0]
+        te = encode(teacher.model, ids, mask, pooling)[0]  # also the teacher's warm-up before it is timed
         t1 = time.perf_counter()
         se = torch.as_tensor(static.encode(texts, batch_size=64))
         m2v_s = time.perf_counter() - t1

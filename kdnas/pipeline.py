@@ -117,7 +117,8 @@ class RunContext:
         return self._memo["student_builder"]
 
     def evaluator_like(self) -> Any:
-        """Builds students the way the search did (same inheritance and importance ranking)."""
+        """A ProxyEvaluator over the run's data and teacher cache (benchmarks/proxy_fidelity.py re-scores archs
+        with it); the stages build students with `student_builder()`."""
         if "builder" not in self._memo:
             from kdnas.search.proxy import ProxyEvaluator
 

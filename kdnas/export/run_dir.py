@@ -75,9 +75,9 @@ def export_model_dir(
 
 def recommended_students(run_dir: Path) -> list[dict[str, Any]]:
     """The students to export: summary.json `students`, or every students/*/model when there is no summary."""
-    from kdnas.report.data import SUMMARY_FILE, read_json
+    from kdnas.report.data import read_json
 
-    summary = run_dir / SUMMARY_FILE
+    summary = run_dir / rd.SUMMARY
     if summary.is_file():
         data = read_json(summary)
         students = data.get("students") if isinstance(data, dict) else None
@@ -142,7 +142,7 @@ def _run_config(run: Path) -> RunConfig | None:
 
 def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None) -> ModelCardInfo:
     """Card facts for one student from the run's files (every file optional except the student itself)."""
-    from kdnas.report.data import RETENTION_FILES, SEARCH_FILES, TEACHER_FILE, first_existing, read_json
+    from kdnas.report.data import read_json
 
     info = ModelCardInfo(name=student["name"], budget_ms=student.get("budget_ms"),
                          proxy_kd_loss=student.get("kd_loss"), run_name=run.resolve().name)  # fmt: skip
@@ -155,8 +155,8 @@ def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None
         info.search_settings = d.get("search", {})
         # zoo names (a user's own files are named by their file name)
         info.datasets = [Path(str(s)).name for s in cfg.corpus.sources] + list(cfg.evaluate.tasks)
-    if (run / TEACHER_FILE).is_file():
-        info.teacher = read_json(run / TEACHER_FILE).get("teacher", info.teacher)
+    if (run / rd.TEACHER).is_file():
+        info.teacher = read_json(run / rd.TEACHER).get("teacher", info.teacher)
     if info.teacher:
         info.base_model, lic = _teacher_hub_id(info.teacher)
         if lic:
@@ -166,13 +166,13 @@ def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None
         vocab = read_json(result_json).get("vocab")
         if isinstance(vocab, dict):
             info.vocab = vocab
-    search_path = first_existing(run, SEARCH_FILES)
-    if search_path is not None:
+    search_path = run / rd.SEARCH
+    if search_path.is_file():
         t_lat = read_json(search_path).get("teacher_latency_ms")
         if isinstance(t_lat, int | float):
             info.teacher_latency_ms[cfg.target.backend if cfg else "torch"] = float(t_lat)
-    ret_path = first_existing(run, RETENTION_FILES)
-    if ret_path is not None:
+    ret_path = run / rd.RETENTION
+    if ret_path.is_file():
         table = read_json(ret_path)
         rows = {r.get("model"): r for r in table.get("rows", [])}
         mine, teacher = rows.get(student["name"]), rows.get(table.get("teacher"))

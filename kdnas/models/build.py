@@ -8,7 +8,7 @@ bottlenecks have no teacher counterpart); a trimmed vocabulary keeps the embeddi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kdnas.errors import ArchError
@@ -34,7 +34,6 @@ class StudentBuilder:
     """`kdnas.space.vocab.VocabTable` of the run: the kept teacher ids of archs with a trimmed vocabulary."""
     importance: Any = None
     """The teacher's unit ranking (computed on first use when None)."""
-    _ranked: bool = field(default=False, repr=False)
 
     @classmethod
     def from_config(cls, teacher: Any, distill_cfg: Any, *, seed: int, data: Any = None, vocab: Any = None,
@@ -46,7 +45,7 @@ class StudentBuilder:
 
     def ranking(self) -> Any:
         """The importance ranking of the teacher's heads, neurons and hidden dims (computed once)."""
-        if self.importance is None and not self._ranked:
+        if self.importance is None:
             from kdnas.models.importance import compute_importance
 
             batches = None
@@ -54,7 +53,6 @@ class StudentBuilder:
                 n = min(IMPORTANCE_ROWS, len(self.data))
                 batches = [self.data[i : i + 16] for i in range(0, n, 16)]
             self.importance = compute_importance(self.teacher.model, self.importance_method, batches)
-            self._ranked = True
         return self.importance
 
     def vocab_ids(self, arch: Arch) -> list[int] | None:

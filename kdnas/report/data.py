@@ -13,13 +13,7 @@ from typing import Any
 from kdnas import run_dir as rd
 from kdnas.errors import KdnasError
 
-# The run-dir files a report reads (names from kdnas.run_dir; only the search results are required).
-SEARCH_FILES = (rd.SEARCH,)
-TEACHER_FILE = rd.TEACHER
-BASELINES_FILE = rd.MANUAL_BASELINES
-RETENTION_FILES = (rd.RETENTION,)
-PLACED_FILE = rd.RECOMMENDATIONS
-SUMMARY_FILE = rd.SUMMARY
+# The run-dir files a report reads are named in kdnas.run_dir; only the search results are required.
 
 COMPLETE = "complete"
 
@@ -201,20 +195,15 @@ def read_json(path: Path) -> Any:
         raise ReportError(f"{path}: not valid JSON ({e}); re-run the stage that writes it") from None
 
 
-def first_existing(run_dir: Path, names: tuple[str, ...]) -> Path | None:
-    return next((run_dir / n for n in names if (run_dir / n).is_file()), None)
-
-
 def load_report_data(run_dir: str | Path) -> ReportData:
     """Read a run dir's search results (required) plus teacher, baselines and retention files (optional)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise ReportError(f"{run}: no such run dir (pass the dir `kdnas run` wrote, e.g. runs/default)")
-    search_path = first_existing(run, SEARCH_FILES)
-    if search_path is None:
+    search_path = run / rd.SEARCH
+    if not search_path.is_file():
         raise ReportError(
-            f"{run}: no search results ({' or '.join(SEARCH_FILES)}); run the search stage first "
-            f"(`kdnas run --resume {run}`)"
+            f"{run}: no search results ({rd.SEARCH}); run the search stage first (`kdnas run --resume {run}`)"
         )
     search = read_json(search_path)
     if not isinstance(search, dict) or not isinstance(search.get("trials"), list):
@@ -222,12 +211,12 @@ def load_report_data(run_dir: str | Path) -> ReportData:
 
     trials = [_trial(t) for t in search["trials"]]
     # `kdnas run` re-places the recommendations side by side (kdnas.search.placement) and writes them apart
-    placed = read_json(run / PLACED_FILE) if (run / PLACED_FILE).is_file() else None
+    placed = read_json(run / rd.RECOMMENDATIONS) if (run / rd.RECOMMENDATIONS).is_file() else None
     recs = [
         _recommendation(r)
         for r in (placed if isinstance(placed, list) else search.get("recommendations", []))
     ]
-    teacher_info = read_json(run / TEACHER_FILE) if (run / TEACHER_FILE).is_file() else {}
+    teacher_info = read_json(run / rd.TEACHER) if (run / rd.TEACHER).is_file() else {}
     t_params = teacher_info.get("params")
     teacher = RefPoint(
         name=f"teacher ({teacher_info.get('teacher', 'teacher')})" if teacher_info else "teacher",
@@ -237,16 +226,16 @@ def load_report_data(run_dir: str | Path) -> ReportData:
         arch_id=teacher_info.get("arch_id"),
     )
     baselines: list[RefPoint] = []
-    if (run / BASELINES_FILE).is_file():
-        raw = read_json(run / BASELINES_FILE)
+    if (run / rd.MANUAL_BASELINES).is_file():
+        raw = read_json(run / rd.MANUAL_BASELINES)
         items = raw.get("baselines", []) if isinstance(raw, dict) else raw
         baselines = [RefPoint(**{k: b.get(k) for k in ("name", "latency_ms", "kd_loss", "params_m", "arch_id")})
                      for b in items]  # fmt: skip
 
     retention: list[RetentionEntry] = []
     tasks: list[str] = []
-    ret_path = first_existing(run, RETENTION_FILES)
-    if ret_path is not None:
+    ret_path = run / rd.RETENTION
+    if ret_path.is_file():
         table = read_json(ret_path)
         tasks = list(table.get("tasks", []))
         for r in table.get("rows", []):
@@ -281,9 +270,9 @@ def load_report_data(run_dir: str | Path) -> ReportData:
 
 
 def _summary_students(run: Path) -> list[dict[str, Any]]:
-    if not (run / SUMMARY_FILE).is_file():
+    if not (run / rd.SUMMARY).is_file():
         return []
-    s = read_json(run / SUMMARY_FILE)
+    s = read_json(run / rd.SUMMARY)
     return [x for x in s.get("students", []) if isinstance(x, dict)] if isinstance(s, dict) else []
 
 
