@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     from kdnas.evaluate.encoder import load_encoder
     from kdnas.evaluate.retention import ModelReport, retention_table
     from kdnas.evaluate.runner import evaluate_encoder, load_tasks
-    from kdnas.pipeline import RunContext, _distill_full
     from kdnas.space.arch import Arch
+    from kdnas.stages import RunContext
+    from kdnas.stages.distill import distill_student
 
     run_dir = Path(args.run_dir)
     teacher_file = Path(args.teacher_scores or run_dir / "evaluate" / "teacher.json")
@@ -51,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     tasks = load_tasks(cfg.evaluate.tasks, max_train=cfg.evaluate.max_train_examples)
 
     # one context for every budget: teacher, corpus split and vocabulary are loaded once; only the distill
-    # budget differs between the configs it is handed
+    # budget differs between the distillations
     ctx = RunContext(cfg=cfg, run_dir=run_dir, progress=sys.stderr.isatty())
     rows = []
     for tokens in budgets:
-        ctx.cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, full_tokens=tokens))
+        dcfg = dataclasses.replace(cfg.distill, full_tokens=tokens)
         out = run_dir / "budgets" / f"{arch.arch_id}-T{tokens}"
-        model_dir = _distill_full(ctx, arch.arch_id, arch, out)
+        model_dir = distill_student(ctx, arch.arch_id, arch, out, distill=dcfg)
         result = json.loads((out / "result.json").read_text())
         eval_file = out / "eval.json"
         if eval_file.is_file():

@@ -75,7 +75,7 @@ def _fidelities(ctx: Any, arch: Any, tokens: int, long_tokens: int) -> dict[str,
                                     projections=res.distiller if mode == "standard" else None,
                                     teacher_cache=cache)  # fmt: skip
         if name == "short":
-            ids, mask = ctx._memo.setdefault("fid", _passages(ctx))
+            ids, mask = ctx.fidelity_passages(cfg.evaluate.fidelity_passages)
             pooling = teacher_pooling(ctx.teacher()) or Pooling(mode="mean")
             dense = dict(res.distiller.proj.items()).get("sentence")
             f = embedding_fidelity(
@@ -84,15 +84,6 @@ def _fidelities(ctx: Any, arch: Any, tokens: int, long_tokens: int) -> dict[str,
             out["recall"] = f.recall_at_10
     out["seconds"] = time.perf_counter() - t0
     return out
-
-
-def _passages(ctx: Any) -> tuple[Any, Any]:
-    from kdnas.data.corpus import heldout_passages
-
-    texts = heldout_passages(ctx.cfg.corpus, seed=ctx.cfg.seed, n=ctx.cfg.evaluate.fidelity_passages)
-    tok = ctx.teacher().tokenizer(texts, truncation=True, max_length=ctx.cfg.corpus.seq_len, padding=True,
-                                  return_tensors="pt")  # fmt: skip
-    return tok["input_ids"], tok["attention_mask"]
 
 
 def _predictor_loo(rows: list[dict[str, Any]], params: dict[str, float]) -> list[float]:
@@ -116,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from scipy.stats import kendalltau
 
-    from kdnas.pipeline import RunContext
     from kdnas.space.arch import Arch
     from kdnas.space.cost import param_count
+    from kdnas.stages import RunContext
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "retention.json").is_file():

@@ -71,7 +71,7 @@ RERUN_FROM = {"search": "search", "distill": "search", "evaluate": "evaluate", "
 one run again, the earlier ones (data, latency calibration, and for evaluate/export the search and the
 distilled students) are kept. Teacher, corpus and target changes need a new run dir."""
 RERUN_KEYS = {
-    "evaluate.baselines": "distill",  # the baselines are distilled in the distill stage
+    "search.space": "data",  # its `vocab` choices are resolved on the corpus there, calibrated on in latency
     "distill.full_tokens": "distill",  # the search only uses the proxy budget
     "distill.vocab_twins": "distill",
 }
@@ -111,6 +111,18 @@ def read_marker(run_dir: Path, stage: str) -> dict[str, Any] | None:
     return json.loads(p.read_text())["summary"] if p.exists() else None
 
 
+BASELINE_KEYS = ("evaluate.baselines", "evaluate.baseline_family", "search.baseline_budgets")
+"""Keys that decide which hand-made baselines there are: with `search.baseline_budgets` the latency stage times
+them and the search adds a budget at each one's latency, so a change reaches back to the latency stage."""
+
+
+def _baseline_reader(key: str, old: RunConfig, new: RunConfig) -> str | None:
+    if key not in BASELINE_KEYS:
+        return None
+    timed = any(c.evaluate.baselines and c.search.baseline_budgets for c in (old, new))
+    return "latency" if timed else "distill"
+
+
 def rerun_stage(old: RunConfig, new: RunConfig) -> str | None:
     """The earliest stage that a change from `old` to `new` invalidates, when every changed key is in a section
     of `RERUN_FROM`; None when some change reaches further back (the run dir cannot be reused)."""
@@ -119,7 +131,7 @@ def rerun_stage(old: RunConfig, new: RunConfig) -> str | None:
     order = list(STAGE_NAMES)
     first = len(order)
     for key in config_mod.changed_keys(old, new):
-        stage = RERUN_KEYS.get(key) or RERUN_FROM.get(key.split(".", 1)[0])
+        stage = _baseline_reader(key, old, new) or RERUN_KEYS.get(key) or RERUN_FROM.get(key.split(".", 1)[0])
         if stage not in order:
             return None
         first = min(first, order.index(stage))

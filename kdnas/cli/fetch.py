@@ -53,8 +53,9 @@ def _print_list(cache: str | None) -> None:
     from rich.table import Table
 
     from kdnas import zoo
+    from kdnas.cache import cache_root
 
-    table = Table(title=f"kdnas zoo (cache: {zoo._root(cache)})")
+    table = Table(title=f"kdnas zoo (cache: {cache_root(cache)})")
     for col, kw in (
         ("name", {"style": "bold", "no_wrap": True}),
         ("kind", {"no_wrap": True}),

@@ -67,10 +67,10 @@ def _run(args: argparse.Namespace) -> int:
         until="search" if args.join else None, role=role,
     )  # fmt: skip
     if args.join:
-        search = ctx.values.get("search") or {}
-        leader = search.get("leader") or "the run that started the study (none has registered yet)"
+        search = ctx.values.get("search")
+        leader = getattr(search, "leader", None) or "the run that started the study (none has registered yet)"
         console.print(
-            f"search complete ({search.get('n_evaluated', '?')} candidates evaluated in the shared study); the "
+            f"search complete ({getattr(search, 'n_evaluated', '?')} candidates evaluated in the shared study); the "
             f"stages after the search run once, in {leader}. This worker stops here.",
             markup=False,
             soft_wrap=True,

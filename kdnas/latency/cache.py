@@ -18,7 +18,7 @@ from kdnas.latency.result import LatencyResult
 def default_dir() -> Path:
     """`<kdnas cache>/latency`: kdnas.zoo.cache_dir() when the zoo is there, else $KDNAS_CACHE or ~/.cache/kdnas."""
     try:
-        from kdnas.zoo import cache_dir
+        from kdnas.cache import cache_dir
 
         root = cache_dir()
     except ImportError:

@@ -23,6 +23,9 @@ _EXPORTS = {
     "EvaluatorSetup": "kdnas.search.candidate",
     "STRATEGIES": "kdnas.search.samplers",
     "make_sampler": "kdnas.search.samplers",
+    "register_strategy": "kdnas.search.samplers",
+    "StrategyArgs": "kdnas.search.samplers",
+    "SpaceSampler": "kdnas.search.base",
     "KDNASSampler": "kdnas.search.controller",
 }
 __all__ = sorted(_EXPORTS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STRATEGIES = ("kdnas", "bo", "tpe", "nsga2", "random")
+"""The built-in strategies; `kdnas.search.samplers.register_strategy` adds more."""
 OBJECTIVES = ("kd_loss", "latency_ms", "params_m")
 
 
@@ -71,8 +72,11 @@ class SearchConfig:
 
     def check(self) -> list[str]:
         out = []
-        if self.strategy not in STRATEGIES:
-            out.append(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.strategy not in STRATEGIES:  # the registry is read only then (it imports optuna)
+            from kdnas.search.samplers import known_strategies
+
+            if self.strategy not in known_strategies():
+                out.append(f"strategy: {self.strategy!r} is not one of {', '.join(known_strategies())}")
         if self.n_trials < 1:
             out.append(f"n_trials: {self.n_trials} must be >= 1")
         if self.heartbeat_interval < 0 or self.max_retry < 0:

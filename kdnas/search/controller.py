@@ -11,13 +11,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
-from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from kdnas.search.samplers import seen_arch_ids
+from kdnas.search.base import SpaceSampler, seen_arch_ids
 from kdnas.space.arch import Arch
 
 if TYPE_CHECKING:
@@ -132,7 +129,7 @@ class Episode:
     train_loss: float | None = None
 
 
-class KDNASSampler(BaseSampler):
+class KDNASSampler(SpaceSampler):
     """KD-NAS controller over a `SearchSpace`.
 
     Episode e (after the first, all random): fit the reward predictor on every completed trial's `reward` user
@@ -163,21 +160,14 @@ class KDNASSampler(BaseSampler):
     ):
         if episode_size < 1 or pool_factor < 1:
             raise ValueError("episode_size and pool_factor must be >= 1")
-        self._space = space
+        super().__init__(space=space, seed=seed)
         self.bands = latency_bands(budgets_ms, latency_margin) if space.latency_fn is not None else []
         self.episode_size, self.pool_factor = episode_size, pool_factor
         self.epsilon, self.epsilon_decay = epsilon, epsilon_decay
         self.reward_attr = reward_attr
         self.hidden_size, self.train_steps = hidden_size, train_steps
-        self._seed = seed
-        self._rng = np.random.default_rng(seed)
         self._queue: list[Arch] = []
         self.episodes: list[Episode] = []
-        self._fallback = optuna.samplers.RandomSampler(seed=seed)
-
-    def reseed_rng(self) -> None:
-        self._rng = np.random.default_rng()
-        self._fallback.reseed_rng()
 
     def observations(self, study: Study) -> tuple[list[Arch], np.ndarray]:
         """(archs, rewards) of the completed trials that carry a reward."""
@@ -242,22 +232,10 @@ class KDNASSampler(BaseSampler):
         self.episodes.append(ep)
         return ep
 
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._space.distributions()
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        if not search_space:
-            return {}
+    def next_arch(self, study: Study, trial: FrozenTrial) -> Arch:
+        """The next arch of the current episode's plan (a new episode is planned when it is used up)."""
         if not self._queue:
             self.plan_episode(study)
         if not self._queue:  # every arch of the space has been tried: repeat one
             self._queue.extend(self._space.sample_many(1, self._rng))
-        arch = self._queue.pop(0)
-        return {k: v for k, v in self._space.params_of(arch).items() if k in search_space}
-
-    def sample_independent(
-        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+        return self._queue.pop(0)

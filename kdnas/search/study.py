@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kdnas import run_dir as rd
 from kdnas.errors import ArchError, ConfigError, SearchError
+from kdnas.search.base import seen_arch_ids
 from kdnas.search.candidate import CandidateEvaluator, CandidateResult, Fidelity
 from kdnas.search.config import SearchConfig
 from kdnas.search.objectives import Budget, constraint_values, kdnas_reward, objective_values, reward_loss
@@ -33,7 +34,7 @@ from kdnas.search.results import (
     pareto_records,
     recommend,
 )
-from kdnas.search.samplers import NEEDS_STARTUP, make_sampler, seen_arch_ids
+from kdnas.search.samplers import make_sampler, needs_startup
 from kdnas.search.workers import (
     LEADER_ATTR,
     Heartbeat,
@@ -682,7 +683,7 @@ def run_search(
     search.resume()
     if cfg.anchors:
         search.enqueue_anchors(anchor_archs(space, [b.latency_ms for b in budgets]))
-    if cfg.strategy in NEEDS_STARTUP:
+    if needs_startup(cfg.strategy):
         search.enqueue_startup(seed)
     stopped = search.run(n_trials)
     if stopped:

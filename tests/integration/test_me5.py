@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kdnas.models import e5_convert as ec
+from kdnas.zoo import e5_convert as ec
 
 pytestmark = pytest.mark.integration
 

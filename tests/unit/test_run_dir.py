@@ -11,7 +11,13 @@ def test_rerun_stage_is_the_first_stage_a_change_reaches() -> None:
     assert rd.rerun_stage(base, config.load("smoke", {"evaluate.lrs": [1e-3]})) == "evaluate"
     assert rd.rerun_stage(base, config.load("smoke", {"export.int8": False})) == "export"
     both = config.load("smoke", {"export.int8": False, "evaluate.baselines": False})
-    assert rd.rerun_stage(base, both) == "distill"  # baselines are distilled in the distill stage
+    assert rd.rerun_stage(base, both) == "latency"  # baselines are timed there and give the search budgets
+    untimed = config.load("smoke", {"search.baseline_budgets": False})
+    off = config.load("smoke", {"search.baseline_budgets": False, "evaluate.baselines": False})
+    assert rd.rerun_stage(untimed, off) == "distill"  # no budgets from them: only their distillation goes
+    assert rd.rerun_stage(base, untimed) == "latency"
+    assert rd.rerun_stage(untimed, config.load("smoke", {"search.baseline_budgets": False,
+                                                           "evaluate.baseline_family": True})) == "distill"  # fmt: skip
     assert rd.rerun_stage(base, config.load("smoke", {"search.n_trials": 9})) == "search"
     assert rd.rerun_stage(base, config.load("smoke", {"distill.lr": 0.01})) == "search"  # proxy reads it
     assert rd.rerun_stage(base, config.load("smoke", {"distill.full_tokens": 9000})) == "distill"

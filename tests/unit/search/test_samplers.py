@@ -109,3 +109,30 @@ def test_kdnas_controller_spreads_episodes_over_budget_bands(minilm, fake):
     assert len(loose) >= 5  # about half of every episode explores the loose budget's band
     assert len([x for x in banded if x <= budgets[0] * 1.1]) >= 5
     assert len([x for x in picks(()) if x > budgets[0] * 1.1]) < len(loose)
+
+
+def test_a_registered_strategy_is_configurable_and_runs(minilm, fake):
+    """One factory signature for every strategy: a new one is a `SpaceSampler` with `next_arch` and one
+    `register_strategy` call; the config accepts its name, the search runs it like a built-in one."""
+    from kdnas.search import samplers
+    from kdnas.search.base import SpaceSampler
+
+    class Narrowest(SpaceSampler):  # always the narrowest unseen arch
+        def next_arch(self, study, trial):
+            seen = samplers.seen_arch_ids(study)
+            archs = [a for a in self._space.sample_many(64, self._rng) if a.arch_id not in seen]
+            return min(archs, key=lambda a: (a.hidden_size, a.arch_id))
+
+    assert "narrowest" in " ".join(SearchConfig(strategy="narrowest").check())  # unknown until registered
+    samplers.register_strategy("narrowest", lambda a: Narrowest(space=a.space, seed=a.seed))
+    try:
+        cfg = SearchConfig(strategy="narrowest", n_trials=3, episode_size=3, promote_fraction=0.0)
+        assert cfg.check() == []
+        res = run_search(default_space(minilm), fake, cfg, tokens=100, teacher_latency_ms=fake.teacher_latency_ms,
+                         seed=0)  # fmt: skip
+        done = [r.arch for r in res.records if r.state == "complete"]
+        assert len(done) == 3 and len({a.arch_id for a in done}) == 3
+        widths = sorted({a.hidden_size for a in default_space(minilm).sample_many(200, 0)})
+        assert all(a.hidden_size <= widths[1] for a in done)  # it chose, not the search
+    finally:
+        samplers.STRATEGIES.pop("narrowest")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kdnas.errors import AssetError
-from kdnas.models import e5_convert as ec
+from kdnas.zoo import e5_convert as ec
 
 # --------------------------------------------------------------------------------------------------------------
 # a reference writer of the documented format

@@ -1,0 +1,192 @@
+"""The distill stage: full distillation of each recommended student (and of the hand-made baselines) on the
+training split, saved as HF + sentence-transformers folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kdnas import run_dir as rd
+from kdnas._io import write_json_atomic
+from kdnas.distill.config import DistillConfig
+from kdnas.errors import KdnasError
+from kdnas.evaluate.config import EvaluateConfig
+from kdnas.stages.context import RunContext
+from kdnas.stages.results import DistillResult, SearchOutcome
+
+
+def student_name(rec: dict[str, Any]) -> str:
+    """students/<name> of a recommendation: student-3x, student-12ms, student-at-<baseline> (equal latency)."""
+    label = str(rec["budget"]["label"]).replace(" ", "").replace(".", "_")
+    return f"student-at-{label[1:]}" if label.startswith("=") else f"student-{label}"
+
+
+def distill(
+    ctx: RunContext, *, distill: DistillConfig, evaluate: EvaluateConfig, search: SearchOutcome
+) -> DistillResult:
+    """Distil each recommended student (and the TinyBERT-shape baseline) on the full training split."""
+    from kdnas.space.arch import Arch
+
+    recs = search.recommended()
+    if not recs:
+        raise KdnasError(
+            "no searched arch meets any latency budget; relax target.speedups / target.budgets_ms or search "
+            "longer (search.n_trials)"
+        )
+    jobs: dict[str, tuple[Arch, dict[str, Any]]] = {}
+    for rec in reversed(
+        recs
+    ):  # one job per distinct arch; budgets come loosest first, so the tightest names it
+        arch = Arch.from_dict(rec["arch"])
+        jobs.setdefault(arch.arch_id, (arch, rec))
+    students = []
+    for arch, rec in jobs.values():
+        name = student_name(rec)
+        model_dir = distill_student(ctx, name, arch, ctx.run_dir / rd.STUDENTS / name, distill=distill)
+        students.append(
+            {
+                "name": name,
+                "model_dir": str(model_dir.relative_to(ctx.run_dir)),
+                "arch_id": arch.arch_id,
+                "budget_label": rec["budget"]["label"],
+                "budget_ms": rec["budget"]["latency_ms"],
+                "kd_loss": rec.get("kd_loss"),
+                "search_latency_ms": rec.get("latency_ms"),
+                "params_m": rec.get("params_m"),
+                "vocab_size": arch.vocab_size,
+            }
+        )
+    if distill.vocab_twins:
+        students += _vocab_twins(ctx, jobs, students, distill=distill)
+    baselines = []
+    if evaluate.baselines:
+        from kdnas.evaluate.baselines import baseline_archs
+
+        family = evaluate.baseline_family
+        for bname, arch in baseline_archs(ctx.teacher().config, family=family).items():
+            if bname == "every-other-layer":
+                if not family:
+                    continue  # truncated teacher weights, fine-tuned directly (DistilBERT-style), see evaluate
+                bname = "every-other-layer-kd"  # the same shape distilled on the students' budget
+            d = distill_student(ctx, bname, arch, ctx.run_dir / rd.BASELINES / bname, distill=distill)
+            baselines.append(
+                {"name": bname, "model_dir": str(d.relative_to(ctx.run_dir)), "arch_id": arch.arch_id}
+            )
+    out = DistillResult(students=students, baselines=baselines)
+    write_json_atomic(ctx.path(rd.SUMMARY), out.to_dict())
+    return out
+
+
+def _vocab_twins(
+    ctx: RunContext, jobs: dict[str, tuple[Any, dict[str, Any]]], students: list[dict[str, Any]], *,
+    distill: DistillConfig,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Each recommended student again with every other vocabulary choice of the space (`distill.vocab_twins`)."""
+    space = ctx.space()
+    twins = []
+    for (arch, _), student in zip(jobs.values(), students):
+        for choice in space.vocab_choices:
+            twin = arch.replace(vocab_size=space.vocab_size_of(choice))
+            if twin.arch_id in jobs or twin.arch_id == arch.arch_id:
+                continue
+            name = f"{student['name']}-vocab-{choice}"
+            model_dir = distill_student(ctx, name, twin, ctx.run_dir / rd.STUDENTS / name, distill=distill)
+            twins.append(
+                {
+                    **student,
+                    "name": name,
+                    "model_dir": str(model_dir.relative_to(ctx.run_dir)),
+                    "arch_id": twin.arch_id,
+                    "kd_loss": None,  # not a search trial: its held-out loss is in its result.json
+                    "search_latency_ms": None,
+                    "params_m": None,
+                    "vocab_size": twin.vocab_size,
+                    "twin_of": student["name"],
+                }
+            )
+    return twins
+
+
+def distill_student(ctx: RunContext, name: str, arch: Any, out: Path, *, distill: DistillConfig) -> Path:
+    """Full distillation of one arch on `distill.full_tokens` into out/model (resumes from out's checkpoint after a
+    kill; a finished one is returned as it is)."""
+    from kdnas.distill import distill as run_distill
+    from kdnas.distill import heldout_kd_loss
+    from kdnas.distill.checkpoint import has_checkpoint
+
+    model_dir = out / "model"
+    if (out / "result.json").exists() and (model_dir / "config.json").exists():
+        return model_dir
+    splits = ctx.corpus()
+    builder = ctx.student_builder()
+    student = builder.build(arch)
+    input_map = builder.input_map(arch)  # a trimmed vocabulary reads the data's (teacher) ids through it
+    resume = has_checkpoint(out)
+    ctx.say(
+        f"  distilling {name} ({arch.arch_id}) on {distill.full_tokens:,} tokens{' (resuming)' if resume else ''}"
+    )
+    cache = ctx.run_dir / rd.TEACHER_CACHE
+    result = run_distill(
+        ctx.teacher(), student, splits.train, distill, tokens=distill.full_tokens, mode="standard",
+        teacher_cache=cache, out_dir=out, resume=resume, seed=ctx.seed, progress=ctx.progress, input_map=input_map,
+    )  # fmt: skip
+    if result.failed:
+        raise KdnasError(f"full distillation of {name} failed: {result.failed}; see {out}/train_log.jsonl")
+    kd = heldout_kd_loss(
+        ctx.teacher(), student, splits.heldout, distill, projections=result.distiller, teacher_cache=str(cache),
+        input_map=input_map,
+    )  # fmt: skip
+    vocab: dict[str, Any] = {}
+    if arch.vocab_size is not None:
+        table = ctx.vocab()
+        vocab = {
+            "choice": table.choice_of(arch.vocab_size),
+            "vocab_size": arch.vocab_size,
+            "teacher_vocab_size": table.teacher_vocab_size,
+            "unk_rate_train": table.unk_rate(arch, splits.train),
+            "unk_rate_heldout": table.unk_rate(arch, splits.heldout),
+        }
+        ctx.say(
+            f"  {name}: {vocab['unk_rate_heldout']:.3%} of held-out tokens are outside its vocabulary (unk)"
+        )
+    tmp = out / "model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    student.save_pretrained(tmp)
+    ctx.student_tokenizer(arch).save_pretrained(tmp)
+    _write_sentence_config(result.distiller, tmp)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    os.replace(tmp, model_dir)
+    write_json_atomic(
+        out / "result.json",
+        {
+            "name": name,
+            "arch": arch.to_dict(),
+            "heldout_kd_loss": kd,
+            **({"vocab": vocab} if vocab else {}),
+            **result.to_dict(history=False),
+        },
+    )
+    return model_dir
+
+
+def _write_sentence_config(distiller: Any, model_dir: Path) -> None:
+    """Make a distilled student dir a sentence-transformers folder: the pooling its sentence losses matched
+    (the teacher's), and the Dense projection into the teacher's space when the student is narrower."""
+    from kdnas.models.pooling import write_st_config
+
+    pooling = getattr(distiller, "pooling", None)
+    if pooling is None:
+        return
+    from kdnas.distill.teacher_cache import base_encoder
+
+    enc: Any = base_encoder(distiller.student)
+    hidden = int(enc.config.hidden_size)
+    dense = None
+    if "sentence" in distiller.proj:
+        lin = distiller.proj["sentence"]
+        dense = (lin.weight.detach().cpu(), lin.bias.detach().cpu())
+    write_st_config(model_dir, pooling, hidden, dense=dense, max_seq_length=pooling.max_seq_length)

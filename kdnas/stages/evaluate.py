@@ -1,0 +1,183 @@
+"""The evaluate stage: the teacher, the baselines and the students fine-tuned on the suite, their label-free
+fidelity to the teacher, all timed side by side; the retention table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kdnas import run_dir as rd
+from kdnas._io import write_json_atomic
+from kdnas.config import TeacherConfig
+from kdnas.evaluate.config import EvaluateConfig
+from kdnas.latency.config import TargetConfig
+from kdnas.stages.context import RunContext
+from kdnas.stages.results import DistillResult, EvaluateResult
+
+
+def evaluate(
+    ctx: RunContext, *, evaluate: EvaluateConfig, target: TargetConfig, teacher: TeacherConfig,
+    distill: DistillResult,
+) -> EvaluateResult:  # fmt: skip
+    """Fine-tune the teacher, the baselines and the students on the tasks; retention and speed-up tables."""
+    from kdnas.evaluate.retention import ModelReport, retention_table
+    from kdnas.evaluate.runner import evaluate_encoder, load_tasks
+    from kdnas.latency import ModelSpec, measure_side_by_side
+
+    tasks = load_tasks(evaluate.tasks, max_train=evaluate.max_train_examples, options=evaluate.task_options)
+    models: list[tuple[str, Callable[[], Any], Path | None]] = [("teacher", _teacher_encoder(ctx), None)]
+    if evaluate.baselines:
+        eol_dir = _every_other_layer_dir(ctx)
+        models.append(("every-other-layer", _dir_encoder(str(eol_dir), "every-other-layer"), eol_dir))
+    for m in [*distill.baselines, *distill.students]:
+        d = ctx.run_dir / m["model_dir"]  # relative to the run dir (absolute paths pass through)
+        models.append((m["name"], _dir_encoder(str(d), m["name"]), d))
+
+    reports: dict[str, ModelReport] = {}
+    for name, make, _ in models:
+        path = ctx.path(rd.EVALUATE, f"{name}.json")
+        if path.exists():
+            reports[name] = ModelReport.from_dict(json.loads(path.read_text()))
+            continue
+        cached = _teacher_eval_cache(ctx, teacher, evaluate) if name == "teacher" else None
+        if cached is not None and cached.exists():
+            report = ModelReport.from_dict(json.loads(cached.read_text()))
+            ctx.say("  teacher: scores reused from an earlier run with the same protocol")
+        else:
+            ctx.say(f"  fine-tuning {name} on {', '.join(t.name for t in tasks)}")
+            protocol = evaluate if name == "teacher" else evaluate.for_students()
+            report = evaluate_encoder(make(), tasks, protocol)
+            if cached is not None:
+                write_json_atomic(cached, report.to_dict())
+        report.name = name
+        write_json_atomic(path, report.to_dict())
+        reports[name] = report
+    for name, _, d in models:
+        if d is not None and reports[name].fidelity is None and evaluate.fidelity_passages > 0:
+            reports[name].fidelity = fidelity(ctx, d, passages=evaluate.fidelity_passages)
+            f = reports[name].fidelity or {}
+            if f:
+                ctx.say(
+                    f"  fidelity of {name}: emb cosine {_num(f.get('mean_cosine'))}, CKA {_num(f.get('cka'))}, "
+                    f"recall@10 {_num(f.get('recall_at_10'))} ({f.get('passages')} held-out passages)"
+                )
+            write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), reports[name].to_dict())
+    # every model timed in the same workers, rounds alternating the order: speed-ups are per-round ratios
+    timed = [(n, d) for n, _, d in models if n == "teacher" or d is not None]
+    specs = [
+        ModelSpec.for_config(ctx.teacher().config) if d is None else ModelSpec.for_dir(d) for _, d in timed
+    ]
+    sbs = measure_side_by_side(specs, target, rounds=target.compare_rounds, progress=ctx.say)
+    latency = {n: ms for (n, _), ms in zip(timed, sbs.median_ms)}
+    spread = {n: [round(lo, 3), round(hi, 3)] for (n, _), (lo, hi) in zip(timed, sbs.speedup_range)}
+    table = retention_table(
+        reports["teacher"], [r for n, r in reports.items() if n != "teacher"], latency_ms=latency
+    )
+    table.write_json(ctx.path(rd.RETENTION))
+    table.write_markdown(ctx.path(rd.RETENTION_MD))
+    rows = table.to_dict()["rows"] if hasattr(table, "to_dict") else []
+    return EvaluateResult(retention=rows, latency_ms=latency, speedup_range=spread, latency_rounds=sbs.rounds)
+
+
+def _every_other_layer_dir(ctx: RunContext) -> Path:
+    """The truncated teacher (every other layer, DistilBERT-style), saved once (atomically) as a model dir."""
+    from kdnas.evaluate.baselines import every_other_layer
+
+    eol_dir = ctx.run_dir / rd.BASELINES / "every-other-layer" / "model"
+    if not (eol_dir / "config.json").exists():
+        t = ctx.teacher()
+        tmp = eol_dir.with_name("model.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        every_other_layer(t.model).save_pretrained(tmp)
+        t.tokenizer.save_pretrained(tmp)
+        os.replace(tmp, eol_dir)
+    return eol_dir
+
+
+def fidelity(ctx: RunContext, model_dir: Path, *, passages: int) -> dict[str, Any] | None:
+    """Label-free fidelity of the model in `model_dir` to the teacher on `passages` held-out passages."""
+    from transformers import AutoModel
+
+    from kdnas.distill.distiller import teacher_pooling
+    from kdnas.evaluate.fidelity import embedding_fidelity, load_dense
+    from kdnas.models.pooling import Pooling
+    from kdnas.space.arch import Arch
+
+    ids, mask = ctx.fidelity_passages(passages)
+    if len(ids) <= 10:
+        ctx.say(f"  fidelity: only {len(ids)} held-out passages; left out (raise corpus.heldout_fraction)")
+        return None
+    teacher = ctx.teacher()
+    pooling = teacher_pooling(teacher) or Pooling(mode="mean", source="default: mean pooling")
+    student = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    input_map = None
+    rows = int(student.get_input_embeddings().weight.shape[0])
+    table = ctx.vocab()
+    if table is not None and rows != table.teacher_vocab_size:
+        cfg: Any = student.config
+        arch = Arch(num_layers=cfg.num_hidden_layers, hidden_size=cfg.hidden_size,
+                    num_heads=cfg.num_attention_heads, ffn_size=cfg.intermediate_size,
+                    vocab_size=rows)  # fmt: skip
+        input_map = table.input_map(arch)
+    res = embedding_fidelity(
+        teacher.model, student, ids, mask, pooling=pooling, student_dense=load_dense(model_dir),
+        student_input_map=input_map,
+    )  # fmt: skip
+    return res.to_dict()
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _teacher_encoder(ctx: RunContext) -> Callable[[], Any]:
+    def make() -> Any:
+        from kdnas.evaluate.encoder import Encoder
+
+        t = ctx.teacher()
+        return Encoder(model=t.model, tokenizer=t.tokenizer, name="teacher")
+
+    return make
+
+
+def _dir_encoder(model_dir: str, name: str) -> Callable[[], Any]:
+    def make() -> Any:
+        from kdnas.evaluate.encoder import load_encoder
+
+        return load_encoder(model_dir, name=name)
+
+    return make
+
+
+def _teacher_eval_cache(ctx: RunContext, teacher: TeacherConfig, evaluate: EvaluateConfig) -> Path:
+    """The teacher's scores depend only on the teacher, tasks and protocol: shared across runs."""
+    import hashlib
+
+    import kdnas
+    from kdnas.cache import cache_dir
+    from kdnas.distill.teacher_cache import teacher_info
+
+    ev = dataclasses.asdict(evaluate)
+    for k in ("baselines", "task_distill", "threads", "student_lrs"):
+        ev.pop(k, None)
+    tasks = []
+    for t in ev.pop("tasks"):
+        p = Path(t)
+        tasks.append([t, p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else t)
+    key = json.dumps(
+        {
+            "teacher": teacher.name,
+            "weights": teacher_info(ctx.teacher().model).fingerprint,
+            "kdnas": kdnas.__version__,
+            "tasks": tasks,
+            "evaluate": ev,
+        },
+        sort_keys=True,
+    )
+    return cache_dir() / "evaluate" / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"

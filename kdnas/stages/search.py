@@ -1,0 +1,110 @@
+"""The search stage: the Optuna study over the space, then the best candidates near each budget placed by
+side-by-side speed-ups (`kdnas.search.placement`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdnas import run_dir as rd
+from kdnas._io import write_json_atomic
+from kdnas.distill.config import DistillConfig
+from kdnas.errors import SearchError
+from kdnas.evaluate.config import EvaluateConfig
+from kdnas.latency.config import TargetConfig
+from kdnas.search.config import SearchConfig
+from kdnas.stages.context import RunContext
+from kdnas.stages.results import LatencyResult, SearchOutcome
+
+
+def search(
+    ctx: RunContext,
+    *,
+    search: SearchConfig,
+    target: TargetConfig,
+    distill: DistillConfig,
+    evaluate: EvaluateConfig,
+    latency: LatencyResult,
+) -> SearchOutcome:
+    """Search the space: proxy-distil each candidate, measure it, keep the trials in the run's Optuna study."""
+    from kdnas.search.objectives import equal_latency_budgets, resolve_budgets
+    from kdnas.search.study import run_search
+    from kdnas.search.workers import target_fingerprint
+
+    setup = ctx.search_setup(latency.teacher_latency_ms)
+    teacher_ms = setup.teacher_latency_ms
+    budgets = resolve_budgets(
+        budgets_ms=target.budgets_ms, speedups=target.speedups, teacher_latency_ms=teacher_ms
+    )
+    ratios = latency.baseline_speedups()
+    if ratios:  # one budget at each baseline's measured latency: the comparison is at equal latency
+        budgets = sorted(budgets + equal_latency_budgets(ratios, teacher_ms), key=lambda b: -b.latency_ms)
+    result = run_search(
+        ctx.space(), setup.evaluator, search, tokens=distill.proxy_tokens, teacher_latency_ms=teacher_ms,
+        budgets=budgets, run_dir=ctx.run_dir, study_name=f"search-{search.strategy}", seed=ctx.seed,
+        latency_predictor=setup.latency_predictor, callback=ctx.trial_callback,
+        hardware=target_fingerprint(target), role=ctx.role or "lead",
+    )  # fmt: skip
+    recommendations, placement = result.recommendations, None
+    if target.place_candidates > 0 and ctx.role != "join":  # a helper stops after the search
+        from kdnas.search.placement import place
+
+        ctx.say(f"  placing the best {target.place_candidates} candidates near each budget side by side")
+        recommendations, placement = place(
+            result.records,
+            budgets,
+            lambda archs, names: _time_candidates(
+                ctx, archs, names, target=target, family=evaluate.baseline_family
+            ),
+            teacher_latency_ms=teacher_ms,
+            per_budget=target.place_candidates,
+            tolerance=search.kd_loss_tolerance,
+        )
+        write_json_atomic(ctx.path(rd.PLACEMENT), placement)
+        write_json_atomic(ctx.path(rd.RECOMMENDATIONS), [r.to_dict() for r in recommendations])
+        for before, after in zip(result.recommendations, recommendations):
+            if before.arch != after.arch:
+                ctx.say(
+                    f"  {after.budget.label}: side by side, {after.arch.arch_id if after.arch else 'none'} replaces "
+                    f"{before.arch.arch_id if before.arch else 'none'}"
+                )
+    if not any(r.arch for r in recommendations):
+        fastest = min((r.latency_ms for r in result.records if r.latency_ms), default=None)
+        raise SearchError(
+            f"no evaluated arch meets any latency budget ({', '.join(b.label for b in budgets)}; fastest measured "
+            f"{fastest if fastest is None else f'{fastest:.2f} ms'}): relax target.speedups / target.budgets_ms, "
+            f"or give the search more trials (search.n_trials); completed trials are kept in the study"
+        )
+    return SearchOutcome(
+        n_evaluated=result.n_evaluated,
+        hypervolume=result.hypervolume,
+        kendall_tau_short_long=result.kendall_tau,
+        pareto=[r.arch.arch_id for r in result.pareto if r.arch is not None],
+        recommendations=[r.to_dict() for r in recommendations],
+        search_recommendations=[r.to_dict() for r in result.recommendations],
+        placed_side_by_side=placement is not None,
+        leader=result.extra.get("leader"),
+    )
+
+
+def _time_candidates(
+    ctx: RunContext, archs: list[Any], names: list[str], *, target: TargetConfig, family: bool
+) -> Any:
+    """Side-by-side speed-ups of `archs` and of the named hand-made baselines over the teacher, in the same
+    workers (for `kdnas.search.placement`)."""
+    from kdnas.evaluate.baselines import baseline_archs
+    from kdnas.latency import ModelSpec, measure_side_by_side
+    from kdnas.search.placement import Timed
+
+    tcfg = ctx.teacher().config
+    base = baseline_archs(tcfg, family=family)
+    named = [(f"={n}", base[n]) for n in names if n in base]
+    timed = [*named, *((a.arch_id, a) for a in archs)]
+    specs = [ModelSpec.for_config(tcfg), *(ModelSpec.for_arch(tcfg, a) for _, a in timed)]
+    sbs = measure_side_by_side(specs, target, rounds=max(3, target.compare_rounds), progress=ctx.say)
+    speed = {k: sbs.speedup[i] for i, (k, _) in enumerate(timed, 1)}
+    return Timed(
+        speedup={k: v for k, v in speed.items() if not k.startswith("=")},
+        baseline_speedup={k[1:]: v for k, v in speed.items() if k.startswith("=")},
+        cv={k: sbs.speedup_cv[i] for i, (k, _) in enumerate(timed, 1)},
+        rounds=sbs.rounds,
+    )

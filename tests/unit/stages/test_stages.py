@@ -1,0 +1,92 @@
+"""The stages' contract: explicit inputs (config sections by name, earlier results by stage), typed results that
+round-trip through their markers, and old markers that still load."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kdnas import config, pipeline
+from kdnas.config import RunConfig
+from kdnas.errors import ConfigError
+from kdnas.stages import results as res
+
+
+@pytest.mark.parametrize("stage", pipeline.STAGES, ids=lambda s: s.name)
+def test_a_stage_takes_what_it_declares_and_nothing_else(stage: pipeline.Stage) -> None:
+    params = list(inspect.signature(stage.run).parameters.values())
+    assert params[0].name == "ctx"
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:])
+    assert {p.name for p in params[1:]} == set(stage.reads) | set(stage.needs)
+    sections = {f.name for f in dataclasses.fields(RunConfig)}
+    assert set(stage.reads) <= sections
+    earlier = [s.name for s in pipeline.STAGES[: pipeline.STAGES.index(stage)]]
+    assert set(stage.needs) <= set(earlier)
+    assert stage.result is not None and stage.result.stage == stage.name
+    source = inspect.getsource(inspect.getmodule(stage.run))  # type: ignore[arg-type]
+    assert "ctx.cfg" not in source  # settings come through the signature, not the context
+
+
+def test_every_result_round_trips_through_json() -> None:
+    samples: list[res.StageResult] = [
+        res.FetchResult({"minilm-l6": "/cache/x"}),
+        res.DataResult(proxy={"rows": 1, "tokens": 2}, train={"rows": 3, "tokens": 4}, heldout={"rows": 5, "tokens": 6}),
+        res.LatencyResult(teacher={"median_ms": 2.0}, teacher_latency_ms=2.0, baselines={"a": {"speedup": 2.5}, "rounds": 3}),
+        res.SearchOutcome(n_evaluated=3, hypervolume=None, kendall_tau_short_long=0.5, pareto=["L1"],
+                          recommendations=[{"arch": None}, {"arch": {"num_layers": 1}}], leader="/r"),
+        res.DistillResult(students=[{"name": "student-3x"}]),
+        res.EvaluateResult(retention=[], latency_ms={"teacher": 2.0}, speedup_range={}, latency_rounds=3),
+        res.ExportResult(["/r/export/student-3x"]),
+        res.ReportResult({"summary": "/r/report/summary.md"}),
+    ]  # fmt: skip
+    for r in samples:
+        back = type(r).from_dict(json.loads(json.dumps(r.to_dict())))
+        assert back == r
+    data = samples[1].to_dict()
+    assert "vocab" not in data  # left out when None, as markers always had it
+    lat = samples[2]
+    assert isinstance(lat, res.LatencyResult) and lat.baseline_speedups() == {"a": 2.5}
+    search = samples[3]
+    assert isinstance(search, res.SearchOutcome) and search.recommended() == [{"arch": {"num_layers": 1}}]
+
+
+def test_an_older_marker_loads_and_a_broken_one_says_which_to_delete() -> None:
+    old_search = {"n_evaluated": 4, "hypervolume": 0.1, "kendall_tau_short_long": None, "pareto": [],
+                  "recommendations": [], "unknown_later_key": 1}  # fmt: skip
+    s = res.SearchOutcome.from_dict(old_search)  # written before placement: defaults for the newer fields
+    assert s.placed_side_by_side is False and s.search_recommendations == [] and s.leader is None
+    assert res.ReportResult.from_dict({"summary": "/r/report/summary.md"}).files == {}
+    with pytest.raises(ConfigError, match=r"stages/distill\.json lacks students.*delete that marker"):
+        res.DistillResult.from_dict({"baselines": []})
+
+
+def test_a_resumed_run_hands_later_stages_the_typed_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def first(ctx: Any, *, export: Any) -> res.ExportResult:
+        return res.ExportResult([f"onnx={export.onnx}"])
+
+    def second(ctx: Any, *, export: res.ExportResult) -> res.ReportResult:
+        seen["input"] = export
+        return res.ReportResult({"n": str(len(export.exported))})
+
+    stages = [
+        pipeline.Stage("export", first, "one", reads=("export",), result=res.ExportResult),
+        pipeline.Stage("report", second, "two", needs=("export",), result=res.ReportResult),
+    ]
+    monkeypatch.setattr(pipeline, "STAGES", stages)
+    cfg = config.load("smoke")
+    pipeline.run(cfg, run_dir=tmp_path / "r", until="export")
+    assert json.loads((tmp_path / "r" / "stages" / "export.json").read_text())["summary"] == {
+        "exported": ["onnx=True"]
+    }
+    ctx = pipeline.run(cfg, run_dir=tmp_path / "r", resume=True)
+    assert seen["input"] == res.ExportResult(["onnx=True"])  # read back from the marker, typed
+    assert ctx.values["report"] == res.ReportResult({"n": "1"})
