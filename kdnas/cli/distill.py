@@ -183,8 +183,9 @@ def _distill(args: argparse.Namespace, w: World) -> int:
     )
     shutil.rmtree(out_dir / "teacher_cache", ignore_errors=True)  # only needed while the run can resume
     model_dir = out_dir / "model"
-    student.save_pretrained(model_dir)
-    teacher.tokenizer.save_pretrained(model_dir)
+    from kdnas.stages.distill import save_student
+
+    save_student(student, teacher.tokenizer, result.distiller, model_dir)  # as `kdnas run` saves its students
     summary["model_dir"] = str(model_dir)
     (out_dir / RESULT_FILE).write_text(json.dumps(summary, indent=1, default=str))
     print(

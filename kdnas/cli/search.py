@@ -54,11 +54,10 @@ def _run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kdnas import config
-    from kdnas.search.objectives import resolve_budgets
     from kdnas.search.results import TrialRecord
-    from kdnas.search.study import run_search
     from kdnas.search.workers import target_fingerprint
     from kdnas.space.spaces import load_space
+    from kdnas.stages.search import budgets_for, run_study
 
     cfg = config.load(args.config, getattr(args, "overrides", {}))
     run_dir = Path(args.run_dir) if args.run_dir else cfg.resolved_run_dir
@@ -79,11 +78,9 @@ def _run(args: argparse.Namespace) -> int:
         from kdnas.space.vocab import VocabTable
 
         space = space.with_vocab(VocabTable.load(vocab_file).sizes)
-    budgets = resolve_budgets(
-        budgets_ms=cfg.target.budgets_ms,
-        speedups=cfg.target.speedups,
-        teacher_latency_ms=setup.teacher_latency_ms,
-    )
+    budgets = budgets_for(
+        cfg.target, setup.teacher_latency_ms, {}
+    )  # the run's also has the baselines' budgets
     study_name = args.study_name or f"{cfg.name}-{s.strategy}" + ("-fake" if args.fake else "")
     console = Console()
     console.print(
@@ -110,21 +107,11 @@ def _run(args: argparse.Namespace) -> int:
             if not args.quiet:
                 progress.console.print(_trial_line(r))
 
-        result = run_search(
-            space,
-            setup.evaluator,
-            s,
-            tokens=cfg.distill.proxy_tokens,
-            teacher_latency_ms=setup.teacher_latency_ms,
-            budgets=budgets,
-            storage=args.storage,
-            study_name=study_name,
-            run_dir=run_dir,
-            seed=cfg.seed,
-            latency_predictor=setup.latency_predictor,
-            callback=on_trial,
+        result = run_study(
+            space, setup, budgets, search=s, proxy_tokens=cfg.distill.proxy_tokens, run_dir=run_dir,
+            study_name=study_name, seed=cfg.seed, callback=on_trial, storage=args.storage, role=None,
             hardware=("fake:" if args.fake else "") + target_fingerprint(cfg.target),
-        )
+        )  # fmt: skip
     _summary(console, result)
     console.print(
         f"results: {run_dir / 'search.json'}  storage: {result.storage} (optuna-dashboard can open it)"

@@ -151,15 +151,7 @@ def distill_student(ctx: RunContext, name: str, arch: Any, out: Path, *, distill
         ctx.say(
             f"  {name}: {vocab['unk_rate_heldout']:.3%} of held-out tokens are outside its vocabulary (unk)"
         )
-    tmp = out / "model.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    student.save_pretrained(tmp)
-    ctx.student_tokenizer(arch).save_pretrained(tmp)
-    _write_sentence_config(result.distiller, tmp)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    os.replace(tmp, model_dir)
+    save_student(student, ctx.student_tokenizer(arch), result.distiller, model_dir)
     write_json_atomic(
         out / "result.json",
         {
@@ -171,6 +163,21 @@ def distill_student(ctx: RunContext, name: str, arch: Any, out: Path, *, distill
         },
     )
     return model_dir
+
+
+def save_student(student: Any, tokenizer: Any, distiller: Any, model_dir: Path) -> None:
+    """A distilled student as an HF folder with its tokenizer and, for a sentence-embedding teacher, the
+    sentence-transformers files (pooling, Dense into the teacher's space); written to a temp dir and renamed,
+    so a kill leaves the old dir or the new one. `kdnas run` and `kdnas distill` both save with it."""
+    tmp = model_dir.with_name(f"{model_dir.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    student.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _write_sentence_config(distiller, tmp)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    os.replace(tmp, model_dir)
 
 
 def _write_sentence_config(distiller: Any, model_dir: Path) -> None:

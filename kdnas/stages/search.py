@@ -3,6 +3,7 @@ side-by-side speed-ups (`kdnas.search.placement`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kdnas import run_dir as rd
@@ -26,22 +27,14 @@ def search(
     latency: LatencyResult,
 ) -> SearchOutcome:
     """Search the space: proxy-distil each candidate, measure it, keep the trials in the run's Optuna study."""
-    from kdnas.search.objectives import equal_latency_budgets, resolve_budgets
-    from kdnas.search.study import run_search
     from kdnas.search.workers import target_fingerprint
 
     setup = ctx.search_setup(latency.teacher_latency_ms)
     teacher_ms = setup.teacher_latency_ms
-    budgets = resolve_budgets(
-        budgets_ms=target.budgets_ms, speedups=target.speedups, teacher_latency_ms=teacher_ms
-    )
-    ratios = latency.baseline_speedups()
-    if ratios:  # one budget at each baseline's measured latency: the comparison is at equal latency
-        budgets = sorted(budgets + equal_latency_budgets(ratios, teacher_ms), key=lambda b: -b.latency_ms)
-    result = run_search(
-        ctx.space(), setup.evaluator, search, tokens=distill.proxy_tokens, teacher_latency_ms=teacher_ms,
-        budgets=budgets, run_dir=ctx.run_dir, study_name=f"search-{search.strategy}", seed=ctx.seed,
-        latency_predictor=setup.latency_predictor, callback=ctx.trial_callback,
+    budgets = budgets_for(target, teacher_ms, latency.baseline_speedups())
+    result = run_study(
+        ctx.space(), setup, budgets, search=search, proxy_tokens=distill.proxy_tokens, run_dir=ctx.run_dir,
+        study_name=f"search-{search.strategy}", seed=ctx.seed, callback=ctx.trial_callback,
         hardware=target_fingerprint(target), role=ctx.role or "lead",
     )  # fmt: skip
     recommendations, placement = result.recommendations, None
@@ -84,6 +77,47 @@ def search(
         placed_side_by_side=placement is not None,
         leader=result.extra.get("leader"),
     )
+
+
+def budgets_for(
+    target: TargetConfig, teacher_latency_ms: float, baseline_speedups: dict[str, float]
+) -> list[Any]:
+    """The latency budgets of a search: the target's (ms and speed-ups over the teacher), plus one at each
+    hand-made baseline's side-by-side speed-up (so a student is recommended at equal latency), loosest first."""
+    from kdnas.search.objectives import equal_latency_budgets, resolve_budgets
+
+    budgets = resolve_budgets(
+        budgets_ms=target.budgets_ms, speedups=target.speedups, teacher_latency_ms=teacher_latency_ms
+    )
+    if baseline_speedups:
+        budgets = budgets + equal_latency_budgets(baseline_speedups, teacher_latency_ms)
+    return sorted(budgets, key=lambda b: -b.latency_ms)
+
+
+def run_study(
+    space: Any,
+    setup: Any,
+    budgets: list[Any],
+    *,
+    search: SearchConfig,
+    proxy_tokens: int,
+    run_dir: Path,
+    study_name: str,
+    seed: int,
+    callback: Any = None,
+    hardware: str | None = None,
+    role: str | None = "lead",
+    storage: str | None = None,
+) -> Any:
+    """The study of a search over `space` with the candidates of `setup` (`EvaluatorSetup`): `kdnas run`'s search
+    stage and `kdnas search` both run it. Returns the `SearchResult`."""
+    from kdnas.search.study import run_search
+
+    return run_search(
+        space, setup.evaluator, search, tokens=proxy_tokens, teacher_latency_ms=setup.teacher_latency_ms,
+        budgets=budgets, storage=storage, run_dir=run_dir, study_name=study_name, seed=seed,
+        latency_predictor=setup.latency_predictor, callback=callback, hardware=hardware, role=role,
+    )  # fmt: skip
 
 
 def _time_candidates(

@@ -84,6 +84,11 @@ def test_cli_distill_and_resume(minilm_dir: Path, wiki_en_dir: Path, tmp_path: P
     assert steps == list(range(1, 7))
     model = AutoModel.from_pretrained(out / "model")
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 128
+    # saved as `kdnas run` saves a student: a sentence-transformers folder with the Dense into the teacher's 384
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(out / "model"), device="cpu")
+    assert st.get_sentence_embedding_dimension() == 384 and not (out / "model.tmp").exists()
 
 
 def test_cli_distill_under_torchrun(minilm_dir: Path, wiki_en_dir: Path, tmp_path: Path) -> None:
