@@ -58,8 +58,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     from kdnas import config
     from kdnas.errors import ConfigError
-    from kdnas.search.study import open_storage, storage_url
-    from kdnas.search.workers import quiet_optuna, redact
+    from kdnas.search.workers import open_storage, quiet_optuna, redact, storage_url
 
     run_dir = Path(args.run_dir)
     if not (run_dir / rd.CONFIG).is_file():

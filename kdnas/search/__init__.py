@@ -11,7 +11,7 @@ from typing import Any
 _EXPORTS = {
     "SearchConfig": "kdnas.search.config",
     "run_search": "kdnas.search.study",
-    "summarize": "kdnas.search.study",
+    "summarize": "kdnas.search.trials",
     "SearchResult": "kdnas.search.results",
     "TrialRecord": "kdnas.search.results",
     "Recommendation": "kdnas.search.results",

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
@@ -22,19 +21,23 @@ from kdnas import run_dir as rd
 from kdnas.errors import ArchError, ConfigError, SearchError
 from kdnas.search.base import seen_arch_ids
 from kdnas.search.candidate import CandidateEvaluator, CandidateResult, Fidelity
+from kdnas.search.capped import anchor_archs, prepare_space
 from kdnas.search.config import SearchConfig
 from kdnas.search.objectives import Budget, constraint_values, kdnas_reward, objective_values, reward_loss
 from kdnas.search.results import (
     SearchResult,
     TrialRecord,
-    default_reference,
-    hypervolume_2d,
-    kendall_tau,
     nondominated_rank,
-    pareto_records,
-    recommend,
 )
 from kdnas.search.samplers import make_sampler, needs_startup
+from kdnas.search.trials import (
+    is_evaluated,
+    progress,
+    quota_slot,
+    retried_numbers,
+    summarize,
+    trial_record,
+)
 from kdnas.search.workers import (
     LEADER_ATTR,
     Heartbeat,
@@ -43,9 +46,11 @@ from kdnas.search.workers import (
     fail_stale,
     is_shared_url,
     open_shared_storage,
+    open_storage,
     quiet_optuna,
     redact,
     run_identity,
+    storage_url,
 )
 from kdnas.space.arch import Arch
 from kdnas.space.space import SearchSpace
@@ -53,30 +58,6 @@ from kdnas.space.space import SearchSpace
 log = logging.getLogger(__name__)
 TrialCallback = Callable[[TrialRecord], None]
 RESULT_FILE = rd.SEARCH
-
-
-def storage_url(cfg: SearchConfig, storage: str | None, run_dir: str | Path | None) -> str | None:
-    """The storage to use: the explicit one, then `search.storage`, then SQLite in the run dir (None: in memory)."""
-    if storage or cfg.storage:
-        return storage or cfg.storage
-    if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{(Path(run_dir) / 'search.db').resolve()}"
-    return None
-
-
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url` (in memory for None); SearchError if it cannot be opened."""
-    if url is None:
-        return optuna.storages.InMemoryStorage()
-    try:
-        return optuna.storages.get_storage(url)
-    except Exception as e:  # sqlalchemy/driver errors vary by backend; all mean the same to the user
-        raise SearchError(
-            f"cannot open the search storage {redact(url)}: {type(e).__name__}: {redact(str(e))}. Use an Optuna "
-            "storage URL such as "
-            "sqlite:///runs/NAME/search.db (the directory must exist) or postgresql://user:pass@host/db"
-        ) from None
 
 
 def _evaluate(
@@ -97,63 +78,6 @@ def _evaluate(
     if not (math.isfinite(res.latency_ms) and res.latency_ms > 0):
         return None, f"latency_ms is {res.latency_ms} (the latency measurement failed)"
     return res, None
-
-
-def trial_record(t: FrozenTrial) -> TrialRecord | None:
-    """The TrialRecord of one trial of a search study (None for a waiting trial)."""
-    if t.state == TrialState.WAITING:
-        return None
-    a = t.user_attrs
-    state = {
-        TrialState.RUNNING: "running",
-        TrialState.PRUNED: "filtered",
-        TrialState.FAIL: "failed",
-        TrialState.COMPLETE: "duplicate" if "duplicate_of" in a else "complete",
-    }[t.state]
-    return TrialRecord(
-        number=t.number,
-        state=state,
-        arch=Arch(**a["arch"]) if "arch" in a else None,  # filtered archs may be invalid: no validation
-        kd_loss_short=a.get("kd_loss_short"),
-        kd_loss_long=a.get("kd_loss_long"),
-        latency_ms=a.get("latency_ms"),
-        params_m=a.get("params_m"),
-        reward=a.get("reward"),
-        reason=a.get("fail_reason") or a.get("filtered_reason") or a.get("long_fail_reason"),
-        round=a.get("round"),
-        evaluated=_is_evaluated(t),
-    )
-
-
-def read_records(study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of a search study as a TrialRecord (waiting trials left out)."""
-    return [r for t in study.get_trials(deepcopy=False) if (r := trial_record(t)) is not None]
-
-
-def _is_evaluated(t: FrozenTrial) -> bool:
-    """Did this trial cost a distillation (completed or failed once evaluated)?"""
-    if t.state == TrialState.COMPLETE:
-        return "duplicate_of" not in t.user_attrs
-    return t.state == TrialState.FAIL and bool(t.user_attrs.get("evaluated"))
-
-
-def _slot(t: FrozenTrial) -> int:
-    """A candidate's place in a shared study's quota: its number, or the first number of the trial it re-runs."""
-    return int(t.system_attrs.get("failed_trial", t.number))
-
-
-def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
-    """Numbers of dead workers' trials that were completed or re-queued as a later trial (which counts instead)."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-
-
-def progress(trials: Sequence[FrozenTrial]) -> tuple[int, int]:
-    """(distilled candidates, candidates being distilled now by some worker) of a study's trials; a dead
-    worker's trial that was run again counts once, by its copy."""
-    retried = _retried(trials)
-    done = sum(_is_evaluated(t) and t.number not in retried for t in trials)
-    running = sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("claimed")) for t in trials)
-    return done, running
 
 
 @dataclass
@@ -287,7 +211,7 @@ class _Search:
 
     def enqueue_startup(self, seed: int) -> None:
         trials = self.study.get_trials(deepcopy=False)
-        have = sum(_is_evaluated(t) for t in trials) + sum(t.state == TrialState.WAITING for t in trials)
+        have = sum(is_evaluated(t) for t in trials) + sum(t.state == TrialState.WAITING for t in trials)
         need = self.cfg.n_startup_trials - have
         if need <= 0:
             return
@@ -445,14 +369,14 @@ class _Search:
         run again), which the database hands out atomically. Candidates with a lower slot that are still being
         set up (RUNNING, not yet claimed or filtered) are waited for, so two workers claiming the last slot at
         once cannot both win."""
-        mine = _slot(self.storage.get_trial(trial._trial_id))
+        mine = quota_slot(self.storage.get_trial(trial._trial_id))
         while True:
             fail_stale(self.study)
             trials = self.study.get_trials(deepcopy=False)
-            retried = _retried(trials)
+            retried = retried_numbers(trials)
             taken, unsure = set(), 0
             for t in trials:
-                slot = _slot(t)
+                slot = quota_slot(t)
                 if t.number == trial.number or slot >= mine:
                     continue
                 if t.state == TrialState.RUNNING:
@@ -460,7 +384,7 @@ class _Search:
                         taken.add(slot)
                     else:
                         unsure += 1  # being set up: may yet take a slot below mine
-                elif _is_evaluated(t) and t.number not in retried:
+                elif is_evaluated(t) and t.number not in retried:
                     taken.add(slot)
             if len(taken) >= n_trials:
                 return False
@@ -504,88 +428,6 @@ class _Search:
             p.trial.set_user_attr("reward_long", self.reward(res.kd_loss, p.result.latency_ms))
             p.trial.set_user_attr("fidelity", "long")
             p.trial.set_user_attr("extra_long", res.extra)
-
-
-def anchor_archs(space: SearchSpace, budgets_ms: Sequence[float]) -> list[Arch]:
-    """`search.anchors`: per budget (loosest first), the deepest arch at the teacher's hidden size and heads
-    with the smallest vocabulary choice whose predicted latency fits the budget, the widest FFN at that depth;
-    none without a teacher-family space or a latency predictor."""
-    from kdnas.models.student import arch_of
-
-    if space.family != "teacher" or space.teacher_config is None or space.latency_fn is None:
-        return []
-    t = arch_of(space.teacher_config)
-    full = int(space.teacher_config.vocab_size)
-    sizes = [space.vocab_size_of(c) for c in space.vocab_choices]
-    smallest = min(sizes, key=lambda v: full if v is None else v)
-    archs = _every_or_sampled(space)
-    wide = [
-        a
-        for a in archs
-        if a.hidden_size == t.hidden_size and a.num_heads == t.num_heads and a.vocab_size == smallest
-    ]
-    lat = {a.arch_id: float(space.latency_fn(a)) for a in wide}
-    out: list[Arch] = []
-    for budget in sorted(budgets_ms, reverse=True):
-        fit = [a for a in wide if lat[a.arch_id] <= budget]
-        if fit:
-            best = max(fit, key=lambda a: (a.num_layers, a.ffn_size))
-            if best not in out:
-                out.append(best)
-    return out
-
-
-def _every_or_sampled(space: SearchSpace, n: int = 2000) -> list[Arch]:
-    """Every arch of an enumerable space, else `n` sampled ones (seeded)."""
-    return space.enumerate() if space.enumerable() else space.sample_many(n, 0)
-
-
-def _fastest(space: SearchSpace, predict: Callable[[Arch], float]) -> tuple[Arch, float]:
-    archs = _every_or_sampled(space)
-    if not archs:
-        space.check_nonempty()
-    lat = [float(predict(a)) for a in archs]
-    i = int(np.argmin(lat))
-    return archs[i], lat[i]
-
-
-def prepare_space(
-    space: SearchSpace,
-    cfg: SearchConfig,
-    budgets: Sequence[Budget],
-    latency_predictor: Callable[[Arch], float] | None,
-) -> tuple[SearchSpace, float | None]:
-    """The space with the run's caps applied, and the latency constraint for the samplers.
-
-    Raises SearchError before anything runs for an unreachable budget (naming the fastest arch) or a space
-    that the constraints leave empty (naming the constraint).
-    """
-    if cfg.max_params_m is not None:
-        cur = space.constraints.max_params_m
-        space = space.with_constraints(max_params_m=min(cur, cfg.max_params_m) if cur else cfg.max_params_m)
-    predict = latency_predictor or space.latency_fn
-    if predict is not None:
-        space = space.replace(latency_fn=predict)
-    elif space.constraints.max_latency_ms is not None:
-        raise SearchError(
-            f"the space's max_latency_ms ({space.constraints.max_latency_ms} ms) needs a latency predictor; "
-            "none is available for this target, so drop the constraint or use latency budgets"
-        )
-    budgets = sorted(budgets, key=lambda b: -b.latency_ms)
-    if budgets and predict is not None:
-        arch, fastest = _fastest(space.with_constraints(max_latency_ms=None), predict)
-        for b in budgets:
-            if fastest > b.latency_ms * (1 + cfg.latency_margin):
-                raise SearchError(
-                    f"latency budget {b.label} ({b.latency_ms:.3g} ms) cannot be met: the fastest arch in the "
-                    f"space, {arch.arch_id}, is predicted at {fastest:.3g} ms. Loosen the budget or add smaller "
-                    "archs to the space (fewer layers, narrower widths)"
-                )
-        cap = budgets[0].latency_ms * (1 + cfg.latency_margin)
-        cur_lat = space.constraints.max_latency_ms
-        space = space.with_constraints(max_latency_ms=min(cur_lat, cap) if cur_lat else cap)
-    space.check_nonempty()
-    return space, (budgets[0].latency_ms if budgets else None)
 
 
 def run_search(
@@ -700,44 +542,3 @@ def run_search(
     if run_dir is not None:
         result.write_json(Path(run_dir) / RESULT_FILE)
     return result
-
-
-def summarize(
-    study: optuna.Study,
-    strategy: str,
-    teacher_latency_ms: float,
-    budgets: Sequence[Budget],
-    *,
-    storage: str = "memory",
-    stopped: str | None = None,
-    reference: tuple[float, float] | None = None,
-    tolerance: float = 0.0,
-) -> SearchResult:
-    """The SearchResult of a study (also usable on a study opened later, e.g. from optuna-dashboard's storage).
-
-    The Pareto front is over the study's objectives (kd_loss, latency_ms and params_m when it is one); the
-    hypervolume is always the (KD loss, latency) area of that front, comparable across 2- and 3-objective runs.
-    `tolerance`: see `recommend` (ties in KD loss go to the smaller model).
-    """
-    records = read_records(study)
-    objectives = list(study.user_attrs.get("objectives") or ["kd_loss", "latency_ms"])
-    front = pareto_records(records, objectives)
-    ref = reference or default_reference(teacher_latency_ms)
-    hv = hypervolume_2d(np.array([[r.kd_loss_short, r.latency_ms] for r in front], dtype=np.float64), ref)
-    tau, n_promoted = kendall_tau(records)
-    extra: dict[str, Any] = {"budgets": [b.to_dict() for b in budgets], "objectives": objectives}
-    return SearchResult(
-        study_name=study.study_name,
-        storage=storage,
-        strategy=strategy,
-        records=records,
-        pareto=front,
-        hypervolume=hv,
-        reference=ref,
-        recommendations=recommend(records, budgets, tolerance=tolerance),
-        kendall_tau=tau,
-        n_promoted=n_promoted,
-        teacher_latency_ms=teacher_latency_ms,
-        stopped_reason=stopped,
-        extra=extra,
-    )

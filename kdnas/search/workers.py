@@ -23,13 +23,18 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
+from kdnas import run_dir as rd
 from kdnas.errors import SearchError
+
+if TYPE_CHECKING:
+    from kdnas.search.config import SearchConfig
 
 log = logging.getLogger(__name__)
 HARDWARE_ATTR = "hardware_fingerprint"
@@ -267,3 +272,27 @@ def target_fingerprint(target: Any) -> str:
     from kdnas.latency.fingerprint import fingerprint
 
     return f"{fingerprint(target.threads, target.device).id}/{target.backend}"
+
+
+def storage_url(cfg: SearchConfig, storage: str | None, run_dir: str | Path | None) -> str | None:
+    """The storage to use: the explicit one, then `search.storage`, then SQLite in the run dir (None: in memory)."""
+    if storage or cfg.storage:
+        return storage or cfg.storage
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(Path(run_dir) / rd.STUDY).resolve()}"
+    return None
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url` (in memory for None); SearchError if it cannot be opened."""
+    if url is None:
+        return optuna.storages.InMemoryStorage()
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as e:  # sqlalchemy/driver errors vary by backend; all mean the same to the user
+        raise SearchError(
+            f"cannot open the search storage {redact(url)}: {type(e).__name__}: {redact(str(e))}. Use an Optuna "
+            "storage URL such as "
+            "sqlite:///runs/NAME/search.db (the directory must exist) or postgresql://user:pass@host/db"
+        ) from None
