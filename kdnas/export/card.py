@@ -264,7 +264,14 @@ def render_card(
         ]
         parts.append(
             "## ONNX numerics\n\n`last_hidden_state` of each ONNX file against PyTorch on a padded batch of "
-            "real sentences (real tokens only).\n\n"
+            "real sentences (real tokens only)"
+            + (
+                "; `sentence_embedding` (the graph's second output: pooling, Dense and normalisation as "
+                "sentence-transformers computes them) per sentence"
+                if "sentence_embedding" in result.onnx_outputs
+                else ""
+            )
+            + ".\n\n"
             + _table(["file", "max abs diff", "mean cosine", "check"], chk_rows)
         )
 
@@ -296,7 +303,12 @@ def render_card(
             + _table(["", ""], cells)
         )
 
-    parts.append(_usage(name, input_names, bool(result.files.get("onnx")), sentence=sentence))
+    parts.append(
+        _usage(
+            name, input_names, bool(result.files.get("onnx")), sentence=sentence,
+            onnx_sentence="sentence_embedding" in result.onnx_outputs,
+        )
+    )  # fmt: skip
 
     if info.distill_settings or info.search_settings:
         train = "## Training\n\n"
@@ -353,7 +365,9 @@ def _vocabulary(info: ModelCardInfo, result: ExportResult) -> str:
     return "## Vocabulary\n\n" + text + "\n\n" + _table(["", ""], rows)
 
 
-def _usage(dirname: str, input_names: list[str], onnx: bool, *, sentence: bool = False) -> str:
+def _usage(
+    dirname: str, input_names: list[str], onnx: bool, *, sentence: bool = False, onnx_sentence: bool = False
+) -> str:
     names = json.dumps(input_names)
     s = f"""## How to use
 
@@ -391,6 +405,21 @@ tokenizer = AutoTokenizer.from_pretrained("path/to/{dirname}")
 session = ort.InferenceSession("path/to/{dirname}/model.onnx", providers=["CPUExecutionProvider"])
 batch = tokenizer(["A sentence to embed."], return_tensors="np")
 hidden = session.run(["last_hidden_state"], {{k: batch[k] for k in {names}}})[0]
+```"""
+        if onnx_sentence:
+            s += f"""
+
+The ONNX graph also outputs the sentence embedding, pooled, projected and normalised as sentence-transformers
+does (the vectors that live in the teacher's embedding space):
+
+```python
+import onnxruntime as ort
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("path/to/{dirname}")
+session = ort.InferenceSession("path/to/{dirname}/model.onnx", providers=["CPUExecutionProvider"])
+batch = tokenizer(["A sentence to embed."], return_tensors="np")
+embedding = session.run(["sentence_embedding"], {{k: batch[k] for k in {names}}})[0]  # [batch, dim]
 ```"""
     return s
 

@@ -58,6 +58,8 @@ class ExportResult:
     """Rows of the word-embedding table (tokens the tokenizer can produce)."""
     opset: int | None = None
     """ONNX opset of model.onnx."""
+    onnx_outputs: list[str] = field(default_factory=list)
+    """Outputs of the ONNX graphs: last_hidden_state, and sentence_embedding for a sentence-embedding export."""
     hardware: str = ""
     """Fingerprint of the machine that measured latency."""
     versions: dict[str, str] = field(default_factory=dict)
@@ -72,6 +74,7 @@ class ExportResult:
             "out_dir": str(self.out_dir),
             "files": self.files,
             "checks": {k: v.to_dict() for k, v in self.checks.items()},
+            "onnx_outputs": self.onnx_outputs,
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
             "speedups": self.speedups,
             "params_total": self.params_total,
@@ -238,28 +241,37 @@ def _write(
         batch = onnx_mod.check_batch(tokenizer, names)
         ref = onnx_mod.torch_hidden(model, batch)
         fp32 = d / "model.onnx"
-        result.opset = onnx_mod.export_fp32(model, names, batch, fp32)
+        head = _sentence_head(sentence_dir)
+        result.opset = onnx_mod.export_fp32(model, names, batch, fp32, head=head)
         result.files["onnx"] = fp32.name
-        chk = onnx_mod.check(fp32, ref, batch, int8=False)
-        result.checks[fp32.name] = chk
-        if not chk.passed:
-            raise ExportError(
-                f"model.onnx differs from PyTorch by {chk.max_abs_diff:.2e} (> {onnx_mod.FP32_MAX_ABS}); the ONNX "
-                "conversion is wrong for this model: export with --no-onnx and report the model family"
-            )
+        outputs = [("last_hidden_state", ref)]
+        result.onnx_outputs = ["last_hidden_state"] + ([onnx_mod.SENTENCE_OUTPUT] if head is not None else [])
+        if head is not None:
+            outputs.append((onnx_mod.SENTENCE_OUTPUT, onnx_mod.torch_sentence(model, head, batch)))
+        for out_name, out_ref in outputs:
+            chk = onnx_mod.check(fp32, out_ref, batch, int8=False, output=out_name)
+            result.checks[_check_key(fp32.name, out_name)] = chk
+            if not chk.passed:
+                raise ExportError(
+                    f"model.onnx {out_name} differs from PyTorch by {chk.max_abs_diff:.2e} (> "
+                    f"{onnx_mod.FP32_MAX_ABS}); the ONNX conversion is wrong for this model: export with --no-onnx "
+                    "and report the model family"
+                )
         if int8:
             q = d / "model-int8.onnx"
             onnx_mod.quantize_int8(fp32, q)
             result.files["int8"] = q.name
-            chk = onnx_mod.check(q, ref, batch, int8=True)
-            result.checks[q.name] = chk
-            if not chk.passed:
-                msg = (
-                    f"model-int8.onnx mean cosine to PyTorch is {chk.mean_cosine:.4f} (< {onnx_mod.INT8_MIN_COSINE}): "
-                    "dynamic int8 loses accuracy on this model; prefer model.onnx or check task scores with int8"
-                )
-                log.warning(msg)
-                result.warnings.append(msg)
+            for out_name, out_ref in outputs:
+                chk = onnx_mod.check(q, out_ref, batch, int8=True, output=out_name)
+                result.checks[_check_key(q.name, out_name)] = chk
+                if not chk.passed:
+                    msg = (
+                        f"model-int8.onnx {out_name} mean cosine to PyTorch is {chk.mean_cosine:.4f} (< "
+                        f"{onnx_mod.INT8_MIN_COSINE}): dynamic int8 loses accuracy on this model; prefer model.onnx "
+                        "or check task scores with int8"
+                    )
+                    log.warning(msg)
+                    result.warnings.append(msg)
     if was_training:
         model.train()
 
@@ -291,6 +303,23 @@ def _write(
     (d / "README.md").write_text(text, encoding="utf-8")
     result.files["card"] = "README.md"
     return result
+
+
+def _check_key(file: str, output: str) -> str:
+    """`model.onnx` for the token states (as always), `model.onnx sentence_embedding` for the second output."""
+    return file if output == "last_hidden_state" else f"{file} {output}"
+
+
+def _sentence_head(sentence_dir: str | Path | None) -> Any:
+    """The sentence head of an export whose source is a sentence-transformers folder (None otherwise)."""
+    if sentence_dir is None or not (Path(sentence_dir) / "modules.json").is_file():
+        return None
+    from kdnas.models.pooling import load_dense_weights, read_pooling
+
+    pooling = read_pooling(sentence_dir)
+    if pooling is None:
+        return None
+    return onnx_mod.sentence_head(pooling, load_dense_weights(sentence_dir))
 
 
 def _normal_permissions(d: Path) -> None:

@@ -119,8 +119,58 @@ def _quiet() -> Iterator[None]:
         sys.stdout.flush()
 
 
-def export_fp32(model: PreTrainedModel, names: list[str], batch: dict[str, np.ndarray], path: Path) -> int:
-    """Write `model` as one ONNX file with dynamic batch and sequence axes; return the opset used.
+SENTENCE_OUTPUT = "sentence_embedding"
+"""The second output of a sentence-embedding export's ONNX graph: pooled, Dense-projected and normalised as its
+sentence-transformers modules compute it (so ONNX users get the vectors that live in the teacher's space)."""
+
+
+def sentence_head(pooling: Any, dense: tuple[Any, Any] | None) -> Any:
+    """A torch module (last_hidden_state [B, S, H], attention_mask [B, S]) -> sentence embedding [B, D]: the
+    `kdnas.models.pooling.Pooling` over real tokens, then the Dense (weight [D, H], bias [D]) when there is one,
+    then L2 normalisation when the pooling config says so."""
+    import dataclasses
+
+    import torch
+
+    from kdnas.models.pooling import pool
+
+    raw = dataclasses.replace(pooling, normalize=False)
+
+    class _Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = None
+            if dense is not None:
+                w, b = dense
+                self.dense = torch.nn.Linear(int(w.shape[1]), int(w.shape[0]))
+                with torch.no_grad():
+                    self.dense.weight.copy_(w)
+                    self.dense.bias.copy_(b)
+
+        def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            x = pool(hidden, mask, raw)  # [B, H]
+            if self.dense is not None:
+                x = self.dense(x)  # [B, D]
+            return torch.nn.functional.normalize(x, dim=-1) if pooling.normalize else x
+
+    return _Head().eval()
+
+
+def torch_sentence(model: PreTrainedModel, head: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The sentence embedding [B, D] PyTorch computes on `batch` (the reference of the ONNX output)."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+        emb = head(out.last_hidden_state, torch.from_numpy(batch["attention_mask"]))
+    return emb.float().numpy()
+
+
+def export_fp32(
+    model: PreTrainedModel, names: list[str], batch: dict[str, np.ndarray], path: Path, *, head: Any = None
+) -> int:
+    """Write `model` as one ONNX file with dynamic batch and sequence axes; return the opset used. With a
+    `head` (`sentence_head`), the graph has a second output, `sentence_embedding`.
 
     Uses `torch.onnx.export(dynamo=True)` (the torch.export-based exporter). The legacy TorchScript exporter
     traces the attention-mask construction of transformers 5 with the example's shape baked in, so its graph
@@ -132,20 +182,25 @@ def export_fp32(model: PreTrainedModel, names: list[str], batch: dict[str, np.nd
     from torch.export import Dim
 
     class _Encoder(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
+        def __init__(self, inner: torch.nn.Module, head: torch.nn.Module | None) -> None:
             super().__init__()
             self.inner = inner
+            self.head = head
 
         def forward(
             self,
             input_ids: torch.Tensor,
             attention_mask: torch.Tensor,
             token_type_ids: torch.Tensor | None = None,
-        ) -> torch.Tensor:
+        ) -> Any:
             kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+            hidden = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+            if self.head is None:
+                return hidden
+            return hidden, self.head(hidden, attention_mask)
 
-    wrapper = _Encoder(model).eval()
+    wrapper = _Encoder(model, head).eval()
+    outputs = ["last_hidden_state"] + ([SENTENCE_OUTPUT] if head is not None else [])
     args = tuple(torch.from_numpy(batch[n]) for n in names)
     seq_dim, batch_dim = Dim("sequence"), Dim("batch")
     shapes = {n: {0: batch_dim, 1: seq_dim} for n in names}
@@ -157,7 +212,7 @@ def export_fp32(model: PreTrainedModel, names: list[str], batch: dict[str, np.nd
                 args,
                 str(path),
                 input_names=names,
-                output_names=["last_hidden_state"],
+                output_names=outputs,
                 dynamic_shapes=shapes,
                 dynamo=True,
                 external_data=n_bytes > 1_800_000_000,  # protobuf's 2 GB limit
@@ -190,8 +245,10 @@ def quantize_int8(src: Path, dst: Path) -> None:
         ) from e
 
 
-def onnx_hidden(path: Path, batch: dict[str, np.ndarray], *, threads: int = 1) -> np.ndarray:
-    """Run the ONNX file on `batch` with onnxruntime (CPU) and return `last_hidden_state`."""
+def onnx_hidden(
+    path: Path, batch: dict[str, np.ndarray], *, threads: int = 1, output: str = "last_hidden_state"
+) -> np.ndarray:
+    """Run the ONNX file on `batch` with onnxruntime (CPU) and return its `output`."""
     ort = optional_import("onnxruntime", purpose="checking the ONNX export")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -202,12 +259,26 @@ def onnx_hidden(path: Path, batch: dict[str, np.ndarray], *, threads: int = 1) -
     missing = wanted - set(batch)
     if missing:
         raise ExportError(f"{path.name} expects inputs {sorted(missing)} that the tokenizer does not produce")
-    return sess.run(["last_hidden_state"], {k: v for k, v in batch.items() if k in wanted})[0]
+    return sess.run([output], {k: v for k, v in batch.items() if k in wanted})[0]
 
 
-def check(path: Path, ref: np.ndarray, batch: dict[str, np.ndarray], *, int8: bool) -> NumericsCheck:
-    """Compare an ONNX file with the PyTorch reference output on the check batch."""
-    max_abs, cos = compare(onnx_hidden(path, batch), ref, batch["attention_mask"])
+def check(
+    path: Path,
+    ref: np.ndarray,
+    batch: dict[str, np.ndarray],
+    *,
+    int8: bool,
+    output: str = "last_hidden_state",
+) -> NumericsCheck:
+    """Compare an ONNX file's `output` with the PyTorch reference on the check batch (token states over real
+    tokens; a sentence embedding [B, D] per sentence)."""
+    import numpy as np
+
+    got = onnx_hidden(path, batch, output=output)
+    mask = batch["attention_mask"] if ref.ndim == 3 else np.ones(ref.shape[:1], dtype=np.int64)[:, None]
+    if ref.ndim == 2:
+        got, ref = got[:, None, :], ref[:, None, :]
+    max_abs, cos = compare(got, ref, mask)
     if int8:
         return NumericsCheck(max_abs, cos, cos > INT8_MIN_COSINE, f"mean_cosine > {INT8_MIN_COSINE}")
     return NumericsCheck(max_abs, cos, max_abs < FP32_MAX_ABS, f"max_abs_diff < {FP32_MAX_ABS}")
