@@ -114,9 +114,11 @@ def run(
     progress: bool = True,
     until: str | None = None,
     role: str | None = None,
+    quiet: bool = False,
 ) -> RunContext:
     """Run every stage in order (up to and including `until`); finished stages are skipped. Returns the
-    context with each stage's result in `values`. `role`: see `RunContext.role`."""
+    context with each stage's result in `values`. `role`: see `RunContext.role`. `progress`: bars (a terminal),
+    else one line per step; `quiet`: neither, only the stage lines."""
     run_dir = (Path(run_dir) if run_dir else cfg.resolved_run_dir).resolve()
     if cfg.evaluate.task_distill:
         raise ConfigError(
@@ -126,7 +128,9 @@ def run(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per saved shard drowns the run's own progress lines
-    ctx = RunContext(cfg=cfg, run_dir=run_dir, console=console, progress=progress, role=role)
+    ctx = RunContext(
+        cfg=cfg, run_dir=run_dir, console=console, progress=progress and not quiet, quiet=quiet, role=role
+    )
     say = ctx.say
     rd.prepare(cfg, run_dir, resume=resume, say=say)
     for i, stage in enumerate(STAGES, 1):

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="YAML file or recipe name (default: the embedded default)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config")
     p.add_argument("--run-dir", metavar="DIR", help="write the run here (default runs/<name>)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars or per-step lines, only each stage's line and results")  # fmt: skip
     role = p.add_mutually_exclusive_group()
     role.add_argument("--join", action="store_true",
                       help="shared search storage: help with the search of a run started on another machine "
@@ -64,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
             )
     ctx = pipeline.run(
         cfg, run_dir=run_dir, resume=bool(args.resume), console=console, progress=sys.stderr.isatty(),
-        until="search" if args.join else None, role=role,
+        until="search" if args.join else None, role=role, quiet=args.quiet,
     )  # fmt: skip
     if args.join:
         search = ctx.values.get("search")

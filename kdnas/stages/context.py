@@ -7,6 +7,8 @@ vocabulary choices resolved, the student builder, the proxy evaluator, the held-
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ class RunContext:
     """Each finished stage's result, by stage name."""
     console: Any = None
     progress: bool = True
+    """Progress bars (a terminal); without, one line per step (a log)."""
+    quiet: bool = False
+    """No per-step lines or bars, only the stages' own headers and results."""
     role: str | None = None
     """With a shared search storage: lead (default), take-over or join (`kdnas.search.workers.check_role`)."""
     _memo: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +46,45 @@ class RunContext:
             self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
         else:
             print(msg)
+
+    @contextlib.contextmanager
+    def steps(self, what: str, total: int, *, bar: bool = True) -> Iterator[Callable[[str], None]]:
+        """Progress over a stage's `total` steps: `step(msg)` after each. On a terminal a rich bar with its ETA
+        (`bar=False` where the step has its own bar, e.g. the distillation's), the messages printed above it;
+        in a log one line per step, `[i/total] msg`; nothing when quiet."""
+        if self.quiet or total <= 0:
+            yield lambda msg: None
+            return
+        if bar and self.progress and self.console is not None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            with Progress(
+                TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True,
+            ) as p:  # fmt: skip
+                task = p.add_task(what, total=total)
+
+                def advance(msg: str) -> None:
+                    if msg:
+                        p.console.print(f"    {msg}", markup=False, highlight=False, soft_wrap=True)
+                    p.advance(task)
+
+                yield advance
+            return
+        done = [0]
+
+        def line(msg: str) -> None:
+            done[0] += 1
+            self.say(f"    [{what} {done[0]}/{total}] {msg}")
+
+        yield line
 
     def forget(self, *names: str) -> None:
         """Drop memoised objects a stage has just changed on disk (vocab.json: the vocabulary and the space)."""
@@ -148,14 +192,20 @@ class RunContext:
 
     def trial_callback(self, record: Any) -> None:
         """One line per search trial."""
-        d = record.to_dict() if hasattr(record, "to_dict") else dict(record)
-        kd = d.get("kd_loss_short", d.get("kd_loss"))
-        lat = d.get("latency_ms")
-        parts = [f"trial {d.get('number', '?')}", str(d.get("arch_id", "")), d.get("state", "")]
-        if kd is not None:
-            parts.append(f"kd {kd:.4f}")
-        if lat is not None:
-            parts.append(f"{lat:.2f} ms")
-        if d.get("reason"):
-            parts.append(str(d["reason"])[:80])
-        self.say("    " + "  ".join(parts))
+        if not self.quiet:
+            self.say("    " + trial_line(record))
+
+
+def trial_line(record: Any) -> str:
+    """What a finished search trial says: number, arch, state, KD loss, latency, why it was left out."""
+    d = record.to_dict() if hasattr(record, "to_dict") else dict(record)
+    kd = d.get("kd_loss_short", d.get("kd_loss"))
+    lat = d.get("latency_ms")
+    parts = [f"trial {d.get('number', '?')}", str(d.get("arch_id", "")), d.get("state", "")]
+    if kd is not None:
+        parts.append(f"kd {kd:.4f}")
+    if lat is not None:
+        parts.append(f"{lat:.2f} ms")
+    if d.get("reason"):
+        parts.append(str(d["reason"])[:80])
+    return "  ".join(parts)

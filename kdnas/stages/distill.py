@@ -41,26 +41,8 @@ def distill(
     ):  # one job per distinct arch; budgets come loosest first, so the tightest names it
         arch = Arch.from_dict(rec["arch"])
         jobs.setdefault(arch.arch_id, (arch, rec))
-    students = []
-    for arch, rec in jobs.values():
-        name = student_name(rec)
-        model_dir = distill_student(ctx, name, arch, ctx.run_dir / rd.STUDENTS / name, distill=distill)
-        students.append(
-            {
-                "name": name,
-                "model_dir": str(model_dir.relative_to(ctx.run_dir)),
-                "arch_id": arch.arch_id,
-                "budget_label": rec["budget"]["label"],
-                "budget_ms": rec["budget"]["latency_ms"],
-                "kd_loss": rec.get("kd_loss"),
-                "search_latency_ms": rec.get("latency_ms"),
-                "params_m": rec.get("params_m"),
-                "vocab_size": arch.vocab_size,
-            }
-        )
-    if distill.vocab_twins:
-        students += _vocab_twins(ctx, jobs, students, distill=distill)
-    baselines = []
+    twins = _vocab_twins(ctx, jobs) if distill.vocab_twins else []
+    baselines_plan: list[tuple[str, Arch]] = []
     if evaluate.baselines:
         from kdnas.evaluate.baselines import baseline_archs
 
@@ -70,32 +52,34 @@ def distill(
                 if not family:
                     continue  # truncated teacher weights, fine-tuned directly (DistilBERT-style), see evaluate
                 bname = "every-other-layer-kd"  # the same shape distilled on the students' budget
-            d = distill_student(ctx, bname, arch, ctx.run_dir / rd.BASELINES / bname, distill=distill)
-            baselines.append(
-                {"name": bname, "model_dir": str(d.relative_to(ctx.run_dir)), "arch_id": arch.arch_id}
-            )
-    out = DistillResult(students=students, baselines=baselines)
-    write_json_atomic(ctx.path(rd.SUMMARY), out.to_dict())
-    return out
-
-
-def _vocab_twins(
-    ctx: RunContext, jobs: dict[str, tuple[Any, dict[str, Any]]], students: list[dict[str, Any]], *,
-    distill: DistillConfig,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Each recommended student again with every other vocabulary choice of the space (`distill.vocab_twins`)."""
-    space = ctx.space()
-    twins = []
-    for (arch, _), student in zip(jobs.values(), students):
-        for choice in space.vocab_choices:
-            twin = arch.replace(vocab_size=space.vocab_size_of(choice))
-            if twin.arch_id in jobs or twin.arch_id == arch.arch_id:
-                continue
-            name = f"{student['name']}-vocab-{choice}"
-            model_dir = distill_student(ctx, name, twin, ctx.run_dir / rd.STUDENTS / name, distill=distill)
-            twins.append(
+            baselines_plan.append((bname, arch))
+    students: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
+    total = len(jobs) + len(twins) + len(baselines_plan)
+    with ctx.steps("distill: models", total, bar=False) as step:  # each distillation has its own bar
+        for arch, rec in jobs.values():
+            name = student_name(rec)
+            model_dir = distill_student(ctx, name, arch, ctx.run_dir / rd.STUDENTS / name, distill=distill)
+            students.append(
                 {
-                    **student,
+                    "name": name,
+                    "model_dir": str(model_dir.relative_to(ctx.run_dir)),
+                    "arch_id": arch.arch_id,
+                    "budget_label": rec["budget"]["label"],
+                    "budget_ms": rec["budget"]["latency_ms"],
+                    "kd_loss": rec.get("kd_loss"),
+                    "search_latency_ms": rec.get("latency_ms"),
+                    "params_m": rec.get("params_m"),
+                    "vocab_size": arch.vocab_size,
+                }
+            )
+            step(f"{name} ({arch.arch_id}) distilled")
+        by_name = {st["name"]: st for st in students}
+        for name, twin, of in twins:
+            model_dir = distill_student(ctx, name, twin, ctx.run_dir / rd.STUDENTS / name, distill=distill)
+            students.append(
+                {
+                    **by_name[of],
                     "name": name,
                     "model_dir": str(model_dir.relative_to(ctx.run_dir)),
                     "arch_id": twin.arch_id,
@@ -103,10 +87,33 @@ def _vocab_twins(
                     "search_latency_ms": None,
                     "params_m": None,
                     "vocab_size": twin.vocab_size,
-                    "twin_of": student["name"],
+                    "twin_of": of,
                 }
             )
-    return twins
+            step(f"{name} ({twin.arch_id}) distilled")
+        for bname, arch in baselines_plan:
+            d = distill_student(ctx, bname, arch, ctx.run_dir / rd.BASELINES / bname, distill=distill)
+            baselines.append(
+                {"name": bname, "model_dir": str(d.relative_to(ctx.run_dir)), "arch_id": arch.arch_id}
+            )
+            step(f"baseline {bname} ({arch.arch_id}) distilled")
+    out = DistillResult(students=students, baselines=baselines)
+    write_json_atomic(ctx.path(rd.SUMMARY), out.to_dict())
+    return out
+
+
+def _vocab_twins(ctx: RunContext, jobs: dict[str, tuple[Any, dict[str, Any]]]) -> list[tuple[str, Any, str]]:
+    """(name, arch, name of the student it twins) of each recommended student again with every other vocabulary
+    choice of the space (`distill.vocab_twins`)."""
+    space = ctx.space()
+    out = []
+    for arch, rec in jobs.values():
+        for choice in space.vocab_choices:
+            twin = arch.replace(vocab_size=space.vocab_size_of(choice))
+            if twin.arch_id in jobs or twin.arch_id == arch.arch_id:
+                continue
+            out.append((f"{student_name(rec)}-vocab-{choice}", twin, student_name(rec)))
+    return out
 
 
 def distill_student(ctx: RunContext, name: str, arch: Any, out: Path, *, distill: DistillConfig) -> Path:

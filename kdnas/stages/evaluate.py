@@ -39,24 +39,28 @@ def evaluate(
         models.append((m["name"], _dir_encoder(str(d), m["name"]), d))
 
     reports: dict[str, ModelReport] = {}
-    for name, make, _ in models:
+    todo = [m for m in models if not ctx.path(rd.EVALUATE, f"{m[0]}.json").exists()]
+    for name, _, _ in models:
         path = ctx.path(rd.EVALUATE, f"{name}.json")
-        if path.exists():
+        if path.exists():  # scored before a kill: kept
             reports[name] = ModelReport.from_dict(json.loads(path.read_text()))
-            continue
-        cached = _teacher_eval_cache(ctx, teacher, evaluate) if name == "teacher" else None
-        if cached is not None and cached.exists():
-            report = ModelReport.from_dict(json.loads(cached.read_text()))
-            ctx.say("  teacher: scores reused from an earlier run with the same protocol")
-        else:
-            ctx.say(f"  fine-tuning {name} on {', '.join(t.name for t in tasks)}")
-            protocol = evaluate if name == "teacher" else evaluate.for_students()
-            report = evaluate_encoder(make(), tasks, protocol)
-            if cached is not None:
-                write_json_atomic(cached, report.to_dict())
-        report.name = name
-        write_json_atomic(path, report.to_dict())
-        reports[name] = report
+    with ctx.steps("evaluate: models fine-tuned", len(todo)) as step:
+        for name, make, _ in todo:
+            cached = _teacher_eval_cache(ctx, teacher, evaluate) if name == "teacher" else None
+            if cached is not None and cached.exists():
+                report = ModelReport.from_dict(json.loads(cached.read_text()))
+                ctx.say("  teacher: scores reused from an earlier run with the same protocol")
+            else:
+                ctx.say(f"  fine-tuning {name} on {', '.join(t.name for t in tasks)}")
+                protocol = evaluate if name == "teacher" else evaluate.for_students()
+                report = evaluate_encoder(make(), tasks, protocol)
+                if cached is not None:
+                    write_json_atomic(cached, report.to_dict())
+            report.name = name
+            write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), report.to_dict())
+            reports[name] = report
+            step(f"{name} scored")
+    reports = {n: reports[n] for n, _, _ in models}  # in the models' order
     for name, _, d in models:
         if d is not None and reports[name].fidelity is None and evaluate.fidelity_passages > 0:
             reports[name].fidelity = fidelity(ctx, d, passages=evaluate.fidelity_passages)

@@ -13,7 +13,7 @@ from kdnas.errors import SearchError
 from kdnas.evaluate.config import EvaluateConfig
 from kdnas.latency.config import TargetConfig
 from kdnas.search.config import SearchConfig
-from kdnas.stages.context import RunContext
+from kdnas.stages.context import RunContext, trial_line
 from kdnas.stages.results import LatencyResult, SearchOutcome
 
 
@@ -32,11 +32,19 @@ def search(
     setup = ctx.search_setup(latency.teacher_latency_ms)
     teacher_ms = setup.teacher_latency_ms
     budgets = budgets_for(target, teacher_ms, latency.baseline_speedups())
-    result = run_study(
-        ctx.space(), setup, budgets, search=search, proxy_tokens=distill.proxy_tokens, run_dir=ctx.run_dir,
-        study_name=f"search-{search.strategy}", seed=ctx.seed, callback=ctx.trial_callback,
-        hardware=target_fingerprint(target), role=ctx.role or "lead",
-    )  # fmt: skip
+    with ctx.steps("search: candidates distilled", search.n_trials) as step:
+
+        def on_trial(record: Any) -> None:  # the bar counts distilled candidates; filtered ones only say why
+            if record.state in ("complete", "failed"):
+                step(trial_line(record))
+            elif not ctx.quiet:
+                ctx.say("    " + trial_line(record))
+
+        result = run_study(
+            ctx.space(), setup, budgets, search=search, proxy_tokens=distill.proxy_tokens, run_dir=ctx.run_dir,
+            study_name=f"search-{search.strategy}", seed=ctx.seed, callback=on_trial,
+            hardware=target_fingerprint(target), role=ctx.role or "lead",
+        )  # fmt: skip
     recommendations, placement = result.recommendations, None
     if target.place_candidates > 0 and ctx.role != "join":  # a helper stops after the search
         from kdnas.search.placement import place

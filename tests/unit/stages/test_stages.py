@@ -90,3 +90,36 @@ def test_a_resumed_run_hands_later_stages_the_typed_results(
     ctx = pipeline.run(cfg, run_dir=tmp_path / "r", resume=True)
     assert seen["input"] == res.ExportResult(["onnx=True"])  # read back from the marker, typed
     assert ctx.values["report"] == res.ReportResult({"n": "1"})
+
+
+def test_stage_progress_is_a_bar_on_a_terminal_lines_in_a_log_and_nothing_when_quiet(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from kdnas.stages.context import RunContext
+
+    cfg = config.load("smoke")
+    log = io.StringIO()
+    ctx = RunContext(cfg=cfg, run_dir=tmp_path, console=Console(file=log, width=100), progress=False)
+    with ctx.steps("distill: models", 2) as step:
+        step("student-3x distilled")
+        step("baseline distilled")
+    assert log.getvalue().splitlines() == [
+        "    [distill: models 1/2] student-3x distilled",
+        "    [distill: models 2/2] baseline distilled",
+    ]
+    tty = io.StringIO()
+    ctx = RunContext(cfg=cfg, run_dir=tmp_path, console=Console(file=tty, width=100, force_terminal=True))
+    with ctx.steps("search: candidates distilled", 3) as step:
+        step("trial 0  L1-H64-A1-F64  complete")
+    out = tty.getvalue()
+    assert (
+        "search: candidates distilled" in out and "ETA" in out and "trial 0  L1-H64-A1-F64  complete" in out
+    )
+    quiet = io.StringIO()
+    ctx = RunContext(cfg=cfg, run_dir=tmp_path, console=Console(file=quiet), quiet=True)
+    with ctx.steps("evaluate", 2) as step:
+        step("teacher scored")
+    ctx.trial_callback({"number": 1, "arch_id": "L1", "state": "complete"})
+    assert quiet.getvalue() == ""
