@@ -116,6 +116,7 @@ class RunConfig:
 _RESOURCE_KEYS = (
     ("export", "overwrite"),
     ("distill", "teacher_cache_mb"),
+    ("distill", "nproc"),
     ("target", "cache_dir"),
     ("target", "timeout_s"),
     ("evaluate", "threads"),

@@ -46,6 +46,10 @@ class DistillConfig:
     """Sequences per optimiser step (before accumulation)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimiser step."""
+    nproc: int = 1
+    """`kdnas run`: processes each full distillation runs in, under `torchrun` (DDP: gloo on CPU, nccl on GPU;
+    whole micro-batches per process, so `grad_accum` must be a multiple of it). The result is that of one
+    process up to float noise; a run can resume with another value."""
     lr: float = 1e-3
     """Peak AdamW learning rate."""
     weight_decay: float = 0.01
@@ -91,6 +95,7 @@ class DistillConfig:
             "relation_heads",
             "batch_size",
             "grad_accum",
+            "nproc",
             "proxy_tokens",
             "full_tokens",
             "checkpoint_every",
@@ -99,6 +104,11 @@ class DistillConfig:
         ):
             if getattr(self, name) < 1:
                 out.append(f"{name}: {getattr(self, name)} must be >= 1")
+        if self.nproc > 1 and self.grad_accum % self.nproc:
+            out.append(
+                f"nproc: {self.nproc} processes share whole micro-batches, so grad_accum ({self.grad_accum}) must "
+                f"be a multiple of it (e.g. grad_accum: {self.nproc * max(1, self.grad_accum // self.nproc)})"
+            )
         if not 0 < self.lr < 1:
             out.append(f"lr: {self.lr} must be in (0, 1)")
         if not 0 <= self.warmup_ratio < 1:

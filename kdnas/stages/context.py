@@ -86,6 +86,12 @@ class RunContext:
 
         yield line
 
+    def config_with(self, **sections: Any) -> RunConfig:
+        """The run's config with some sections replaced (what a subprocess of the run is handed)."""
+        import dataclasses
+
+        return dataclasses.replace(self.cfg, **sections)
+
     def forget(self, *names: str) -> None:
         """Drop memoised objects a stage has just changed on disk (vocab.json: the vocabulary and the space)."""
         for n in names:

@@ -126,6 +126,12 @@ def distill_student(ctx: RunContext, name: str, arch: Any, out: Path, *, distill
     model_dir = out / "model"
     if (out / "result.json").exists() and (model_dir / "config.json").exists():
         return model_dir
+    if distill.nproc > 1:
+        if arch.vocab_size is None:
+            return _distill_under_torchrun(ctx, name, arch, out, distill=distill)
+        ctx.say(
+            f"  {name}: a trimmed vocabulary is distilled in one process (distill.nproc applies to full ones)"
+        )
     splits = ctx.corpus()
     builder = ctx.student_builder()
     student = builder.build(arch)
@@ -169,6 +175,51 @@ def distill_student(ctx: RunContext, name: str, arch: Any, out: Path, *, distill
             **result.to_dict(history=False),
         },
     )
+    return model_dir
+
+
+def _distill_under_torchrun(
+    ctx: RunContext, name: str, arch: Any, out: Path, *, distill: DistillConfig
+) -> Path:
+    """`torchrun --nproc-per-node N -m kdnas distill` for one student, with the run's own config (corpus, teacher,
+    losses, seed), resumed from its checkpoint after a kill (with any number of processes); its result.json then
+    says what the run's students say."""
+    import json
+    import subprocess
+    import sys
+
+    from kdnas.cli.distill import ARGS_FILE
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_file = out / "run-config.yaml"
+    cfg_file.write_text(ctx.config_with(distill=distill).to_yaml())
+    n = distill.nproc
+    threads = max(1, (os.cpu_count() or 1) // n)
+    where = ["--resume", str(out)] if (out / ARGS_FILE).is_file() else ["--out", str(out)]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", "-m", "kdnas",
+        "distill", *where, "--config", str(cfg_file), "--arch", arch.arch_id, "--tokens", str(distill.full_tokens),
+        "--seed", str(ctx.seed), "--threads", str(threads), *([] if ctx.progress else ["--no-progress"]),
+    ]  # fmt: skip
+    ctx.say(
+        f"  distilling {name} ({arch.arch_id}) on {distill.full_tokens:,} tokens in {n} processes (torchrun, "
+        f"{threads} threads each){' (resuming)' if where[0] == '--resume' else ''}"
+    )
+    proc = subprocess.run(cmd, capture_output=not ctx.progress, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).strip().splitlines()[-15:])
+        raise KdnasError(
+            f"full distillation of {name} under torchrun ({n} processes) failed (exit {proc.returncode}); run "
+            f"the stage again to resume from its checkpoint, or set distill.nproc: 1"
+            + (f":\n{tail}" if tail else "")
+        )
+    result = json.loads((out / "result.json").read_text())
+    model_dir = out / "model"
+    if "heldout_kd_loss" not in result or not (model_dir / "config.json").is_file():
+        raise KdnasError(
+            f"{out}: torchrun finished but left no distilled model; delete {out} to start it afresh"
+        )
+    write_json_atomic(out / "result.json", {"name": name, **result, "arch": arch.to_dict(), "processes": n})
     return model_dir
 
 

@@ -76,15 +76,18 @@ def test_the_cards_usage_snippets_run_and_its_model_index_has_the_suite(smoke_ru
     text = (d / "README.md").read_text()
     usage = text[text.index("## How to use") :]
     blocks = re.findall(r"```python\n(.*?)```", usage, flags=re.S)
-    assert len(blocks) == 3  # transformers, sentence-transformers, onnxruntime
+    assert (
+        len(blocks) == 4
+    )  # transformers, sentence-transformers, onnxruntime: token states, sentence embedding
     outputs = []
     for code in blocks:
         scope: dict = {}
         exec(code.replace(f"path/to/{name}", str(d)), scope)  # the card's own snippet
-        outputs.append(next(scope[k] for k in ("hidden", "embeddings") if k in scope))
-    hidden_pt, emb, hidden_ort = outputs
+        outputs.append(next(scope[k] for k in ("hidden", "embeddings", "embedding") if k in scope))
+    hidden_pt, emb, hidden_ort, emb_ort = outputs
     assert np.abs(hidden_pt.detach().numpy() - hidden_ort).max() < 1e-3
-    assert emb.shape[-1] == 384  # the teacher's embedding width
+    assert emb.shape[-1] == emb_ort.shape[-1] == 384  # the teacher's embedding width, in both runtimes
+    assert np.abs(np.asarray(emb) - emb_ort).max() < 1e-4  # the ONNX graph pools and projects as ST does
     front = yaml.safe_load(text.split("---\n")[1])
     rows = {r["model"]: r for r in json.loads((smoke_run / "retention.json").read_text())["rows"]}
     results = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in front["model-index"][0]["results"]}
@@ -98,7 +101,7 @@ def test_exported_student_is_a_sentence_transformer_in_the_teachers_space(
     st = pytest.importorskip("sentence_transformers")
     import torch
 
-    from kdnas.models.pooling import pool, read_pooling
+    from kdnas.models.pooling import Pooling, load_dense_weights, pool, read_pooling
 
     name = json.loads((smoke_run / "summary.json").read_text())["students"][0]["name"]
     d = smoke_run / "export" / name
@@ -109,8 +112,15 @@ def test_exported_student_is_a_sentence_transformer_in_the_teachers_space(
     assert pooling is not None and pooling.mode == "mean" and pooling.normalize  # as all-MiniLM-L6-v2 has it
     model, tok = student[0].auto_model, student.tokenizer
     batch = tok(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        own = pool(model(**batch).last_hidden_state, batch["attention_mask"], pooling)
+    with (
+        torch.no_grad()
+    ):  # kdnas's own: pooled, then the Dense into the teacher's width when narrower, normalised
+        own = pool(model(**batch).last_hidden_state, batch["attention_mask"], Pooling(mode=pooling.mode))
+    dense = load_dense_weights(d)
+    assert (dense is None) == (model.config.hidden_size == 384)
+    if dense is not None:
+        own = own @ dense[0].T + dense[1]
+    own = torch.nn.functional.normalize(own, dim=-1)
     assert float(torch.nn.functional.cosine_similarity(got, own).min()) >= 0.9999
     teacher = torch.as_tensor(st.SentenceTransformer(str(minilm_dir), device="cpu").encode(texts))
     assert got.shape == teacher.shape  # same width: the student embeds into the teacher's index

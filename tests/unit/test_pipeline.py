@@ -324,3 +324,48 @@ def test_xlm_roberta_teacher_runs_end_to_end_with_a_trimmed_vocabulary(tmp_path:
     model = AutoModel.from_pretrained(export)
     out = model(**tok(["the cat sat on the mat"], return_tensors="pt")).last_hidden_state
     assert out.shape[-1] == 32 and len(tok) == scfg.vocab_size
+
+
+def test_final_distillation_under_torchrun_matches_one_process(tmp_path: Path) -> None:
+    """`distill.nproc: 2`: the distill stage runs each full distillation under torchrun (2 processes, gloo); the
+    student is the one process's up to float noise, saved like any other, and a run resumes with another nproc."""
+    import json
+
+    import yaml
+
+    from kdnas.testing import save_tiny_teacher, write_tiny_corpus
+
+    teacher = save_tiny_teacher(tmp_path / "teacher")
+    corpus = write_tiny_corpus(tmp_path / "corpus.txt", n_docs=120)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"base": "default", "dimensions": {
+        "num_layers": [1], "hidden_size": [32], "ffn_ratio": [2]}}))  # fmt: skip
+
+    def cfg(nproc: int) -> config.RunConfig:
+        return config.from_dict({
+            "name": "ddp", "teacher": {"name": str(teacher)},
+            "corpus": {"sources": [str(corpus)], "seq_len": 32},
+            "target": {"backend": "fake", "seq_lens": [32], "speedups": [1.2], "calibrate_archs": 0},
+            "distill": {"proxy_tokens": 400, "full_tokens": 1200, "batch_size": 4, "grad_accum": 2,
+                        "relation_heads": 2, "nproc": nproc},
+            "search": {"space": str(space), "strategy": "random", "n_trials": 1, "episode_size": 1,
+                       "promote_fraction": 0.0},
+            "evaluate": {"baselines": False}, "export": {"onnx": False, "int8": False},
+        })  # fmt: skip
+
+    assert cfg(1).hash() == cfg(2).hash()  # a resource setting: results do not depend on it
+    with pytest.raises(
+        ConfigError, match=r"distill\.nproc: 2 processes .* grad_accum \(3\) must be a multiple"
+    ):
+        config.from_dict({"distill": {"nproc": 2, "grad_accum": 3}})
+    results = {}
+    for n in (1, 2):
+        _run_to_export(cfg(n), tmp_path / f"run{n}")
+        student = json.loads((tmp_path / f"run{n}" / "summary.json").read_text())["students"][0]
+        results[n] = json.loads(
+            (tmp_path / f"run{n}" / student["model_dir"]).parent.joinpath("result.json").read_text()
+        )
+        assert (tmp_path / f"run{n}" / "export" / student["name"] / "config.json").is_file()
+    assert results[2]["processes"] == 2 and results[2]["name"] == results[1]["name"]
+    assert results[2]["steps"] == results[1]["steps"] and results[2]["tokens"] == results[1]["tokens"]
+    assert results[2]["heldout_kd_loss"] == pytest.approx(results[1]["heldout_kd_loss"], rel=1e-4)
