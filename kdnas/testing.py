@@ -132,3 +132,26 @@ def write_tiny_corpus(path: str | Path, n_docs: int = 64) -> Path:
         "\n\n".join(TINY_TEXTS[i % len(TINY_TEXTS)] + f" Document {i}." for i in range(n_docs)) + "\n"
     )
     return p
+
+
+def tiny_pair_task(kind: str = "classification") -> Any:
+    """A sentence-pair `Task` over `WORDS` whose pairs are identical (label 1 / 1.0) or two different sentences
+    (0 / 0.0): any encoder tells them apart by cosine with no training (train 8, dev 20, test 30 pairs)."""
+    from kdnas.data.tasks import Task, TaskSplit
+
+    def sentences(n: int, offset: int) -> list[str]:
+        return [
+            " ".join(WORDS[(offset + 7 * i + j) % len(WORDS)] for j in range(4 + i % 3)) for i in range(n)
+        ]
+
+    def split(n: int, offset: int) -> TaskSplit:
+        a, b = sentences(n, offset), sentences(n, offset + 101)
+        same = [i % 2 == 0 for i in range(n)]
+        labels: list[Any] = [
+            (1 if s else 0) if kind == "classification" else (1.0 if s else 0.0) for s in same
+        ]
+        return TaskSplit(texts=a, texts_b=[a[i] if same[i] else b[i] for i in range(n)], labels=labels)
+
+    names = ["different", "same"] if kind == "classification" else []
+    return Task(name=f"same-{kind}", kind=kind, label_names=names,  # type: ignore[arg-type]
+                train=split(8, 0), dev=split(20, 300), test=split(30, 600))  # fmt: skip

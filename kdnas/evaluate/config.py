@@ -95,6 +95,10 @@ class EvaluateConfig:
     fidelity_passages: int = 2000
     """Held-out corpus passages (sentences of held-out documents) for the label-free fidelity of each model to
     the teacher: embedding cosine, CKA, recall@10 (0 turns it off). Fewer when the held-out split is smaller."""
+    pair_similarity: bool = True
+    """Also score every sentence-pair task zero-shot: the cosine of the two texts' embeddings (the model's
+    pooling and Dense), no fine-tuning; Spearman for regression, dev-thresholded accuracy for two classes
+    (`kdnas.evaluate.pair_similarity`)."""
 
     def check(self) -> list[str]:
         out = []

@@ -32,14 +32,18 @@ class ModelReport:
     """Shape of the encoder (Arch.describe()), if known."""
     fidelity: dict[str, Any] | None = None
     """Label-free fidelity to the teacher on held-out passages (`kdnas.evaluate.fidelity.FidelityResult`)."""
+    pair_similarity: dict[str, Any] | None = None
+    """Task -> zero-shot pair score (`kdnas.evaluate.pair_similarity.PairSimilarity`), None when not computed."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params, "arch": self.arch, "fidelity": self.fidelity,
+                "pair_similarity": self.pair_similarity,
                 "results": {k: v.to_dict() for k, v in self.results.items()}}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelReport:
         return cls(name=d["name"], params=d.get("params"), arch=d.get("arch"), fidelity=d.get("fidelity"),
+                   pair_similarity=d.get("pair_similarity"),
                    results={k: TaskResult.from_dict(v) for k, v in d["results"].items()})  # fmt: skip
 
 

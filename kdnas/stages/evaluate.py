@@ -71,6 +71,15 @@ def evaluate(
                     f"recall@10 {_num(f.get('recall_at_10'))} ({f.get('passages')} held-out passages)"
                 )
             write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), reports[name].to_dict())
+    pair_tasks = [t for t in tasks if getattr(t, "is_pair", False)]
+    if evaluate.pair_similarity and pair_tasks:
+        for name, _, d in models:
+            if reports[name].pair_similarity is None:
+                scores = pair_scores(ctx, d, pair_tasks, max_len=evaluate.max_len)
+                reports[name].pair_similarity = scores
+                got = ", ".join(f"{t} {v['metric']} {v['value']:.3f}" for t, v in scores.items())
+                ctx.say(f"  zero-shot pair similarity of {name}: {got or 'n/a'}")
+                write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), reports[name].to_dict())
     # every model timed in the same workers, rounds alternating the order: speed-ups are per-round ratios
     timed = [(n, d) for n, _, d in models if n == "teacher" or d is not None]
     specs = [
@@ -84,8 +93,57 @@ def evaluate(
     )
     table.write_json(ctx.path(rd.RETENTION))
     table.write_markdown(ctx.path(rd.RETENTION_MD))
+    if any(r.pair_similarity for r in reports.values()):
+        with ctx.path(rd.RETENTION_MD).open("a") as fh:
+            fh.write("\n" + pair_markdown(reports) + "\n")
     rows = table.to_dict()["rows"] if hasattr(table, "to_dict") else []
     return EvaluateResult(retention=rows, latency_ms=latency, speedup_range=spread, latency_rounds=sbs.rounds)
+
+
+def pair_scores(ctx: RunContext, model_dir: Path | None, tasks: list[Any], *, max_len: int) -> dict[str, Any]:
+    """Zero-shot pair similarity of the teacher (`model_dir` None) or of the model in `model_dir` on `tasks`,
+    embedded as each one embeds (its pooling config, its Dense)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from kdnas.distill.distiller import teacher_pooling
+    from kdnas.evaluate.fidelity import load_dense
+    from kdnas.evaluate.pair_similarity import pair_similarity
+    from kdnas.models.pooling import Pooling, read_pooling
+
+    default = Pooling(mode="mean", source="default: mean pooling")
+    if model_dir is None:
+        t = ctx.teacher()
+        model, tok, pooling, dense = t.model, t.tokenizer, teacher_pooling(t) or default, None
+    else:
+        model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        pooling, dense = read_pooling(model_dir) or default, load_dense(model_dir)
+    out = {}
+    for task in tasks:
+        r = pair_similarity(model, tok, task, pooling, dense=dense, max_len=max_len)
+        if r is not None:
+            out[task.name] = r.to_dict()
+    return out
+
+
+def pair_markdown(reports: dict[str, Any]) -> str:
+    """The zero-shot pair table appended to retention.md: one row per model, one column per pair task."""
+    tasks = sorted({t for r in reports.values() for t in (r.pair_similarity or {})})
+    lines = [
+        "## Zero-shot pair similarity (no fine-tuning)",
+        "",
+        "Cosine of the two texts' embeddings (each model's pooling and Dense): Spearman for regression, accuracy at "
+        "the dev-chosen threshold for two classes. An order task stays at chance by construction (cosine is "
+        "symmetric).",
+        "",
+        "| model | " + " | ".join(tasks) + " |",
+        "| --- |" + " --- |" * len(tasks),
+    ]
+    for name, r in reports.items():
+        ps = r.pair_similarity or {}
+        cells = [f"{ps[t]['value']:.3f} ({ps[t]['metric']})" if t in ps else "n/a" for t in tasks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _every_other_layer_dir(ctx: RunContext) -> Path:
@@ -168,7 +226,7 @@ def _teacher_eval_cache(ctx: RunContext, teacher: TeacherConfig, evaluate: Evalu
     from kdnas.distill.teacher_cache import teacher_info
 
     ev = dataclasses.asdict(evaluate)
-    for k in ("baselines", "task_distill", "threads", "student_lrs"):
+    for k in ("baselines", "task_distill", "threads", "student_lrs", "pair_similarity"):
         ev.pop(k, None)
     tasks = []
     for t in ev.pop("tasks"):

@@ -123,3 +123,35 @@ def test_stage_progress_is_a_bar_on_a_terminal_lines_in_a_log_and_nothing_when_q
         step("teacher scored")
     ctx.trial_callback({"number": 1, "arch_id": "L1", "state": "complete"})
     assert quiet.getvalue() == ""
+
+
+def test_pair_scores_embed_a_model_dir_as_it_embeds(tmp_path: Path) -> None:
+    """The evaluate stage's zero-shot pair scores read a student dir's own pooling and Dense; the table lists them."""
+    import torch
+
+    from kdnas.models.pooling import Pooling, write_st_config
+    from kdnas.stages.context import RunContext
+    from kdnas.stages.evaluate import pair_markdown, pair_scores
+    from kdnas.testing import tiny_pair_task, tiny_teacher, tiny_tokenizer
+
+    model, tok = tiny_teacher("bert", seed=0), tiny_tokenizer()
+    d = tmp_path / "student"
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    g = torch.Generator().manual_seed(0)
+    w = model.config.hidden_size
+    write_st_config(
+        d,
+        Pooling(mode="mean", normalize=True),
+        w,
+        dense=(torch.randn(2 * w, w, generator=g), torch.zeros(2 * w)),
+    )
+    ctx = RunContext(cfg=config.load("smoke"), run_dir=tmp_path / "run")
+    scores = pair_scores(ctx, d, [tiny_pair_task("classification")], max_len=32)
+    assert scores["same-classification"]["value"] == 1.0
+
+    class R:
+        pair_similarity = scores
+
+    table = pair_markdown({"teacher": R(), "student-3x": R()})
+    assert "| model | same-classification |" in table and "| student-3x | 1.000 (accuracy) |" in table
