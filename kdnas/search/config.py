@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 STRATEGIES = ("kdnas", "bo", "tpe", "nsga2", "random")
 """The built-in strategies; `kdnas.search.samplers.register_strategy` adds more."""
@@ -52,6 +53,13 @@ class SearchConfig:
     """Shared storage: how often a dead worker's trial is re-queued before it is left failed."""
     objectives: list[str] = field(default_factory=lambda: ["kd_loss", "latency_ms"])
     """Objectives of the Optuna study, all minimised: kd_loss, latency_ms, params_m."""
+    quality: Literal["kd_loss", "cosine", "recall"] = "kd_loss"
+    """What the `kd_loss` objective (and the reward, the promotions, the recommendations) measures of a
+    candidate after its proxy distillation: the held-out KD loss, or the gap of its sentence embedding to the
+    teacher's on held-out passages, 1 - mean cosine (`cosine`) or 1 - recall@10 (`recall`), computed in the
+    same short distillation (the KD loss is then kept in the trial's `heldout_kd_loss`)."""
+    quality_passages: int = 300
+    """Held-out passages the `cosine` / `recall` quality is measured on per candidate."""
     n_startup_trials: int = 6
     """bo, tpe, nsga2: uniform random valid archs evaluated before the strategy's model takes over."""
     latency_margin: float = 0.1
@@ -77,6 +85,10 @@ class SearchConfig:
 
             if self.strategy not in known_strategies():
                 out.append(f"strategy: {self.strategy!r} is not one of {', '.join(known_strategies())}")
+        if self.quality not in ("kd_loss", "cosine", "recall"):
+            out.append(f"quality: {self.quality!r} is not one of kd_loss, cosine, recall")
+        if self.quality != "kd_loss" and self.quality_passages < 20:
+            out.append(f"quality_passages: {self.quality_passages} is too few for a recall@10 (give >= 20)")
         if self.n_trials < 1:
             out.append(f"n_trials: {self.n_trials} must be >= 1")
         if self.heartbeat_interval < 0 or self.max_retry < 0:

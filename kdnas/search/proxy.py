@@ -95,11 +95,25 @@ class ProxyEvaluator:
         )  # fmt: skip
         if not math.isfinite(kd):
             raise DistillError(f"{arch.arch_id}: held-out KD loss is {kd}")
+        quality: float = kd
+        emb: dict[str, float | None] = {}
+        if self.cfg.search.quality != "kd_loss":
+            emb = self._embedding_fidelity(student, result.distiller, input_map)
+            value = emb["emb_cosine"] if self.cfg.search.quality == "cosine" else emb["recall_at_10"]
+            if value is None:
+                raise DistillError(
+                    f"{arch.arch_id}: search.quality cosine needs the student's embedding in the teacher's space; "
+                    "this narrower student has no Dense (turn on distill.losses.sentence, or use quality: recall)"
+                )
+            quality = 1.0 - value
         distill_s = time.perf_counter() - t0
         lat = measure_arch(self.teacher.config, arch, self.cfg.target, cache=self.latency_cache)
         params = param_count(arch, self.teacher.config)
         extra = {
             "fidelity": fidelity,
+            "quality": self.cfg.search.quality,
+            "heldout_kd_loss": kd,
+            **emb,
             "tokens": result.tokens,
             "steps": result.steps,
             "train_loss": result.final_loss,
@@ -115,9 +129,46 @@ class ProxyEvaluator:
             extra["vocab_size"] = arch.vocab_size
             extra["unk_rate_proxy"] = self._unk_rate(arch, self.proxy)
             extra["unk_rate_heldout"] = self._unk_rate(arch, self.heldout)
-        self.history.append({"arch_id": arch.arch_id, "kd_loss": kd, "latency_ms": lat.median_ms, **extra})
-        log.info("%s %s: kd %.4f, %.2f ms (%.0f s)", fidelity, arch.arch_id, kd, lat.median_ms, distill_s)
-        return CandidateResult(kd_loss=kd, latency_ms=lat.median_ms, params_m=params.total / 1e6, extra=extra)
+        self.history.append(
+            {"arch_id": arch.arch_id, "kd_loss": quality, "latency_ms": lat.median_ms, **extra}
+        )
+        log.info("%s %s: kd %.4f, quality %.4f, %.2f ms (%.0f s)", fidelity, arch.arch_id, kd, quality,
+                 lat.median_ms, distill_s)  # fmt: skip
+        return CandidateResult(
+            kd_loss=quality, latency_ms=lat.median_ms, params_m=params.total / 1e6, extra=extra
+        )
+
+    def _embedding_fidelity(self, student: Any, distiller: Any, input_map: Any) -> dict[str, float | None]:
+        """Mean cosine and recall@10 of the student's sentence embedding (the teacher's pooling, then the
+        distiller's Dense when narrower) to the teacher's on `search.quality_passages` held-out passages."""
+        import torch
+
+        from kdnas.distill.distiller import teacher_pooling
+        from kdnas.evaluate.fidelity import embedding_fidelity
+        from kdnas.models.pooling import Pooling
+
+        if not hasattr(self, "_passages"):
+            from kdnas.data.corpus import heldout_passages
+
+            texts = heldout_passages(self.cfg.corpus, seed=self.cfg.seed, n=self.cfg.search.quality_passages)
+            if len(texts) < 20:
+                raise DistillError(
+                    f"search.quality {self.cfg.search.quality}: only {len(texts)} held-out passages; raise "
+                    "corpus.heldout_fraction or use search.quality: kd_loss"
+                )
+            tok = self.teacher.tokenizer(texts, truncation=True, max_length=self.cfg.corpus.seq_len,
+                                         padding=True, return_tensors="pt")  # fmt: skip
+            self._passages = (tok["input_ids"], tok["attention_mask"])
+        ids, mask = self._passages
+        pooling = teacher_pooling(self.teacher) or Pooling(mode="mean", source="default: mean pooling")
+        dense = dict(distiller.proj.items()).get("sentence") if distiller is not None else None
+        was = student.training
+        with torch.no_grad():
+            res = embedding_fidelity(self.teacher.model, student, ids, mask, pooling=pooling, student_dense=dense,
+                                     student_input_map=input_map)  # fmt: skip
+        student.train(was)
+        cos = None if res.mean_cosine is None else float(res.mean_cosine)
+        return {"emb_cosine": cos, "recall_at_10": float(res.recall_at_10)}
 
     def _unk_rate(self, arch: Arch, block: Any) -> float | None:
         key = (arch.vocab_size, id(block))

@@ -503,6 +503,14 @@ def run_search(
             f"{list(cfg.objectives)}: use the same objectives to resume, or a new study name"
         )
     study.set_user_attr("objectives", list(cfg.objectives))
+    quality = study.user_attrs.get("quality", "kd_loss" if study.trials else cfg.quality)
+    if quality != cfg.quality:
+        raise SearchError(
+            f"study {study_name!r} in {redact(url)} measured its candidates' quality as {quality!r}, not "
+            f"{cfg.quality!r} (search.quality): the losses would not compare; resume with search.quality: {quality} "
+            "or use a new study name"
+        )
+    study.set_user_attr("quality", cfg.quality)
     if study.metric_names != list(cfg.objectives):
         with quiet_optuna():  # set_metric_names is marked experimental; optuna-dashboard shows the names
             study.set_metric_names(list(cfg.objectives))
