@@ -30,6 +30,9 @@ _EXPORTS = {
     "TeacherNeeds": "kdnas.distill.teacher_cache",
     "teacher_info": "kdnas.distill.teacher_cache",
     "DistillResult": "kdnas.distill.trainer",
+    "LossTerm": "kdnas.distill.terms",
+    "StepView": "kdnas.distill.terms",
+    "register_loss": "kdnas.distill.terms",
     "distill": "kdnas.distill.trainer",
 }
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "DistillConfig",
     "DistillResult",
     "Distiller",
+    "LossTerm",
+    "StepView",
     "TeacherCache",
     "TeacherNeeds",
     "capture_qkv",
@@ -45,6 +50,7 @@ __all__ = [
     "heldout_kd_loss",
     "layer_map",
     "mlm_head",
+    "register_loss",
     "teacher_info",
 ]
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 LOSSES = ("hidden", "attention", "relation", "embedding", "logits", "sentence", "similarity")
 SENTENCE_LOSSES = ("sentence", "similarity")
+"""Built-in losses; `kdnas.distill.register_loss` adds more (`LOSSES` are the built-in names)."""
 """Losses on the pooled sentence embedding (they need the teacher's pooling: `pooling`)."""
 
 
@@ -85,8 +86,11 @@ class DistillConfig:
     def check(self) -> list[str]:
         out = []
         for k, w in self.losses.items():
-            if k not in LOSSES:
-                out.append(f"losses.{k}: unknown loss; use {', '.join(LOSSES)}")
+            if k not in LOSSES:  # the registry is read only then (it imports torch)
+                from kdnas.distill.terms import known_losses
+
+                if k not in known_losses():
+                    out.append(f"losses.{k}: unknown loss; use {', '.join(known_losses())}")
             elif w < 0:
                 out.append(f"losses.{k}: weight {w} must be >= 0")
         if not any(w > 0 for w in self.losses.values()):

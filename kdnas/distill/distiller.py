@@ -14,9 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from kdnas.distill import losses as L
-from kdnas.distill.config import SENTENCE_LOSSES, DistillConfig
+from kdnas.distill.config import DistillConfig
 from kdnas.distill.mapping import capture_qkv, layer_map
 from kdnas.distill.teacher_cache import TeacherInfo, TeacherNeeds, attention_probs_from_qk, base_encoder
+from kdnas.distill.terms import FLASH_TERMS, LOSS_TERMS, LossTerm, StepView
 from kdnas.errors import DistillError
 from kdnas.models.pooling import Pooling, pool, read_pooling
 
@@ -149,14 +150,14 @@ class Distiller(nn.Module):
         self.flash = flash
         self.weights = {k: float(w) for k, w in cfg.losses.items() if w > 0}
         self.pooling = resolve_pooling(cfg, pooling)
-        sentence = [k for k in SENTENCE_LOSSES if k in self.weights]
+        sentence = [k for k in self.weights if k in LOSS_TERMS and LOSS_TERMS[k].needs_pooling]
         if sentence and self.pooling is None:
             log.warning(
                 "distill.losses %s: the teacher has no sentence-transformers pooling config (modules.json), so "
                 "these losses are off; set distill.pooling: mean to pool as most sentence encoders do",
                 ", ".join(sentence),
             )
-            self.weights = {k: w for k, w in self.weights.items() if k not in SENTENCE_LOSSES}
+            self.weights = {k: w for k, w in self.weights.items() if k not in sentence}
         if self.pooling is not None and self.pooling.dense is not None and sentence:
             raise DistillError(
                 f"the teacher's sentence-transformers config has a Dense module ({self.pooling.dense}) after "
@@ -180,38 +181,40 @@ class Distiller(nn.Module):
                 "drop the logits loss)"
             )
         proj: dict[str, nn.Module] = {}
-        if "hidden" in self.weights or flash:
-            for i, tl in enumerate(self.map, 1):
-                proj[f"hidden_{i}"] = nn.Linear(hs, len(tl) * ht)
-        if "embedding" in self.weights:
-            proj["embedding"] = nn.Linear(hs, ht)
-        if "logits" in self.weights and self._heads[0] is None:
-            proj["logits"] = nn.Linear(hs, ht)
-        if "sentence" in self.weights and hs != ht:
-            # the student's pooled embedding is mapped into the teacher's space by this Dense layer, which the
-            # export carries (a sentence-transformers Dense module); at equal width there is none, so what
-            # the loss matched is exactly what the exported model outputs
-            proj["sentence"] = nn.Linear(hs, ht)
+        for term in self.terms(with_flash=flash):
+            proj.update(term.projections(self, hs, ht))
         self.proj = nn.ModuleDict(proj)
         self.relation_layers = [ls] if cfg.relation_layers == "last" else list(range(1, ls + 1))
 
     # ---------------------------------------------------------------------------------------------------------
+    @property
+    def heads(self) -> tuple[Callable[[Tensor], Tensor] | None, Callable[[Tensor], Tensor] | None]:
+        """(the student's MLM head, the teacher's), either None when the model has none."""
+        return self._heads
+
+    def terms(self, weights: dict[str, float] | None = None, *, with_flash: bool = False) -> list[LossTerm]:
+        """The registered loss terms active under `weights` (default: the configured ones), plus the flash
+        phase's terms when `with_flash`."""
+        active = set(weights if weights is not None else self.weights) | (
+            set(FLASH_TERMS) if with_flash else set()
+        )
+        unknown = sorted(active - set(LOSS_TERMS))
+        if unknown:
+            raise DistillError(
+                f"distill.losses: no registered loss {', '.join(unknown)} (kdnas.distill.register_loss)"
+            )
+        return [t for n, t in LOSS_TERMS.items() if n in active]  # registry order: projections built alike
+
     def needs(self) -> TeacherNeeds:
         """What the teacher must provide for the active losses (and for flash mode)."""
-        lt = self.teacher.num_layers
         hidden: set[int] = set()
         qkv: set[int] = set()
         attn: set[int] = set()
-        if "hidden" in self.weights or self.flash:
-            hidden |= {t for tl in self.map for t in tl}
-        if "embedding" in self.weights:
-            hidden.add(0)
-        if "logits" in self.weights or any(k in self.weights for k in SENTENCE_LOSSES):
-            hidden.add(lt)
-        if "relation" in self.weights:
-            qkv |= {t for i in self.relation_layers for t in self.map[i - 1]}
-        if "attention" in self.weights or self.flash:
-            attn |= {t for tl in self.map for t in tl}
+        for term in self.terms(with_flash=self.flash):
+            n = term.teacher_needs(self)
+            hidden |= n.hidden
+            qkv |= n.qkv
+            attn |= n.attn
         return TeacherNeeds(hidden=tuple(sorted(hidden)), qkv=tuple(sorted(qkv)), attn=tuple(sorted(attn)))
 
     def student_ids(self, input_ids: Tensor) -> Tensor:
@@ -223,7 +226,8 @@ class Distiller(nn.Module):
             return self.weights
         return {"hidden": self.weights.get("hidden", 1.0), "attention": self.weights.get("attention", 1.0)}
 
-    def _teacher_probs(self, teacher_out: dict[str, Tensor], layer: int, mask: Tensor) -> Tensor:
+    def teacher_probs(self, teacher_out: dict[str, Tensor], layer: int, mask: Tensor) -> Tensor:
+        """The teacher's attention probabilities of `layer` [B, At, S, S], cached or recomputed from q and k."""
         if f"attn.{layer}" in teacher_out:
             return teacher_out[f"attn.{layer}"]
         q, k = teacher_out[f"q.{layer}"], teacher_out[f"k.{layer}"]
@@ -244,63 +248,21 @@ class Distiller(nn.Module):
         weights = self.phase_weights(flash_layer)
         layers = [flash_layer] if flash_layer is not None else list(range(1, self.num_layers + 1))
         mask = attention_mask
-        rel_layers = self.relation_layers if "relation" in weights else []
+        terms = self.terms(weights)
+        qkv_layers = sorted({i for t in terms for i in t.student_qkv_layers(self)})
         base = base_encoder(self.student)
-        with capture_qkv(base, rel_layers) as cap:
+        with capture_qkv(base, qkv_layers) as cap:
             out = base(
                 input_ids=self.student_ids(input_ids),
                 attention_mask=mask,
                 output_hidden_states=True,
-                output_attentions="attention" in weights,
+                output_attentions=any(t.student_attentions for t in terms),
             )
-        hs = out.hidden_states  # (Ls + 1) x [B, S, Hs]
-        comps: dict[str, Tensor] = {}
-        if "hidden" in weights:
-            terms = []
-            for i in layers:
-                tl = self.map[i - 1]
-                target = torch.cat([teacher_out[f"hidden.{t}"] for t in tl], -1)  # [B, S, k*Ht]
-                var = sum(variances[f"hidden.{t}"] for t in tl) / len(tl)
-                terms.append(L.hidden_mse(self.proj[f"hidden_{i}"](hs[i]), target, mask, variance=var))
-            comps["hidden"] = torch.stack(terms).mean()
-        if "attention" in weights:
-            terms = []
-            for i in layers:
-                for t in self.map[i - 1]:
-                    terms.append(
-                        L.attention_kl(out.attentions[i - 1], self._teacher_probs(teacher_out, t, mask), mask)
-                    )
-            comps["attention"] = torch.stack(terms).mean()
-        if "relation" in weights:
-            terms = []
-            for i in rel_layers:
-                for t in self.map[i - 1]:
-                    t_qkv = [teacher_out[f"{r}.{t}"] for r in "qkv"]
-                    terms.append(L.relation_kl(cap[i], t_qkv, mask, heads=self.cfg.relation_heads))
-            comps["relation"] = torch.stack(terms).mean()
-        if "embedding" in weights:
-            pred = self.proj["embedding"](hs[0])
-            comps["embedding"] = L.hidden_mse(
-                pred, teacher_out["hidden.0"], mask, variance=variances["hidden.0"]
-            )
-        if "logits" in weights:
-            last = teacher_out[f"hidden.{self.teacher.num_layers}"]
-            s_head, t_head = self._heads
-            assert t_head is not None
-            with torch.no_grad():
-                t_logits = t_head(last)  # [B, S, V]
-            # the student's own MLM head if it has one, else the frozen teacher head on the projected state
-            s_logits = s_head(hs[-1]) if s_head is not None else t_head(self.proj["logits"](hs[-1]))
-            comps["logits"] = L.logit_kd(s_logits, t_logits, mask, temperature=self.cfg.temperature)
-        if any(k in weights for k in SENTENCE_LOSSES):
-            t_emb = self.teacher_embedding(teacher_out[f"hidden.{self.teacher.num_layers}"], mask)  # [B, Ht]
-            s_emb = self.student_embedding(hs[-1], mask)  # [B, Ht] ([B, Hs] without a Dense at equal width)
-            if "sentence" in weights:
-                comps["sentence"] = L.sentence_cosine(s_emb, t_emb)
-            if "similarity" in weights:
-                comps["similarity"] = L.similarity_kl(
-                    s_emb, t_emb, temperature=self.cfg.similarity_temperature
-                )
+        view = StepView(
+            distiller=self, mask=mask, hidden=out.hidden_states, attentions=out.attentions, qkv=cap,
+            teacher_out=teacher_out, variances=variances, layers=layers,
+        )  # fmt: skip
+        comps = {t.name: t(view) for t in terms}
         return L.combine(comps, weights), comps
 
     def teacher_embedding(self, last: Tensor, mask: Tensor) -> Tensor:

@@ -57,7 +57,9 @@ def test_kd_loss_quality_is_unchanged(tmp_path: Path) -> None:
 
 
 def test_bad_quality_settings_and_a_study_measured_otherwise(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"search\.quality: 'bleu' is not one of 'kd_loss', 'cosine', 'recall'"):
+    with pytest.raises(
+        ConfigError, match=r"search\.quality: 'bleu' is not one of 'kd_loss', 'cosine', 'recall'"
+    ):
         config.from_dict({"search": {"quality": "bleu"}})
     with pytest.raises(ConfigError, match=r"quality_passages: 5 is too few"):
         config.from_dict({"search": {"quality": "recall", "quality_passages": 5}})
