@@ -89,9 +89,7 @@ def test_no_import_circles() -> None:
 
 def test_no_module_is_too_long() -> None:
     """~500 lines is where a module starts doing two jobs; the ones still over it are listed here to be split."""
-    known = {"kdnas/search/study.py", "kdnas/data/corpus.py", "kdnas/zoo/e5_convert.py", "kdnas/models/vocab.py",
-             "kdnas/distill/trainer.py",
-             "kdnas/space/space.py"}  # fmt: skip
+    known = {"kdnas/search/study.py", "kdnas/distill/trainer.py"}  # fmt: skip
     long = {
         str(p.relative_to(ROOT.parent)) for p in ROOT.rglob("*.py") if len(p.read_text().splitlines()) > 520
     }
