@@ -171,3 +171,23 @@ def test_dashboard_without_the_extra_says_how_to_install_it(smoke_run: Path) -> 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "kdnas[dashboard]" in out.stdout + out.stderr
+
+
+def test_optimum_loads_the_onnx_export_where_it_is_installed(smoke_run: Path) -> None:
+    """Optimum's `ORTModelForFeatureExtraction` on the export folder, where `optimum[onnxruntime]` is installed.
+    Not on this project's stack: optimum-onnx 0.1.0 needs transformers < 4.58 (docs/export.md), so here it skips."""
+    optimum_ort = pytest.importorskip("optimum.onnxruntime")
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    name = json.loads((smoke_run / "summary.json").read_text())["students"][0]["name"]
+    d = smoke_run / "export" / name
+    tok = AutoTokenizer.from_pretrained(d)
+    batch = tok(["The river flows through the old town.", "Hello!"], padding=True, return_tensors="pt")
+    ort_model = optimum_ort.ORTModelForFeatureExtraction.from_pretrained(d, file_name="model.onnx")
+    got = ort_model(**batch).last_hidden_state
+    with torch.no_grad():
+        want = AutoModel.from_pretrained(d).eval()(**batch).last_hidden_state
+    m = batch["attention_mask"].bool()
+    assert np.abs(np.asarray(got)[m.numpy()] - want[m].numpy()).max() < 1e-3
