@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from kdnas.export.onnx import ExportError
-    from kdnas.export.run_dir import _run_config, export_model_dir, export_run, is_model_dir, is_run_dir
+    from kdnas.export.run_dir import _run_config, export, is_model_dir, is_run_dir
     from kdnas.latency.config import TargetConfig
 
     src = Path(args.source)
@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()  # per-file load/save bars would drown the summary below
     kw = dict(onnx=onnx, int8=int8, overwrite=args.overwrite, target=target, measure=not args.no_timing)
     with con.status(f"exporting {src} (ONNX export and timing take a minute)"):
-        results = export_run(src, args.out, **kw) if run else [export_model_dir(src, args.out, **kw)]  # type: ignore[arg-type]
+        results = export(src, args.out, **kw)  # type: ignore[arg-type]
     for r in results:
         con.print(f"[bold]{r.out_dir}[/bold]: {r.params_total / 1e6:.2f} M params "
                   f"({r.params_non_embedding / 1e6:.2f} M non-embedding)")  # fmt: skip

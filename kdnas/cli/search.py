@@ -8,8 +8,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kdnas import run_dir as rd
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -54,10 +52,10 @@ def _run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kdnas import config
+    from kdnas.search.entry import search_inputs
     from kdnas.search.results import TrialRecord
     from kdnas.search.workers import target_fingerprint
-    from kdnas.space.spaces import load_space
-    from kdnas.stages.search import budgets_for, run_study
+    from kdnas.stages.search import run_study
 
     cfg = config.load(args.config, getattr(args, "overrides", {}))
     run_dir = Path(args.run_dir) if args.run_dir else cfg.resolved_run_dir
@@ -72,15 +70,7 @@ def _run(args: argparse.Namespace) -> int:
 
         setup = make_evaluator(cfg, run_dir)
     s = cfg.search
-    space = load_space(s.space, setup.teacher_config)
-    vocab_file = run_dir / rd.VOCAB
-    if vocab_file.exists():  # a run dir whose data stage resolved the `vocab` choices (corpus, N) to sizes
-        from kdnas.space.vocab import VocabTable
-
-        space = space.with_vocab(VocabTable.load(vocab_file).sizes)
-    budgets = budgets_for(
-        cfg.target, setup.teacher_latency_ms, {}
-    )  # the run's also has the baselines' budgets
+    space, budgets = search_inputs(cfg, run_dir, setup)
     study_name = args.study_name or f"{cfg.name}-{s.strategy}" + ("-fake" if args.fake else "")
     console = Console()
     console.print(

@@ -11,6 +11,7 @@ from typing import Any
 
 _WHERE = {
     "EvaluateConfig": "config",
+    "evaluate": "runner",
     "Encoder": "encoder",
     "load_encoder": "encoder",
     "TaskModel": "finetune",

@@ -168,3 +168,20 @@ def config_with(cfg: EvaluateConfig, **changes: Any) -> EvaluateConfig:
     if problems:
         raise ConfigError([f"evaluate.{p}" for p in problems])
     return new
+
+
+def evaluate(
+    model: Any, tasks: Sequence[Any], cfg: EvaluateConfig | None = None, *, name: str | None = None
+) -> ModelReport:
+    """Fine-tune and score `model` (a saved model dir, or an `Encoder`) on `tasks` (zoo names, task files or dirs,
+    `SRC>TGT` zero-shot references, or loaded tasks) under the protocol `cfg` (default `EvaluateConfig()`):
+    what `kdnas evaluate MODEL_DIR --tasks ...` runs for one model."""
+    from kdnas.evaluate.encoder import load_encoder
+
+    cfg = cfg or EvaluateConfig()
+    refs = [t for t in tasks if isinstance(t, str)]
+    loaded = load_tasks(refs, max_train=cfg.max_train_examples, options=cfg.task_options) if refs else []
+    it = iter(loaded)
+    all_tasks = [next(it) if isinstance(t, str) else t for t in tasks]
+    enc = model if isinstance(model, Encoder) else load_encoder(str(model), name=name)
+    return evaluate_encoder(enc, all_tasks, cfg)

@@ -201,3 +201,32 @@ def _teacher_hub_id(teacher: str) -> tuple[str | None, str | None]:
         return None, None
     lic = getattr(asset, "license", None)
     return asset.meta.get("hub_id"), lic.lower() if isinstance(lic, str) else None
+
+
+def export(
+    source: str | Path,
+    out: str | Path,
+    *,
+    onnx: bool = True,
+    int8: bool = True,
+    overwrite: bool = False,
+    target: TargetConfig | None = None,
+    measure: bool = True,
+) -> list[ExportResult]:
+    """Export a `kdnas run` dir (every recommended student into `out/<name>`, the run's target) or one HF model
+    folder (into `out`): what `kdnas export SOURCE --out OUT` does."""
+    from kdnas.export.onnx import ExportError
+
+    src = Path(source)
+    if is_model_dir(src):
+        return [
+            export_model_dir(
+                src, out, onnx=onnx, int8=int8, overwrite=overwrite, target=target, measure=measure
+            )
+        ]
+    if is_run_dir(src):
+        return export_run(src, out, onnx=onnx, int8=int8, overwrite=overwrite, target=target, measure=measure)
+    raise ExportError(
+        f"{src}: neither an HF model folder (config.json) nor a run dir (config.yaml, students/); pass the dir "
+        "`kdnas run` wrote or a folder saved with save_pretrained"
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from kdnas.latency.api import (
     SideBySide,
     load_teacher_config,
+    measure,
     measure_arch,
     measure_archs,
     measure_many,
@@ -44,6 +45,7 @@ __all__ = [
     "known_backends",
     "load_predictor",
     "load_teacher_config",
+    "measure",
     "measure_arch",
     "measure_archs",
     "measure_many",

@@ -370,3 +370,23 @@ def measure_side_by_side(
         rounds=rounds,
         speedup_cv=[statistics.pstdev(x) / statistics.fmean(x) if len(x) > 1 else 0.0 for x in ratios],
     )
+
+
+def measure(model: Any, target: TargetConfig | None = None, *, teacher_config: Any = None) -> LatencyResult:
+    """Latency of one model on `target` (default: CPU, 2 threads, batch 1, sequence 128) in an isolated worker:
+    an `Arch` (a student of `teacher_config`'s family, random weights), a saved model dir (its own weights, or
+    its ONNX files for the onnxruntime backends), or an HF config (e.g. the teacher's)."""
+    from kdnas.space.arch import Arch
+
+    target = target or TargetConfig()
+    if isinstance(model, Arch):
+        if teacher_config is None:
+            raise LatencyError(
+                "measure(Arch): pass teacher_config (the family and vocabulary the student takes)"
+            )
+        return measure_arch(load_teacher_config(teacher_config), model, target)
+    if isinstance(model, (str, Path)) and Path(model).is_dir():
+        return measure_model_dir(model, target)
+    if hasattr(model, "model_type"):
+        return measure_teacher(model, target)
+    raise LatencyError(f"measure: {model!r} is neither an Arch, a model dir nor an HF config")

@@ -10,6 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "SearchConfig": "kdnas.search.config",
+    "search": "kdnas.search.entry",
     "run_search": "kdnas.search.study",
     "summarize": "kdnas.search.trials",
     "SearchResult": "kdnas.search.results",

@@ -1,4 +1,5 @@
-"""The runnable examples of docs/architecture.md run as written (each in a fresh interpreter, in a temp dir)."""
+"""The runnable examples of docs/architecture.md and docs/api.md run as written (each in a fresh interpreter, in a
+temp dir)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+BLOCKS = re.findall(r"```python\n(.*?)```", (DOCS / "architecture.md").read_text(), flags=re.S) + [
+    b
+    for b in re.findall(r"```python\n(.*?)```", (DOCS / "api.md").read_text(), flags=re.S)
+    if b.startswith("# runnable example")
+]
 
 
 def test_the_doc_has_its_examples() -> None:
-    assert len(BLOCKS) >= 3
+    assert len(BLOCKS) >= 5
 
 
 @pytest.mark.parametrize("i", range(len(BLOCKS)))
