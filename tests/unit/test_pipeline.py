@@ -368,4 +368,5 @@ def test_final_distillation_under_torchrun_matches_one_process(tmp_path: Path) -
         assert (tmp_path / f"run{n}" / "export" / student["name"] / "config.json").is_file()
     assert results[2]["processes"] == 2 and results[2]["name"] == results[1]["name"]
     assert results[2]["steps"] == results[1]["steps"] and results[2]["tokens"] == results[1]["tokens"]
-    assert results[2]["heldout_kd_loss"] == pytest.approx(results[1]["heldout_kd_loss"], rel=1e-4)
+    # float noise: another summation order across processes and threads, bf16 autocast on CPUs that have it
+    assert results[2]["heldout_kd_loss"] == pytest.approx(results[1]["heldout_kd_loss"], rel=1e-3)
