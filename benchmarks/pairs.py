@@ -24,23 +24,19 @@ def main() -> None:
     ap.add_argument("--out", help="write the figures as JSON here")
     a = ap.parse_args()
 
-    from transformers import AutoModel, AutoTokenizer
-
     from kdnas.distill.distiller import teacher_pooling
-    from kdnas.evaluate.fidelity import load_dense
+    from kdnas.evaluate.fidelity import load_embedder
     from kdnas.evaluate.pair_similarity import pair_similarity
     from kdnas.evaluate.runner import load_tasks
-    from kdnas.models.pooling import Pooling, read_pooling
+    from kdnas.models.pooling import Pooling
     from kdnas.models.teacher import load_teacher
 
     tasks = load_tasks([t.strip() for t in a.tasks.split(",") if t.strip()])
     teacher = load_teacher(a.teacher, attn_implementation="eager")
     models = [("teacher", teacher.model, teacher.tokenizer, teacher_pooling(teacher) or Pooling(), None)]
     for d in a.models:
-        m = AutoModel.from_pretrained(d, attn_implementation="eager").eval()
-        models.append(
-            (Path(d).name, m, AutoTokenizer.from_pretrained(d), read_pooling(d) or Pooling(), load_dense(d))
-        )
+        label = Path(d).parent.name if Path(d).name == "model" else Path(d).name  # students/<name>/model
+        models.append((label, *load_embedder(d)))
     out: dict[str, dict] = {}
     print(
         f"{'model':<28} "

@@ -42,12 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ExportError(f"{src}: no such run dir or model dir")
     onnx = not args.no_onnx
     int8 = onnx and not args.no_int8
-    run = not is_model_dir(src) and is_run_dir(src)
-    if not run and not is_model_dir(src):
-        raise ExportError(
-            f"{src}: neither an HF model folder (config.json) nor a run dir (config.yaml, students/); "
-            "pass the dir `kdnas run` wrote or a folder saved with save_pretrained"
-        )
+    run = not is_model_dir(src) and is_run_dir(src)  # neither: `export` says what to pass
     cfg = _run_config(src) if run else None
     target = cfg.target if cfg is not None else TargetConfig()
     if args.threads is not None:

@@ -359,4 +359,20 @@ def heldout_passages(
     return out
 
 
-__all__ = ["CorpusSplits", "Document", "build_corpus", "heldout_passages", "iter_documents", "mix_counts"]
+def heldout_batch(cfg: CorpusConfig, tokenizer: Any, *, seed: int, n: int) -> tuple[Any, Any]:
+    """`heldout_passages` tokenised as the teacher reads them (at most `cfg.seq_len` tokens, padded):
+    (input_ids, attention_mask) [N, S] for the fidelity figures."""
+    texts = heldout_passages(cfg, seed=seed, n=n)
+    tok = tokenizer(texts, truncation=True, max_length=cfg.seq_len, padding=True, return_tensors="pt")
+    return tok["input_ids"], tok["attention_mask"]
+
+
+__all__ = [
+    "CorpusSplits",
+    "Document",
+    "build_corpus",
+    "heldout_batch",
+    "heldout_passages",
+    "iter_documents",
+    "mix_counts",
+]

@@ -155,3 +155,16 @@ def load_dense(model_dir: str | Path) -> nn.Linear | None:
     lin.weight.data.copy_(w)
     lin.bias.data.copy_(b)
     return lin.eval()
+
+
+def load_embedder(model_dir: str | Path) -> tuple[nn.Module, Any, Pooling, nn.Linear | None]:
+    """(model, tokenizer, pooling, Dense) of a saved model dir, embedding as it embeds for a user: its own
+    sentence-transformers pooling (mean pooling when it has none) and Dense."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from kdnas.models.pooling import read_pooling
+
+    model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    pooling = read_pooling(model_dir) or Pooling(mode="mean", source="default: mean pooling")
+    return model, tok, pooling, load_dense(model_dir)

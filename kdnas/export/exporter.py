@@ -314,12 +314,13 @@ def _sentence_head(sentence_dir: str | Path | None) -> Any:
     """The sentence head of an export whose source is a sentence-transformers folder (None otherwise)."""
     if sentence_dir is None or not (Path(sentence_dir) / "modules.json").is_file():
         return None
-    from kdnas.models.pooling import load_dense_weights, read_pooling
+    from kdnas.evaluate.fidelity import load_dense
+    from kdnas.models.pooling import read_pooling
 
     pooling = read_pooling(sentence_dir)
     if pooling is None:
         return None
-    return onnx_mod.sentence_head(pooling, load_dense_weights(sentence_dir))
+    return onnx_mod.sentence_head(pooling, load_dense(sentence_dir))
 
 
 def _normal_permissions(d: Path) -> None:

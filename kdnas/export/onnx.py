@@ -124,10 +124,10 @@ SENTENCE_OUTPUT = "sentence_embedding"
 sentence-transformers modules compute it (so ONNX users get the vectors that live in the teacher's space)."""
 
 
-def sentence_head(pooling: Any, dense: tuple[Any, Any] | None) -> Any:
+def sentence_head(pooling: Any, dense: Any = None) -> Any:
     """A torch module (last_hidden_state [B, S, H], attention_mask [B, S]) -> sentence embedding [B, D]: the
-    `kdnas.models.pooling.Pooling` over real tokens, then the Dense (weight [D, H], bias [D]) when there is one,
-    then L2 normalisation when the pooling config says so."""
+    `kdnas.models.pooling.Pooling` over real tokens, then `dense` (an nn.Linear H -> D, e.g.
+    `kdnas.evaluate.fidelity.load_dense(dir)`) when there is one, then L2 normalisation when the pooling says so."""
     import dataclasses
 
     import torch
@@ -139,13 +139,7 @@ def sentence_head(pooling: Any, dense: tuple[Any, Any] | None) -> Any:
     class _Head(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.dense = None
-            if dense is not None:
-                w, b = dense
-                self.dense = torch.nn.Linear(int(w.shape[1]), int(w.shape[0]))
-                with torch.no_grad():
-                    self.dense.weight.copy_(w)
-                    self.dense.bias.copy_(b)
+            self.dense = dense
 
         def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             x = pool(hidden, mask, raw)  # [B, H]

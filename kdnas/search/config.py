@@ -85,8 +85,6 @@ class SearchConfig:
 
             if self.strategy not in known_strategies():
                 out.append(f"strategy: {self.strategy!r} is not one of {', '.join(known_strategies())}")
-        if self.quality not in ("kd_loss", "cosine", "recall"):
-            out.append(f"quality: {self.quality!r} is not one of kd_loss, cosine, recall")
         if self.quality != "kd_loss" and self.quality_passages < 20:
             out.append(f"quality_passages: {self.quality_passages} is too few for a recall@10 (give >= 20)")
         if self.n_trials < 1:

@@ -148,17 +148,20 @@ class ProxyEvaluator:
         from kdnas.models.pooling import Pooling
 
         if not hasattr(self, "_passages"):
-            from kdnas.data.corpus import heldout_passages
+            from kdnas.data.corpus import heldout_batch
 
-            texts = heldout_passages(self.cfg.corpus, seed=self.cfg.seed, n=self.cfg.search.quality_passages)
-            if len(texts) < 20:
+            ids, mask = heldout_batch(
+                self.cfg.corpus,
+                self.teacher.tokenizer,
+                seed=self.cfg.seed,
+                n=self.cfg.search.quality_passages,
+            )
+            if len(ids) < 20:
                 raise DistillError(
-                    f"search.quality {self.cfg.search.quality}: only {len(texts)} held-out passages; raise "
+                    f"search.quality {self.cfg.search.quality}: only {len(ids)} held-out passages; raise "
                     "corpus.heldout_fraction or use search.quality: kd_loss"
                 )
-            tok = self.teacher.tokenizer(texts, truncation=True, max_length=self.cfg.corpus.seq_len,
-                                         padding=True, return_tensors="pt")  # fmt: skip
-            self._passages = (tok["input_ids"], tok["attention_mask"])
+            self._passages = (ids, mask)
         ids, mask = self._passages
         pooling = teacher_pooling(self.teacher) or Pooling(mode="mean", source="default: mean pooling")
         dense = dict(distiller.proj.items()).get("sentence") if distiller is not None else None

@@ -187,13 +187,9 @@ class RunContext:
         """`n` held-out passages from outside the corpus splits, tokenised as the teacher reads them."""
         key = f"fidelity_passages:{n}"
         if key not in self._memo:
-            from kdnas.data.corpus import heldout_passages
+            from kdnas.data.corpus import heldout_batch
 
-            texts = heldout_passages(self.cfg.corpus, seed=self.seed, n=n)
-            tok = self.teacher().tokenizer(
-                texts, truncation=True, max_length=self.cfg.corpus.seq_len, padding=True, return_tensors="pt"
-            )
-            self._memo[key] = (tok["input_ids"], tok["attention_mask"])
+            self._memo[key] = heldout_batch(self.cfg.corpus, self.teacher().tokenizer, seed=self.seed, n=n)
         return self._memo[key]  # type: ignore[no-any-return]
 
     def trial_callback(self, record: Any) -> None:

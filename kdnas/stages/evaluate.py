@@ -103,21 +103,17 @@ def evaluate(
 def pair_scores(ctx: RunContext, model_dir: Path | None, tasks: list[Any], *, max_len: int) -> dict[str, Any]:
     """Zero-shot pair similarity of the teacher (`model_dir` None) or of the model in `model_dir` on `tasks`,
     embedded as each one embeds (its pooling config, its Dense)."""
-    from transformers import AutoModel, AutoTokenizer
-
     from kdnas.distill.distiller import teacher_pooling
-    from kdnas.evaluate.fidelity import load_dense
+    from kdnas.evaluate.fidelity import load_embedder
     from kdnas.evaluate.pair_similarity import pair_similarity
-    from kdnas.models.pooling import Pooling, read_pooling
+    from kdnas.models.pooling import Pooling
 
-    default = Pooling(mode="mean", source="default: mean pooling")
     if model_dir is None:
         t = ctx.teacher()
-        model, tok, pooling, dense = t.model, t.tokenizer, teacher_pooling(t) or default, None
+        pooling = teacher_pooling(t) or Pooling(mode="mean", source="default: mean pooling")
+        model, tok, dense = t.model, t.tokenizer, None
     else:
-        model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
-        pooling, dense = read_pooling(model_dir) or default, load_dense(model_dir)
+        model, tok, pooling, dense = load_embedder(model_dir)
     out = {}
     for task in tasks:
         r = pair_similarity(model, tok, task, pooling, dense=dense, max_len=max_len)
