@@ -99,6 +99,11 @@ class EvaluateConfig:
     """Also score every sentence-pair task zero-shot: the cosine of the two texts' embeddings (the model's
     pooling and Dense), no fine-tuning; Spearman for regression, dev-thresholded accuracy for two classes
     (`kdnas.evaluate.pair_similarity`)."""
+    static_peer: bool = True
+    """Also make a static-embedding peer of the teacher (Model2Vec's recipe, `kdnas.models.static`: every
+    vocabulary token embedded by the teacher alone, Zipf/SIF-weighted; about 40 s for minilm-l6) and score it
+    like a student: one more row of the retention table with the suite, the fidelity figures, the zero-shot
+    pair scores and its speed-up timed beside the teacher (torch backends), and one more point on the front."""
 
     def check(self) -> list[str]:
         out = []

@@ -34,6 +34,11 @@ def load_encoder(ref: str | Path, *, cache_dir: str | Path | None = None, name: 
     """Load `ref` (zoo teacher name, local HF model dir such as an exported student, or hub id)."""
     s = str(ref)
     label = name or (Path(s).name if Path(s).exists() else s)
+    from kdnas.models.static import is_static_dir, load_static
+
+    if is_static_dir(s):  # a static embedding table (kdnas.models.static): an encoder without context
+        static, tok, _ = load_static(s)
+        return Encoder(model=static, tokenizer=tok, name=label, path=s)  # type: ignore[arg-type]
     if has_module("kdnas.models.teacher"):
         from kdnas.models.teacher import load_teacher
 

@@ -163,7 +163,11 @@ def load_embedder(model_dir: str | Path) -> tuple[nn.Module, Any, Pooling, nn.Li
     from transformers import AutoModel, AutoTokenizer
 
     from kdnas.models.pooling import read_pooling
+    from kdnas.models.static import is_static_dir, load_static
 
+    if is_static_dir(model_dir):  # a static table: the mean of its token rows, normalised as it was made
+        static, tok, normalize = load_static(model_dir)
+        return static, tok, Pooling(mode="mean", normalize=normalize, source=f"{model_dir} (static)"), None
     model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     pooling = read_pooling(model_dir) or Pooling(mode="mean", source="default: mean pooling")

@@ -32,12 +32,15 @@ class LatencyBackend(ABC):
     - Errors the user can fix raise KdnasError subclasses (LatencyError, ArchError, MissingExtraError).
     - `isolate = False` marks a backend whose numbers do not depend on the process (the fake), which
       `measure_archs` then runs in-process.
+    - `times_static` marks a backend that can time a static embedding table (a `ModelSpec` of kind `static`);
+      the others raise LatencyError for one.
     """
 
     name: ClassVar[str] = ""
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     extra: ClassVar[str | None] = None
     isolate: ClassVar[bool] = True
+    times_static: ClassVar[bool] = False
 
     def __init__(
         self,

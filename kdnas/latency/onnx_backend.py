@@ -110,6 +110,11 @@ class OnnxRuntimeBackend(LatencyBackend):
 
     # the graph -------------------------------------------------------------------------------------------------
     def _fp32(self, spec: ModelSpec, info: dict[str, Any]) -> Path:
+        if spec.kind == "static":
+            raise LatencyError(
+                f"{spec.label}: a static embedding model is a table lookup, not a graph; time it with a torch "
+                "backend (target.backend: torch)"
+            )
         if spec.kind == "dir" and (Path(spec.path or "") / "model.onnx").is_file():
             return Path(spec.path or "") / "model.onnx"
         out = self.workdir / f"{_safe(spec.key)}.onnx"

@@ -1,4 +1,5 @@
-"""What a worker measures, as plain data: a student arch of a teacher, a full HF config, or a model dir.
+"""What a worker measures, as plain data: a student arch of a teacher, a full HF config, a model dir, or a static
+(Model2Vec-format) embedding model dir.
 
 A `ModelSpec` travels as JSON to the worker, builds the model there, and gives the cache its model key.
 """
@@ -60,8 +61,9 @@ def _short_hash(obj: Any) -> str:
 class ModelSpec:
     """A model to measure. Build it with `build()` inside the worker (random weights except for `dir`)."""
 
-    kind: Literal["arch", "config", "dir"]
-    """arch: a student of `config` (the teacher's); config: exactly `config`; dir: a saved model at `path`."""
+    kind: Literal["arch", "config", "dir", "static"]
+    """arch: a student of `config` (the teacher's); config: exactly `config`; dir: a saved model at `path`;
+    static: a static embedding table at `path` (`kdnas.models.static`; torch backends only)."""
     config: str
     """The teacher's (arch) or the model's (config, dir) HF config as canonical JSON."""
     arch: str | None = None
@@ -90,7 +92,11 @@ class ModelSpec:
     def for_dir(cls, path: str | Path) -> ModelSpec:
         from transformers import AutoConfig
 
+        from kdnas.models.static import is_static_dir, static_config
+
         p = Path(path).expanduser().resolve()
+        if is_static_dir(p):
+            return cls("static", json.dumps(static_config(p), sort_keys=True), path=str(p))
         if not (p / "config.json").is_file():
             raise LatencyError(
                 f"{p}: not a model dir (no config.json); give a dir written by save_pretrained"
@@ -101,6 +107,10 @@ class ModelSpec:
     # properties --------------------------------------------------------------------------------------------
     def hf_config(self) -> PretrainedConfig:
         """The config of the model that gets built (the student's for kind arch)."""
+        if self.kind == "static":
+            from kdnas.models.static import StaticConfig
+
+            return StaticConfig(**json.loads(self.config))  # type: ignore[return-value]
         cfg = config_from_dict(json.loads(self.config))
         if self.kind == "arch":
             from kdnas.models.student import student_config
@@ -119,23 +129,27 @@ class ModelSpec:
     def key(self) -> str:
         """Cache key of the model: arch id + teacher family/vocab/positions, or a hash of config (+ files)."""
         cfg = json.loads(self.config)
+        if self.kind == "static":
+            return f"static-{_short_hash([cfg, self._files()])}@V{cfg.get('vocab_size')}"
         fam = f"{cfg.get('model_type')}-V{cfg.get('vocab_size')}-P{cfg.get('max_position_embeddings', 0)}"
         if self.kind == "arch":
             return f"{Arch.from_dict(json.loads(self.arch or '{}')).arch_id}@{fam}"
         if self.kind == "config":
             return f"config-{_short_hash(cfg)}@{fam}"
-        files = sorted(
+        return f"dir-{_short_hash([cfg, self._files()])}@{fam}"
+
+    def _files(self) -> list[tuple[str, int, int]]:
+        return sorted(
             (f.name, f.stat().st_size, int(f.stat().st_mtime))
             for f in Path(self.path or ".").iterdir()
             if f.is_file()
         )
-        return f"dir-{_short_hash([cfg, files])}@{fam}"
 
     @property
     def label(self) -> str:
         if self.kind == "arch":
             return self.get_arch().arch_id
-        if self.kind == "dir":
+        if self.kind in ("dir", "static"):
             return Path(self.path or "").name
         return f"{json.loads(self.config).get('model_type')}:{self.get_arch().arch_id}"
 
@@ -152,6 +166,10 @@ class ModelSpec:
         """The model in eval mode: random weights (arch, config) or the saved ones (dir)."""
         from transformers import AutoModel
 
+        if self.kind == "static":
+            from kdnas.models.static import load_static
+
+            return load_static(self.path or "")[0].eval()  # type: ignore[return-value]
         if self.kind == "arch":
             from kdnas.models.student import build_student
 

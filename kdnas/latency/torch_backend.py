@@ -32,6 +32,8 @@ def make_inputs(vocab_size: int, shape: Shape, device: str = "cpu") -> dict[str,
 class TorchBackend(LatencyBackend):
     """Eager PyTorch forward passes under `torch.inference_mode()`, timed with the wall clock."""
 
+    times_static = True
+
     name = "torch"
     devices = ("cpu",)
 

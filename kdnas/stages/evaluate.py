@@ -37,6 +37,9 @@ def evaluate(
     for m in [*distill.baselines, *distill.students]:
         d = ctx.run_dir / m["model_dir"]  # relative to the run dir (absolute paths pass through)
         models.append((m["name"], _dir_encoder(str(d), m["name"]), d))
+    if evaluate.static_peer:
+        peer = static_peer_dir(ctx)
+        models.append((STATIC_PEER, _dir_encoder(str(peer), STATIC_PEER), peer))
 
     reports: dict[str, ModelReport] = {}
     todo = [m for m in models if not ctx.path(rd.EVALUATE, f"{m[0]}.json").exists()]
@@ -81,7 +84,16 @@ def evaluate(
                 ctx.say(f"  zero-shot pair similarity of {name}: {got or 'n/a'}")
                 write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), reports[name].to_dict())
     # every model timed in the same workers, rounds alternating the order: speed-ups are per-round ratios
-    timed = [(n, d) for n, _, d in models if n == "teacher" or d is not None]
+    from kdnas.latency.backends import get_backend
+
+    static_ok = get_backend(target.backend).times_static
+    timed = [
+        (n, d) for n, _, d in models if n == "teacher" or (d is not None and (n != STATIC_PEER or static_ok))
+    ]
+    if evaluate.static_peer and not static_ok:
+        ctx.say(
+            f"  {STATIC_PEER}: not timed (the {target.backend} backend times graphs; a torch backend times it)"
+        )
     specs = [
         ModelSpec.for_config(ctx.teacher().config) if d is None else ModelSpec.for_dir(d) for _, d in timed
     ]
@@ -98,6 +110,30 @@ def evaluate(
             fh.write("\n" + pair_markdown(reports) + "\n")
     rows = table.to_dict()["rows"] if hasattr(table, "to_dict") else []
     return EvaluateResult(retention=rows, latency_ms=latency, speedup_range=spread, latency_rounds=sbs.rounds)
+
+
+STATIC_PEER = "model2vec-static"
+"""Name of the static-embedding peer's row (`evaluate.static_peer`)."""
+
+
+def static_peer_dir(ctx: RunContext) -> Path:
+    """The teacher's static-embedding peer (`kdnas.models.static`), made once per run dir (atomically)."""
+    from kdnas.distill.distiller import teacher_pooling
+    from kdnas.models.pooling import Pooling
+    from kdnas.models.static import is_static_dir, make_static_peer
+
+    out = ctx.run_dir / rd.PEERS / STATIC_PEER
+    if not is_static_dir(out) or not (out / "model.safetensors").is_file():
+        import time
+
+        t0 = time.perf_counter()
+        t = ctx.teacher()
+        pooling = teacher_pooling(t) or Pooling(mode="mean", source="default: mean pooling")
+        make_static_peer(t, out, pooling=pooling)
+        ctx.say(
+            f"  {STATIC_PEER}: static embeddings of the teacher's vocabulary made in {time.perf_counter() - t0:.0f} s"
+        )
+    return out
 
 
 def pair_scores(ctx: RunContext, model_dir: Path | None, tasks: list[Any], *, max_len: int) -> dict[str, Any]:
@@ -165,6 +201,7 @@ def fidelity(ctx: RunContext, model_dir: Path, *, passages: int) -> dict[str, An
     from kdnas.distill.distiller import teacher_pooling
     from kdnas.evaluate.fidelity import embedding_fidelity, load_dense
     from kdnas.models.pooling import Pooling
+    from kdnas.models.static import is_static_dir, load_static
     from kdnas.space.arch import Arch
 
     ids, mask = ctx.fidelity_passages(passages)
@@ -173,11 +210,16 @@ def fidelity(ctx: RunContext, model_dir: Path, *, passages: int) -> dict[str, An
         return None
     teacher = ctx.teacher()
     pooling = teacher_pooling(teacher) or Pooling(mode="mean", source="default: mean pooling")
-    student = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    static = is_static_dir(model_dir)
+    student = (
+        load_static(model_dir)[0]
+        if static
+        else AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    )
     input_map = None
     rows = int(student.get_input_embeddings().weight.shape[0])
     table = ctx.vocab()
-    if table is not None and rows != table.teacher_vocab_size:
+    if table is not None and rows != table.teacher_vocab_size and not static:
         cfg: Any = student.config
         arch = Arch(num_layers=cfg.num_hidden_layers, hidden_size=cfg.hidden_size,
                     num_heads=cfg.num_attention_heads, ffn_size=cfg.intermediate_size,
@@ -222,7 +264,7 @@ def _teacher_eval_cache(ctx: RunContext, teacher: TeacherConfig, evaluate: Evalu
     from kdnas.distill.teacher_cache import teacher_info
 
     ev = dataclasses.asdict(evaluate)
-    for k in ("baselines", "task_distill", "threads", "student_lrs", "pair_similarity"):
+    for k in ("baselines", "task_distill", "threads", "student_lrs", "pair_similarity", "static_peer"):
         ev.pop(k, None)
     tasks = []
     for t in ev.pop("tasks"):

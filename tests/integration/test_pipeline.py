@@ -39,6 +39,13 @@ def test_smoke_run_writes_every_stage(smoke_run: Path) -> None:
         export = smoke_run / "export" / s["name"]
         for f in ("config.json", "model.safetensors", "model.onnx", "model-int8.onnx", "README.md"):
             assert (export / f).exists(), f
+    # the static-embedding peer of the teacher (evaluate.static_peer, on by default): a row like a student's,
+    # faster than any student (a table lookup), with its fidelity and suite scores
+    peer = rows["model2vec-static"]
+    assert peer["speedup"] > max(rows[s["name"]]["speedup"] for s in summary["students"])
+    assert 0 < peer["fidelity"]["recall_at_10"] <= 1 and 0 < peer["fidelity"]["mean_cosine"] < 1
+    assert 0.0 < peer["avg_retention"] <= 1.5
+    assert (smoke_run / "peers" / "model2vec-static" / "model.safetensors").is_file()
     for f in ("pareto.png", "pareto.html", "trials.csv", "summary.md"):
         assert (smoke_run / "report" / f).exists(), f
 
