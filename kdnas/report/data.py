@@ -106,6 +106,16 @@ class RetentionEntry:
     """Teacher latency / this model's latency."""
     params: int | None = None
     """Parameter count."""
+    role: str = "baseline"
+    """teacher, student (a recommendation of the search), baseline (hand-picked) or peer (the static model)."""
+    fidelity: dict[str, Any] | None = None
+    """Label-free fidelity to the teacher (mean_cosine, cka, recall_at_10), if measured."""
+
+    @property
+    def suite_avg(self) -> float | None:
+        """Mean test score over the tasks (main metric each), the suite average of the headline."""
+        vals = [v for v in self.scores.values() if v is not None]
+        return sum(vals) / len(vals) if vals else None
 
 
 @dataclass
@@ -238,15 +248,18 @@ def load_report_data(run_dir: str | Path) -> ReportData:
     if ret_path.is_file():
         table = read_json(ret_path)
         tasks = list(table.get("tasks", []))
+        students = {s.get("name") for s in _summary_students(run)}
         for r in table.get("rows", []):
+            name = r["model"]
+            role = ("teacher" if name == table.get("teacher") else "student" if name in students
+                    else "peer" if name == rd.STATIC_PEER else "baseline")  # fmt: skip
             retention.append(RetentionEntry(
-                model=r["model"], scores=r.get("scores", {}), retention=r.get("retention", {}),
+                model=name, scores=r.get("scores", {}), retention=r.get("retention", {}),
                 avg_retention=r.get("avg_retention"), latency_ms=r.get("latency_ms"), speedup=r.get("speedup"),
-                params=r.get("params"),
+                params=r.get("params"), role=role, fidelity=r.get("fidelity"),
             ))  # fmt: skip
         # baselines named in the retention table but absent from baselines.json still get a point when timed
         known = {b.name for b in baselines} | {table.get("teacher")}
-        students = {s.get("name") for s in _summary_students(run)}
         for r in retention:
             if r.model not in known and r.model not in students and r.latency_ms is not None:
                 baselines.append(RefPoint(name=r.model, latency_ms=r.latency_ms))

@@ -39,7 +39,7 @@ def evaluate(
         models.append((m["name"], _dir_encoder(str(d), m["name"]), d))
     if evaluate.static_peer:
         peer = static_peer_dir(ctx)
-        models.append((STATIC_PEER, _dir_encoder(str(peer), STATIC_PEER), peer))
+        models.append((rd.STATIC_PEER, _dir_encoder(str(peer), rd.STATIC_PEER), peer))
 
     reports: dict[str, ModelReport] = {}
     todo = [m for m in models if not ctx.path(rd.EVALUATE, f"{m[0]}.json").exists()]
@@ -88,11 +88,13 @@ def evaluate(
 
     static_ok = get_backend(target.backend).times_static
     timed = [
-        (n, d) for n, _, d in models if n == "teacher" or (d is not None and (n != STATIC_PEER or static_ok))
+        (n, d)
+        for n, _, d in models
+        if n == "teacher" or (d is not None and (n != rd.STATIC_PEER or static_ok))
     ]
     if evaluate.static_peer and not static_ok:
         ctx.say(
-            f"  {STATIC_PEER}: not timed (the {target.backend} backend times graphs; a torch backend times it)"
+            f"  {rd.STATIC_PEER}: not timed (the {target.backend} backend times graphs; a torch backend times it)"
         )
     specs = [
         ModelSpec.for_config(ctx.teacher().config) if d is None else ModelSpec.for_dir(d) for _, d in timed
@@ -112,17 +114,13 @@ def evaluate(
     return EvaluateResult(retention=rows, latency_ms=latency, speedup_range=spread, latency_rounds=sbs.rounds)
 
 
-STATIC_PEER = "model2vec-static"
-"""Name of the static-embedding peer's row (`evaluate.static_peer`)."""
-
-
 def static_peer_dir(ctx: RunContext) -> Path:
     """The teacher's static-embedding peer (`kdnas.models.static`), made once per run dir (atomically)."""
     from kdnas.distill.distiller import teacher_pooling
     from kdnas.models.pooling import Pooling
     from kdnas.models.static import is_static_dir, make_static_peer
 
-    out = ctx.run_dir / rd.PEERS / STATIC_PEER
+    out = ctx.run_dir / rd.PEERS / rd.STATIC_PEER
     if not is_static_dir(out) or not (out / "model.safetensors").is_file():
         import time
 
@@ -131,7 +129,7 @@ def static_peer_dir(ctx: RunContext) -> Path:
         pooling = teacher_pooling(t) or Pooling(mode="mean", source="default: mean pooling")
         make_static_peer(t, out, pooling=pooling)
         ctx.say(
-            f"  {STATIC_PEER}: static embeddings of the teacher's vocabulary made in {time.perf_counter() - t0:.0f} s"
+            f"  {rd.STATIC_PEER}: static embeddings of the teacher's vocabulary made in {time.perf_counter() - t0:.0f} s"
         )
     return out
 

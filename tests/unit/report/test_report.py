@@ -34,7 +34,9 @@ def test_front_one_point_per_arch_and_ignores_failed() -> None:
 
 def test_write_report_files(report_data: ReportData, tmp_path: Path) -> None:
     paths = write_report(report_data, tmp_path / "report")
-    assert {p.name for p in paths.values()} == {"pareto.png", "pareto.html", "trials.csv", "summary.md"}
+    assert {p.name for p in paths.values()} == {"pareto.png", "pareto.html", "trials.csv", "summary.md",
+                                              "suite.png", "suite.html"}  # fmt: skip
+    assert paths["suite plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     png = paths["plot"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
@@ -47,7 +49,7 @@ def test_write_report_files(report_data: ReportData, tmp_path: Path) -> None:
     assert next(r for r in rows if r["state"] == "failed")["reason"].startswith("RuntimeError")
 
     md = paths["summary"].read_text()
-    assert "![Pareto plot](pareto.png)" in md
+    assert "![Pareto plot](pareto.png)" in md and "![Suite score against speed-up](suite.png)" in md
     assert "| 7x | 5.14 | `L3-H128-A4-F512-gelu` | 4.5 | 8.0x | 0.3000 | 4.00 |" in md
     for i in range(len(FRONT)):
         assert f"`L{i + 1}-H128-A4-F512-gelu`" in md
@@ -110,6 +112,8 @@ def _write_run(run: Path) -> None:
                          speedup=1.0),
             RetentionRow("every-other-layer", {"bbc-news": 0.93}, {"bbc-news": 0.0}, {"bbc-news": 0.97}, 0.97,
                          latency_ms=18.0, speedup=2.0),
+            RetentionRow("model2vec-static", {"bbc-news": 0.80}, {"bbc-news": 0.0}, {"bbc-news": 0.83}, 0.83,
+                         latency_ms=0.1, speedup=360.0, fidelity={"mean_cosine": 0.36, "recall_at_10": 0.30}),
         ],
     )  # fmt: skip
     table.write_json(run / "retention.json")
@@ -127,8 +131,12 @@ def test_load_report_data_from_run_dir(tmp_path: Path) -> None:
         ("3x", "L5-H128-A4-F512-gelu"), ("7x", "L3-H128-A4-F512-gelu"),
     ]  # fmt: skip
     assert d.budgets_ms == [12.0, 5.14]
-    assert [b.name for b in d.baselines] == ["every-other-layer"] and d.baselines[0].latency_ms == 18.0
-    assert [e.model for e in d.retention] == ["teacher", "every-other-layer"] and d.tasks == ["bbc-news"]
+    assert [b.name for b in d.baselines] == ["every-other-layer", "model2vec-static"]
+    assert d.baselines[0].latency_ms == 18.0
+    assert [(e.model, e.role) for e in d.retention] == [
+        ("teacher", "teacher"), ("every-other-layer", "baseline"), ("model2vec-static", "peer"),
+    ] and d.tasks == ["bbc-news"]  # fmt: skip
+    assert d.retention[2].fidelity == {"mean_cosine": 0.36, "recall_at_10": 0.30}
     assert d.meta["strategy"] == "kdnas" and d.meta["hypervolume"] == 3.2
 
 
@@ -143,6 +151,8 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "pareto.html",
         "trials.csv",
         "summary.md",
+        "suite.png",
+        "suite.html",
     }
 
 
@@ -162,3 +172,34 @@ def test_bad_run_dirs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_round_trip_dict() -> None:
     d = synthetic_data(1)
     assert ReportData.from_dict(json.loads(json.dumps(d.to_dict()))) == d
+
+
+def test_suite_plot_places_every_role_and_draws_the_searched_front(tmp_path: Path) -> None:
+    from kdnas.report import RetentionEntry, suite_html, suite_png
+    from kdnas.report.suite_plot import searched_front, suite_points
+
+    def row(name: str, role: str, speedup: float | None, score: float) -> RetentionEntry:
+        return RetentionEntry(model=name, scores={"a": score, "b": score + 2}, retention={}, speedup=speedup,
+                              role=role)  # fmt: skip
+
+    rows = [row("teacher", "teacher", 1.0, 80), row("s3", "student", 3.0, 74), row("s7", "student", 7.0, 70),
+            row("s-bad", "student", 2.5, 60), row("tinybert", "baseline", 2.0, 71), row("m2v", "peer", 300.0, 55),
+            row("untimed", "baseline", None, 50)]  # fmt: skip
+    d = ReportData(trials=[], retention=rows)
+    pts = suite_points(d)
+    assert [e.model for e in pts] == [
+        "teacher",
+        "tinybert",
+        "s-bad",
+        "s3",
+        "s7",
+        "m2v",
+    ]  # timed ones, by speed
+    assert pts[1].suite_avg == 72.0
+    assert [e.model for e in searched_front(pts)] == ["s3", "s7"]  # s-bad: s3 is faster and better
+    png = suite_png(d, tmp_path / "suite.png")
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = suite_html(d, tmp_path / "suite.html")
+    assert html is not None and "searched front" in html.read_text() and "m2v" in html.read_text()
+    assert suite_png(ReportData(trials=[], retention=[rows[-1]]), tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
