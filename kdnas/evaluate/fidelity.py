@@ -53,12 +53,23 @@ def encode(
     tokens: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Sentence embeddings [N, D] of `model` on `ids`/`mask` [N, S] (pooled, Dense, normalised as `pooling`
-    says) and, when `tokens`, the last hidden states of every real token [T, H] (for CKA)."""
+    says) and, when `tokens`, the last hidden states of every real token [T, H] (for CKA).
+
+    Rows are run in order of length, each batch cut to its longest row (right padding: the same result as the
+    full width, a fraction of the work on short passages); embeddings come back in the rows' order, tokens in
+    the length order, which is the same for every model given the same `mask`."""
     model.eval()
     embs, toks = [], []
     plain = Pooling(mode=pooling.mode, normalize=False)
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, stable=True)
+    right_padded = bool((mask.cumsum(1).eq(lengths[:, None]) | mask.bool()).all())
     for i in range(0, len(ids), batch_size):
-        b_ids, b_mask = ids[i : i + batch_size], mask[i : i + batch_size]
+        rows = order[i : i + batch_size]
+        b_ids, b_mask = ids[rows], mask[rows]
+        if right_padded:
+            width = max(1, int(lengths[rows].max()))
+            b_ids, b_mask = b_ids[:, :width], b_mask[:, :width]
         x = b_ids if input_map is None else input_map[b_ids]
         out = model(input_ids=x, attention_mask=b_mask)
         last = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
@@ -71,7 +82,9 @@ def encode(
         embs.append(e)
         if tokens:
             toks.append(last[b_mask.bool()])
-    return torch.cat(embs), (torch.cat(toks) if tokens else None)
+    out = torch.empty_like(torch.cat(embs))
+    out[order] = torch.cat(embs)
+    return out, (torch.cat(toks) if tokens else None)
 
 
 def linear_cka(x: Tensor, y: Tensor) -> float:
@@ -115,12 +128,16 @@ def embedding_fidelity(
     k: int = 10,
     batch_size: int = 64,
     cka_tokens: int = 20_000,
+    teacher_out: tuple[Tensor, Tensor] | None = None,
 ) -> FidelityResult:
     """Fidelity of `student` to `teacher` on the held-out passages `ids`/`mask` (teacher token ids; the student
     reads `student_input_map[ids]` when its vocabulary is trimmed). The mean cosine is left out (None) when the
-    embeddings are of different widths and the student has no Dense projection into the teacher's space."""
+    embeddings are of different widths and the student has no Dense projection into the teacher's space.
+    teacher_out: the teacher's `encode(..., tokens=True)` on the same passages, to reuse across students."""
     t0 = time.perf_counter()
-    te, tt = encode(teacher, ids, mask, pooling, batch_size=batch_size, tokens=True)
+    if teacher_out is None:
+        teacher_out = teacher_encoding(teacher, ids, mask, pooling, batch_size=batch_size)
+    te, tt = teacher_out
     se, st = encode(
         student, ids, mask, pooling, dense=student_dense, input_map=student_input_map, batch_size=batch_size,
         tokens=True,
@@ -139,6 +156,16 @@ def embedding_fidelity(
         passages=len(ids),
         seconds=round(time.perf_counter() - t0, 2),
     )
+
+
+def teacher_encoding(
+    teacher: nn.Module, ids: Tensor, mask: Tensor, pooling: Pooling, *, batch_size: int = 64
+) -> tuple[Tensor, Tensor]:
+    """(embeddings [N, D], token states [T, H]) of the teacher on the passages: what `embedding_fidelity`
+    compares each student with, computed once per run."""
+    te, tt = encode(teacher, ids, mask, pooling, batch_size=batch_size, tokens=True)
+    assert tt is not None
+    return te, tt
 
 
 def load_dense(model_dir: str | Path) -> nn.Linear | None:

@@ -192,6 +192,20 @@ class RunContext:
             self._memo[key] = heldout_batch(self.cfg.corpus, self.teacher().tokenizer, seed=self.seed, n=n)
         return self._memo[key]  # type: ignore[no-any-return]
 
+    def teacher_fidelity_encoding(self, n: int) -> tuple[Any, Any]:
+        """The teacher's embeddings and token states on `fidelity_passages(n)`, once per run (every model's
+        fidelity is measured against them)."""
+        key = f"teacher_fidelity_encoding:{n}"
+        if key not in self._memo:
+            from kdnas.distill.distiller import teacher_pooling
+            from kdnas.evaluate.fidelity import teacher_encoding
+            from kdnas.models.pooling import Pooling
+
+            t = self.teacher()
+            pooling = teacher_pooling(t) or Pooling(mode="mean", source="default: mean pooling")
+            self._memo[key] = teacher_encoding(t.model, *self.fidelity_passages(n), pooling)
+        return self._memo[key]  # type: ignore[no-any-return]
+
     def trial_callback(self, record: Any) -> None:
         """One line per search trial."""
         if not self.quiet:

@@ -224,8 +224,8 @@ def fidelity(ctx: RunContext, model_dir: Path, *, passages: int) -> dict[str, An
                     vocab_size=rows)  # fmt: skip
         input_map = table.input_map(arch)
     res = embedding_fidelity(
-        teacher.model, student, ids, mask, pooling=pooling, student_dense=load_dense(model_dir),
-        student_input_map=input_map,
+        teacher.model, student, ids, mask, pooling=pooling, student_dense=None if static else load_dense(model_dir),
+        student_input_map=input_map, teacher_out=ctx.teacher_fidelity_encoding(passages),
     )  # fmt: skip
     return res.to_dict()
 

@@ -94,3 +94,25 @@ def test_input_map_is_applied_to_the_student() -> None:
     scrambled = identity.flip(0)
     d, _ = encode(teacher, b["input_ids"], b["attention_mask"], Pooling(), input_map=scrambled)
     assert not torch.allclose(c, d)
+
+
+def test_encode_by_length_equals_one_row_at_a_time() -> None:
+    # rows of different lengths, right-padded to one width: sorted and trimmed batches give each row what it
+    # gets alone at its own length, in the rows' order; tokens are each real token once
+    model = tiny_teacher("bert", seed=0).eval()
+    torch.manual_seed(0)
+    lengths = [5, 16, 3, 9, 12, 7, 16, 4]
+    ids = torch.randint(5, 100, (len(lengths), 16))
+    mask = torch.zeros_like(ids)
+    for r, n in enumerate(lengths):
+        mask[r, :n] = 1
+    ids = ids * mask
+    pooling = Pooling(mode="mean", normalize=True)
+    emb, toks = encode(model, ids, mask, pooling, batch_size=3, tokens=True)
+    assert toks is not None and toks.shape[0] == sum(lengths)
+    for r, n in enumerate(lengths):
+        alone, _ = encode(model, ids[r : r + 1, :n], mask[r : r + 1, :n], pooling)
+        torch.testing.assert_close(emb[r], alone[0], atol=1e-5, rtol=1e-4)
+    left = mask.flip(1)  # left padding: not trimmed, still the right rows
+    emb_left, _ = encode(model, ids.flip(1), left, pooling, batch_size=3)
+    assert emb_left.shape == emb.shape
