@@ -88,6 +88,9 @@ class ModelCardInfo:
     """A trimmed vocabulary: choice (corpus, N), teacher_vocab_size, unk_rate_heldout (from the run's files)."""
     fidelity: dict[str, Any] = field(default_factory=dict)
     """Label-free fidelity to the teacher on held-out passages: mean_cosine, cka, recall_at_10, passages."""
+    peer_fidelity: dict[str, Any] = field(default_factory=dict)
+    """The same figures for the run's static-embedding peer (`evaluate.static_peer`), shown beside them, with
+    its `speedup` when it was timed."""
     datasets: list[str] = field(default_factory=list)
     """What it was distilled and evaluated on (corpus sources, task names) for the `datasets` front-matter key."""
 
@@ -293,14 +296,23 @@ def render_card(
         )
 
     if info.fidelity:
-        f = info.fidelity
-        cells = [["embedding cosine to the teacher", _fmt(f.get("mean_cosine"), ".3f")],
-                 ["linear CKA, last hidden state", _fmt(f.get("cka"), ".3f")],
-                 ["recall@10 of the teacher's neighbours", _fmt(f.get("recall_at_10"), ".3f")]]  # fmt: skip
+        f, p = info.fidelity, info.peer_fidelity
+        keys = [("embedding cosine to the teacher", "mean_cosine"), ("linear CKA, last hidden state", "cka"),
+                ("recall@10 of the teacher's neighbours", "recall_at_10")]  # fmt: skip
+        cells = [[label, _fmt(f.get(k), ".3f")] + ([_fmt(p.get(k), ".3f")] if p else []) for label, k in keys]
+        header = ["", "this model"]
+        peer = ""
+        if p:
+            sp = p.get("speedup")
+            header.append(
+                "static peer" + (f" ({sp:.0f}x the teacher)" if isinstance(sp, int | float) else "")
+            )
+            peer = (" Beside it, a static-embedding model made from the same teacher with Model2Vec's recipe "
+                    "(no transformer: the mean of per-token vectors), what a student must beat at the fast end.")  # fmt: skip
         parts.append(
             f"## Embedding fidelity\n\nLabel-free agreement with the teacher on {f.get('passages')} held-out "
-            "passages of the distillation corpus (sentences of documents the student never saw).\n\n"
-            + _table(["", ""], cells)
+            f"passages of the distillation corpus (sentences of documents the student never saw).{peer}\n\n"
+            + _table(header, cells)
         )
 
     parts.append(

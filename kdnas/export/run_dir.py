@@ -178,6 +178,9 @@ def card_info_from_run(run: Path, student: dict[str, Any], cfg: RunConfig | None
         mine, teacher = rows.get(student["name"]), rows.get(table.get("teacher"))
         if mine and mine.get("fidelity"):
             info.fidelity = dict(mine["fidelity"])
+        peer = rows.get(rd.STATIC_PEER)
+        if info.fidelity and peer and peer.get("fidelity"):
+            info.peer_fidelity = {**peer["fidelity"], "speedup": peer.get("speedup")}
         if mine and teacher:
             for task, score in mine.get("scores", {}).items():
                 if task in teacher.get("scores", {}):

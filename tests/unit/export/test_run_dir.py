@@ -28,7 +28,10 @@ def _run_dir(tmp_path: Path, names: list[str]) -> Path:
         "tasks": ["bbc-news"], "metrics": {"bbc-news": "accuracy"}, "teacher": "teacher",
         "rows": [
             {"model": "teacher", "scores": {"bbc-news": 0.96}, "retention": {"bbc-news": 1.0}},
-            {"model": names[0], "scores": {"bbc-news": 0.90}, "retention": {"bbc-news": 0.9375}},
+            {"model": names[0], "scores": {"bbc-news": 0.90}, "retention": {"bbc-news": 0.9375},
+             "fidelity": {"mean_cosine": 0.71, "cka": 0.6, "recall_at_10": 0.55, "passages": 2000}},
+            {"model": "model2vec-static", "scores": {"bbc-news": 0.80}, "retention": {"bbc-news": 0.83},
+             "speedup": 410.0, "fidelity": {"mean_cosine": 0.356, "cka": 0.32, "recall_at_10": 0.303}},
         ],
     }))  # fmt: skip
     return run
@@ -60,6 +63,10 @@ def test_export_run_writes_each_student_and_refuses_clash(tmp_path: Path) -> Non
     assert [r.out_dir for r in results] == [out / "s7x", out / "s3x"]
     card = (out / "s7x" / "README.md").read_text()
     assert "| bbc-news | accuracy | 0.9000 | 0.9600 | 93.8% |" in card
+    # its fidelity beside the static peer's (issue 21): what a student must beat at the fast end
+    assert "|  | this model | static peer (410x the teacher) |" in card
+    assert "| recall@10 of the teacher's neighbours | 0.550 | 0.303 |" in card
+    assert "## Embedding fidelity" not in (out / "s3x" / "README.md").read_text()  # no figures of its own
     assert "distilled from **minilm-l6**" in card
     (out / "s7x" / "marker").write_text("x")
     with pytest.raises(ExportError, match="already exist"):
