@@ -155,3 +155,19 @@ def test_pair_scores_embed_a_model_dir_as_it_embeds(tmp_path: Path) -> None:
 
     table = pair_markdown({"teacher": R(), "student-3x": R()})
     assert "| model | same-classification |" in table and "| student-3x | 1.000 (accuracy) |" in table
+
+
+def test_pair_scores_and_fidelity_read_a_static_peer_dir(tmp_path: Path) -> None:
+    """The static peer (`evaluate.static_peer`) goes through the same pair scores as a student dir."""
+    from kdnas.models.pooling import Pooling, pool
+    from kdnas.models.static import build_static_table, save_static
+    from kdnas.stages.context import RunContext
+    from kdnas.stages.evaluate import pair_scores
+    from kdnas.testing import tiny_pair_task, tiny_teacher, tiny_tokenizer
+
+    model, tok = tiny_teacher("bert", seed=0).eval(), tiny_tokenizer()
+    table = build_static_table(model, tok, lambda h, m: pool(h, m, Pooling(mode="mean")))
+    d = save_static(tmp_path / "peer", table, tok, teacher="tiny")
+    ctx = RunContext(cfg=config.load("smoke"), run_dir=tmp_path / "run")
+    scores = pair_scores(ctx, d, [tiny_pair_task("classification")], max_len=32)
+    assert scores["same-classification"]["value"] == 1.0  # identical texts, identical mean of rows
