@@ -102,8 +102,11 @@ class EvaluateConfig:
     static_peer: bool = True
     """Also make a static-embedding peer of the teacher (Model2Vec's recipe, `kdnas.models.static`: every
     vocabulary token embedded by the teacher alone, Zipf/SIF-weighted; about 40 s for minilm-l6) and score it
-    like a student: one more row of the retention table with the suite, the fidelity figures, the zero-shot
-    pair scores and its speed-up timed beside the teacher (torch backends), and one more point on the front."""
+    like a student: one more row of the retention table with the suite (its table fine-tuned with a head under
+    this protocol, with 10x each lr of the grid offered too and chosen on dev: a bare table learns slower),
+    the fidelity figures, the zero-shot pair scores and its speed-up timed beside the teacher (torch backends:
+    the table lookup alone, like every model's forward pass without tokenisation), and one more point on the
+    suite plot."""
 
     def check(self) -> list[str]:
         out = []
