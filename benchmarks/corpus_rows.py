@@ -1,12 +1,12 @@
 """What the distillation rows look like (issue 21): the same student distilled on the same corpus and token budget
 with packed 128-token rows and with sentence rows (consecutive sentences of one document, at most `seq_len`
-tokens), then scored side by side on the label-free fidelity (2,000 held-out sentences) and on the suite.
+tokens and `max_sentences` sentences), then scored side by side on the label-free fidelity (2,000 held-out sentences) and on the suite.
 
 The sentence losses match the teacher's pooled embedding of each row. With packed rows every row is 128 tokens
 cut across document boundaries, unlike what users embed (queries, sentences, passages), and unlike the held-out
 sentences the fidelity is measured on; sentence rows are short and whole.
 
-    python benchmarks/corpus_rows.py [--arch L2-H384-A12-F384] [--tokens 600000] [--rows packed:128,sentence:64]
+    python benchmarks/corpus_rows.py [--arch L2-H384-A12-F384] [--tokens 600000] [--rows packed:128,sentence:64,sentence:128:2]
                                      [--no-suite] [--out runs/bench/corpus_rows.json]
 
 Reports, does not assert.
@@ -28,7 +28,8 @@ def main() -> None:
     ap.add_argument(
         "--tokens", type=int, help="distillation tokens per student (default distill.full_tokens)"
     )
-    ap.add_argument("--rows", default="packed:128,sentence:64", help="corpus MODE:SEQ_LEN pairs to compare")
+    ap.add_argument("--rows", default="packed:128,sentence:64",
+                    help="corpus MODE:SEQ_LEN[:MAX_SENTENCES] to compare, comma-separated")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--no-suite", action="store_true", help="fidelity only (seconds, not the suite's minutes)"
@@ -66,8 +67,9 @@ def main() -> None:
           f"passages; suite: {', '.join(t.name for t in tasks) or 'skipped'}", flush=True)  # fmt: skip
     rows: list[dict[str, Any]] = []
     for spec in a.rows.split(","):
-        mode, _, seq = spec.partition(":")
-        ccfg = dataclasses.replace(cfg.corpus, mode=mode, seq_len=int(seq or cfg.corpus.seq_len))  # type: ignore[arg-type]
+        mode, seq, most = [*spec.split(":"), "", ""][:3]
+        ccfg = dataclasses.replace(cfg.corpus, mode=mode, seq_len=int(seq or cfg.corpus.seq_len),  # type: ignore[arg-type]
+                                   max_sentences=int(most) if most else None)  # fmt: skip
         splits = build_corpus(ccfg, teacher.tokenizer, seed=cfg.seed)
         n_rows = len(splits.train.input_ids)
         real = float(splits.train.attention_mask.sum()) / n_rows
@@ -75,10 +77,10 @@ def main() -> None:
                                   importance=cfg.distill.importance, seed=cfg.seed)  # fmt: skip
         t0 = time.perf_counter()
         res = distill(teacher, student, splits.train, cfg.distill, tokens=tokens, mode="standard", seed=cfg.seed,
-                      teacher_cache=TeacherCache(work / f"cache-{mode}{seq}", budget_mb=cfg.distill.teacher_cache_mb),
+                      teacher_cache=TeacherCache(work / f"cache-{mode}{seq}-{most}", budget_mb=cfg.distill.teacher_cache_mb),
                       progress=False)  # fmt: skip
         secs = time.perf_counter() - t0
-        model_dir = work / f"{mode}{seq}" / "model"
+        model_dir = work / f"{mode}{seq}-{most}" / "model"
         model_dir.parent.mkdir(parents=True, exist_ok=True)
         save_student(student, teacher.tokenizer, res.distiller, model_dir)
         fid = embedding_fidelity(teacher.model, student, ids, mask, pooling=pooling,

@@ -21,7 +21,12 @@ class CorpusConfig:
     seq_len: int = 128
     """Tokens per training sequence."""
     mode: Literal["packed", "sentence"] = "packed"
-    """`packed`: documents concatenated and cut into full sequences; `sentence`: one padded sentence per row."""
+    """`packed`: documents concatenated and cut into full sequences; `sentence`: consecutive sentences of one
+    document per row, padded (at most `seq_len` tokens and `max_sentences` sentences)."""
+    max_sentences: int | None = None
+    """`sentence` mode: at most this many sentences per row (None: as many as fit in `seq_len`). Short rows are
+    what a sentence-embedding student is used on (queries, sentences, short passages), so the sentence losses
+    match the teacher's embedding of such texts (docs/distillation.md#rows)."""
     heldout_fraction: float = 0.08
     """Share of documents kept out of training, for the held-out KD loss and the label-free fidelity (0.08 of
     wiki-vital-en gives 2,315 held-out passages, above the 2,000 the recall@10 figure is taken over)."""
@@ -54,4 +59,11 @@ class CorpusConfig:
             out.append("proxy_fraction: proxy + held-out fractions must leave documents for training")
         if self.max_documents is not None and self.max_documents < 1:
             out.append(f"max_documents: {self.max_documents} must be >= 1")
+        if self.max_sentences is not None:
+            if self.max_sentences < 1:
+                out.append(f"max_sentences: {self.max_sentences} must be >= 1 (or null: fill each row)")
+            elif self.mode != "sentence":
+                out.append(
+                    f"max_sentences: {self.max_sentences} applies to mode: sentence only (mode is {self.mode})"
+                )
         return out

@@ -128,6 +128,8 @@ def _cache_key_data(cfg: CorpusConfig, tokenizer: Any, seed: int, root: Path) ->
         d.pop("temperature")
     if not any(Path(s).suffix.lower() in TEXT_SUFFIXES or Path(s).is_dir() for s in cfg.sources):
         d.pop("txt_documents")
+    if d.get("max_sentences") is None:  # caches made before the option keep their keys
+        d.pop("max_sentences", None)
     return d
 
 
@@ -156,7 +158,8 @@ def _build(cfg: CorpusConfig, tokenizer: Any, seed: int, root: Path, tmp: Path) 
     for si, source in enumerate(cfg.sources):
         ws = {s: RowWriter(tmp / f"src{si}.{s}.bin", cfg.seq_len, sp.pad) for s in SPLITS}
         builders: dict[str, RowBuilder] = {
-            s: (PackedRows if cfg.mode == "packed" else SentenceRows)(ws[s], sp) for s in SPLITS
+            s: PackedRows(ws[s], sp) if cfg.mode == "packed" else SentenceRows(ws[s], sp, cfg.max_sentences)
+            for s in SPLITS
         }
         docs = {s: 0 for s in SPLITS}
         chars = 0

@@ -307,21 +307,32 @@ class PackedRows(RowBuilder):
 
 
 class SentenceRows(RowBuilder):
-    """One document per row; a document longer than a row is cut between sentences (a longer sentence is cut)."""
+    """One document per row; a document longer than a row is cut between sentences (a longer sentence is cut).
+    With `max_sentences`, a row also ends after that many sentences (rows of one or two sentences: what a
+    sentence-embedding model is used on)."""
+
+    def __init__(self, writer: RowWriter, specials: Specials, max_sentences: int | None = None):
+        super().__init__(writer, specials)
+        self.max_sentences = max_sentences
 
     def add_sentences(self, sentences: list[list[int]]) -> None:
         row: list[int] = []
+        count = 0
         for sent in sentences:
             while len(sent) > self.body:  # a sentence longer than a row fills rows of its own
                 if row:
                     self.writer.add(_wrap(row, self.sp))
-                    row = []
+                    row, count = [], 0
                 self.writer.add(_wrap(sent[: self.body], self.sp))
                 sent = sent[self.body :]
-            if len(row) + len(sent) > self.body:
+            if row and (
+                len(row) + len(sent) > self.body or (self.max_sentences and count >= self.max_sentences)
+            ):
                 self.writer.add(_wrap(row, self.sp))
-                row = []
-            row = row + sent
+                row, count = [], 0
+            if sent:
+                row = row + sent
+                count += 1
         if row:
             self.writer.add(_wrap(row, self.sp))
 

@@ -119,6 +119,29 @@ def test_sentence_rows_group_whole_sentences_and_pad(tmp_path: Path) -> None:
     assert lengths.tolist() == [5, 4, 6, 4, 3]
 
 
+def test_sentence_rows_with_max_sentences_end_a_row_after_that_many(tmp_path: Path) -> None:
+    w = _write(tmp_path, 8)  # body 6
+    s = SentenceRows(w, SP, max_sentences=2)
+    s.add_sentences([[10], [11], [12, 13], [14, 15, 16, 17, 18], [19]])  # 1+1 | 2 (then 5 does not fit) | 5+1
+    s.add_sentences([[20, 21, 22, 23, 24, 25, 26, 27]])  # longer than a row: cut, each piece a row
+    w.close()
+    assert w.memmap().tolist() == [
+        [2, 10, 11, 3, 0, 0, 0, 0],
+        [2, 12, 13, 3, 0, 0, 0, 0],
+        [2, 14, 15, 16, 17, 18, 19, 3],
+        [2, 20, 21, 22, 23, 24, 25, 3],
+        [2, 26, 27, 3, 0, 0, 0, 0],
+    ]
+
+
+def test_max_sentences_is_checked() -> None:
+    from kdnas.data.config import CorpusConfig
+
+    assert CorpusConfig(mode="sentence", max_sentences=2).check() == []
+    assert "must be >= 1" in CorpusConfig(mode="sentence", max_sentences=0).check()[0]
+    assert "mode: sentence only" in CorpusConfig(max_sentences=2).check()[0]
+
+
 def test_row_builders_need_room(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no room"):
         PackedRows(RowWriter(tmp_path / "x.bin", 2, 0), SP)
