@@ -86,7 +86,7 @@ def main() -> None:
         fid = embedding_fidelity(teacher.model, student, ids, mask, pooling=pooling,
                                  student_dense=load_dense(model_dir), teacher_out=t_out)  # fmt: skip
         row: dict[str, Any] = {"rows": spec, "train_rows": n_rows, "tokens_per_row": round(real, 1),
-                               "distill_s": round(secs, 1), "heldout_kd": res.final_loss, **fid.to_dict()}  # fmt: skip
+                               "distill_s": round(secs, 1), "final_train_loss": res.final_loss, **fid.to_dict()}  # fmt: skip
         print(f"  {spec}: {n_rows} rows of {real:.0f} tokens; distilled in {secs:.0f} s; emb cosine "
               f"{fid.mean_cosine:.3f}, CKA {fid.cka:.3f}, recall@10 {fid.recall_at_10:.3f}", flush=True)  # fmt: skip
         if tasks:

@@ -362,11 +362,17 @@ def heldout_passages(
     return out
 
 
+HELDOUT_MAX_LEN = 128
+"""Held-out passages (sentences) are read up to this many tokens, or `seq_len` when longer: the fidelity figures
+do not move when training rows are made shorter."""
+
+
 def heldout_batch(cfg: CorpusConfig, tokenizer: Any, *, seed: int, n: int) -> tuple[Any, Any]:
-    """`heldout_passages` tokenised as the teacher reads them (at most `cfg.seq_len` tokens, padded):
+    """`heldout_passages` tokenised as the teacher reads them (at most max(`cfg.seq_len`, 128) tokens, padded):
     (input_ids, attention_mask) [N, S] for the fidelity figures."""
     texts = heldout_passages(cfg, seed=seed, n=n)
-    tok = tokenizer(texts, truncation=True, max_length=cfg.seq_len, padding=True, return_tensors="pt")
+    width = max(cfg.seq_len, HELDOUT_MAX_LEN)
+    tok = tokenizer(texts, truncation=True, max_length=width, padding=True, return_tensors="pt")
     return tok["input_ids"], tok["attention_mask"]
 
 

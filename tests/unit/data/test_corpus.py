@@ -224,7 +224,7 @@ def test_splits_are_disjoint_and_deterministic(tmp_path: Path, tok) -> None:  # 
 
 def test_packed_rows_shapes(tmp_path: Path, tok) -> None:  # type: ignore[no-untyped-def]
     p = write_tiny_corpus(tmp_path / "c.txt", 120)
-    cs = build_corpus(_cfg(p, seq_len=24), tok, cache_dir=tmp_path / "c")
+    cs = build_corpus(_cfg(p, seq_len=24, mode="packed"), tok, cache_dir=tmp_path / "c")
     for block in (cs.proxy, cs.train, cs.heldout):
         assert block.input_ids.shape[1] == 24 and len(block) > 0
         assert int(block.attention_mask.min()) == 1  # packed rows are full

@@ -139,7 +139,7 @@ def test_max_sentences_is_checked() -> None:
 
     assert CorpusConfig(mode="sentence", max_sentences=2).check() == []
     assert "must be >= 1" in CorpusConfig(mode="sentence", max_sentences=0).check()[0]
-    assert "mode: sentence only" in CorpusConfig(max_sentences=2).check()[0]
+    assert "mode: sentence only" in CorpusConfig(mode="packed", max_sentences=2).check()[0]
 
 
 def test_row_builders_need_room(tmp_path: Path) -> None:
