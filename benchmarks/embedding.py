@@ -49,7 +49,7 @@ def main() -> None:
     import torch
 
     from kdnas import config
-    from kdnas.data.corpus import build_corpus, heldout_passages
+    from kdnas.data.corpus import build_corpus, heldout_batch, heldout_passages
     from kdnas.distill import TeacherCache, distill
     from kdnas.distill.distiller import teacher_pooling
     from kdnas.evaluate.fidelity import embedding_fidelity, encode, recall_at_k
@@ -67,10 +67,7 @@ def main() -> None:
     pooling = teacher_pooling(teacher) or Pooling(mode="mean")
     splits = build_corpus(cfg.corpus, teacher.tokenizer, seed=cfg.seed)
     texts = heldout_passages(cfg.corpus, seed=cfg.seed, n=cfg.evaluate.fidelity_passages)
-    tok = teacher.tokenizer(
-        texts, truncation=True, max_length=cfg.corpus.seq_len, padding=True, return_tensors="pt"
-    )
-    ids, mask = tok["input_ids"], tok["attention_mask"]
+    ids, mask = heldout_batch(cfg.corpus, teacher.tokenizer, seed=cfg.seed, n=cfg.evaluate.fidelity_passages)
     print(
         f"teacher {cfg.teacher.name}; {tokens:,} distillation tokens per student; {len(texts)} held-out passages"
     )

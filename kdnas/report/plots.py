@@ -157,13 +157,26 @@ def pareto_png(data: ReportData, path: str | Path, *, dpi: int = 130) -> Path:
         ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize=8.5, framealpha=0.9)
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
+        return save_png(fig, path, dpi=dpi)
     finally:
         plt.close(fig)
+
+
+def save_png(fig: Any, path: str | Path, *, dpi: int) -> Path:
+    """Lay out a matplotlib figure and write it to `path` (parents made); the caller closes it."""
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
     return out
+
+
+def write_html(fig: Any, path: str | Path) -> Path:
+    """A plotly figure as one self-contained HTML file (plotly.js inlined: works offline)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(str(p), include_plotlyjs=True, full_html=True, include_mathjax=False)
+    return p
 
 
 def _front_2d(front: list[TrialRow]) -> list[TrialRow]:
@@ -254,7 +267,4 @@ def pareto_figure(data: ReportData) -> Any:
 
 def pareto_html(data: ReportData, path: str | Path) -> Path:
     """Write the interactive plot as one self-contained HTML file (plotly.js inlined: works offline)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    pareto_figure(data).write_html(str(p), include_plotlyjs=True, full_html=True, include_mathjax=False)
-    return p
+    return write_html(pareto_figure(data), path)

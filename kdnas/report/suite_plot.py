@@ -13,6 +13,7 @@ from typing import Any
 
 from kdnas._imports import optional_import
 from kdnas.report.data import ReportData, RetentionEntry
+from kdnas.report.plots import save_png, write_html
 
 _STYLE = {  # role -> (colour, matplotlib marker, plotly symbol, size)
     "teacher": ("#2ca02c", "*", "star", 15),
@@ -86,13 +87,9 @@ def suite_png(data: ReportData, path: str | Path, *, dpi: int = 130) -> Path | N
         ax.set_title(f"{data.title}: suite score against speed-up")
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(loc="lower left", fontsize=8.5, framealpha=0.9)
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
+        return save_png(fig, path, dpi=dpi)
     finally:
         plt.close(fig)
-    return out
 
 
 def suite_figure(data: ReportData) -> Any:
@@ -128,7 +125,4 @@ def suite_html(data: ReportData, path: str | Path) -> Path | None:
     """Write the interactive suite plot as one self-contained HTML file (None when nothing was timed)."""
     if not suite_points(data):
         return None
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    suite_figure(data).write_html(str(p), include_plotlyjs=True, full_html=True, include_mathjax=False)
-    return p
+    return write_html(suite_figure(data), path)
