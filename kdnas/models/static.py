@@ -222,10 +222,16 @@ def load_static(path: str | Path) -> tuple[StaticEncoder, Any, bool]:
     tensors = load_file(str(weights))
     if "embeddings" not in tensors:
         raise ModelError(f"{weights}: no 'embeddings' tensor (found {', '.join(tensors) or 'none'})")
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # it reads config.json (model_type model2vec) and warns it is no model type
     try:
         tok = AutoTokenizer.from_pretrained(str(p))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelError(f"{p}: no usable tokenizer in the dir ({e})") from e
+    finally:
+        hf_logging.set_verbosity(level)
     normalize = bool(json.loads((p / "config.json").read_text()).get("normalize", True))
     return StaticEncoder(tensors["embeddings"], special_ids=_special_ids(tok)), tok, normalize
 
