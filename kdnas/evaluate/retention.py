@@ -278,11 +278,13 @@ def retention_table(
     models: list[ModelReport],
     *,
     latency_ms: dict[str, float] | None = None,
+    speedup: dict[str, float] | None = None,
 ) -> RetentionTable:
     """Compare every model with the teacher on the teacher's tasks.
 
     latency_ms: model name -> latency (e.g. from `kdnas.latency` on the configured target); the teacher's entry
-    is needed for speed-ups. Tasks a model lacks are left out of its averages. Zero-shot columns are compared
+    is needed for speed-ups. speedup: model name -> speed-up measured side by side (the median of per-round
+    ratios, `SideBySide.speedup`), used in preference to the ratio of the latencies' medians. Tasks a model lacks are left out of its averages. Zero-shot columns are compared
     with the teacher's zero-shot score and averaged apart (`RetentionRow.zero_shot_retention`).
     """
     tasks = list(teacher.results)
@@ -316,7 +318,7 @@ def retention_table(
             params=m.params,
             params_ratio=m.params / teacher.params if m.params and teacher.params else None,
             latency_ms=m_lat,
-            speedup=t_lat / m_lat if t_lat and m_lat else None,
+            speedup=(speedup or {}).get(m.name) or (t_lat / m_lat if t_lat and m_lat else None),
             zero_shot_retention=mean_of(True) if zero_shot else None,
             language_retention=by_lang,
             language_zero_shot_retention=by_lang_zs,

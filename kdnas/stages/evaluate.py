@@ -106,8 +106,12 @@ def evaluate(
     sbs = measure_side_by_side(specs, target, rounds=target.compare_rounds, progress=ctx.say)
     latency = {n: ms for (n, _), ms in zip(timed, sbs.median_ms)}
     spread = {n: [round(lo, 3), round(hi, 3)] for (n, _), (lo, hi) in zip(timed, sbs.speedup_range)}
+    ratios = {n: s for (n, _), s in zip(timed, sbs.speedup)}  # medians of per-round ratios, as placement uses
     table = retention_table(
-        reports["teacher"], [r for n, r in reports.items() if n != "teacher"], latency_ms=latency
+        reports["teacher"],
+        [r for n, r in reports.items() if n != "teacher"],
+        latency_ms=latency,
+        speedup=ratios,
     )
     table.write_json(ctx.path(rd.RETENTION))
     table.write_markdown(ctx.path(rd.RETENTION_MD))

@@ -37,6 +37,16 @@ def test_retention_math():
     assert retention(0.5, 0.0) is None
 
 
+def test_side_by_side_speedups_are_preferred_to_the_ratio_of_medians():
+    # rounds with ratios 3, 4 and 5 can have medians of ms whose ratio is neither: the table reports the
+    # median of the per-round ratios when it is given (as placement does)
+    teacher, student, partial = _reports()
+    table = retention_table(teacher, [student, partial], latency_ms={"teacher": 12.0, "student": 2.0},
+                            speedup={"teacher": 1.0, "student": 4.0})  # fmt: skip
+    assert table.rows[1].speedup == pytest.approx(4.0) and table.rows[1].latency_ms == 2.0
+    assert table.rows[2].speedup is None
+
+
 def test_speedups_need_the_teacher_latency():
     teacher, student, _ = _reports()
     table = retention_table(teacher, [student], latency_ms={"student": 3.0})
