@@ -43,8 +43,13 @@ def searched_front(points: list[RetentionEntry]) -> list[RetentionEntry]:
     return sorted(front, key=lambda e: e.speedup or 0.0)
 
 
+def _y(e: RetentionEntry) -> float:
+    """The suite average as the tables print it (scores x 100)."""
+    return 100.0 * (e.suite_avg or 0.0)
+
+
 def _hover(e: RetentionEntry) -> str:
-    parts = [f"{e.model} ({e.role})", f"suite {e.suite_avg:.2f}", f"{e.speedup:.2f}x the teacher"]
+    parts = [f"{e.model} ({e.role})", f"suite {_y(e):.2f}", f"{e.speedup:.2f}x the teacher"]
     if e.avg_retention is not None:
         parts.append(f"retention {100 * e.avg_retention:.1f}%")
     f = e.fidelity or {}
@@ -73,17 +78,17 @@ def suite_png(data: ReportData, path: str | Path, *, dpi: int = 130) -> Path | N
             rows = [e for e in pts if e.role == role]
             if not rows:
                 continue
-            ax.scatter([e.speedup for e in rows], [e.suite_avg for e in rows], marker=marker, s=size * 9, c=color,
+            ax.scatter([e.speedup for e in rows], [_y(e) for e in rows], marker=marker, s=size * 9, c=color,
                        edgecolors="black", linewidths=0.6, zorder=4, label=_LABEL[role])  # fmt: skip
             for e in rows:
-                ax.annotate(e.model, (e.speedup, e.suite_avg), textcoords="offset points", xytext=(6, 5),
+                ax.annotate(e.model, (e.speedup, _y(e)), textcoords="offset points", xytext=(6, 5),
                             fontsize=8, color=color, zorder=5)  # fmt: skip
         front = searched_front(pts)
         if len(front) > 1:
-            ax.plot([e.speedup for e in front], [e.suite_avg for e in front], c=_STYLE["student"][0], lw=1.2,
+            ax.plot([e.speedup for e in front], [_y(e) for e in front], c=_STYLE["student"][0], lw=1.2,
                     alpha=0.7, zorder=3, label="searched front")  # fmt: skip
         ax.set_xlabel("speed-up over the teacher, timed side by side (log scale)")
-        ax.set_ylabel("suite average (test, mean over seeds)")
+        ax.set_ylabel("suite average (test, x 100, mean over seeds)")
         ax.set_title(f"{data.title}: suite score against speed-up")
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(loc="lower left", fontsize=8.5, framealpha=0.9)
@@ -99,13 +104,13 @@ def suite_figure(data: ReportData) -> Any:
     fig = go.Figure()
     front = searched_front(pts)
     if len(front) > 1:
-        fig.add_trace(go.Scatter(x=[e.speedup for e in front], y=[e.suite_avg for e in front], mode="lines",
+        fig.add_trace(go.Scatter(x=[e.speedup for e in front], y=[_y(e) for e in front], mode="lines",
                                  name="searched front", line={"color": _STYLE["student"][0]}))  # fmt: skip
     for role, (color, _, symbol, size) in _STYLE.items():
         rows = [e for e in pts if e.role == role]
         if rows:
             fig.add_trace(go.Scatter(
-                x=[e.speedup for e in rows], y=[e.suite_avg for e in rows], name=_LABEL[role], mode="markers+text",
+                x=[e.speedup for e in rows], y=[_y(e) for e in rows], name=_LABEL[role], mode="markers+text",
                 text=[e.model for e in rows], textposition="top right", hovertext=[_hover(e) for e in rows],
                 hoverinfo="text", marker={"color": color, "symbol": symbol, "size": size + 3,
                                           "line": {"color": "black", "width": 1}},
@@ -113,7 +118,7 @@ def suite_figure(data: ReportData) -> Any:
     fig.update_layout(
         title=f"{data.title}: suite score against speed-up",
         xaxis_title="speed-up over the teacher, timed side by side",
-        yaxis_title="suite average (test, mean over seeds)",
+        yaxis_title="suite average (test, x 100, mean over seeds)",
         template="plotly_white",
         hovermode="closest",
     )

@@ -179,8 +179,8 @@ def test_suite_plot_places_every_role_and_draws_the_searched_front(tmp_path: Pat
     from kdnas.report.suite_plot import searched_front, suite_points
 
     def row(name: str, role: str, speedup: float | None, score: float) -> RetentionEntry:
-        return RetentionEntry(model=name, scores={"a": score, "b": score + 2}, retention={}, speedup=speedup,
-                              role=role)  # fmt: skip
+        return RetentionEntry(model=name, scores={"a": score / 100, "b": (score + 2) / 100}, retention={},
+                              speedup=speedup, role=role)  # fmt: skip
 
     rows = [row("teacher", "teacher", 1.0, 80), row("s3", "student", 3.0, 74), row("s7", "student", 7.0, 70),
             row("s-bad", "student", 2.5, 60), row("tinybert", "baseline", 2.0, 71), row("m2v", "peer", 300.0, 55),
@@ -195,7 +195,7 @@ def test_suite_plot_places_every_role_and_draws_the_searched_front(tmp_path: Pat
         "s7",
         "m2v",
     ]  # timed ones, by speed
-    assert pts[1].suite_avg == 72.0
+    assert pts[1].suite_avg == pytest.approx(0.72)
     assert [e.model for e in searched_front(pts)] == ["s3", "s7"]  # s-bad: s3 is faster and better
     png = suite_png(d, tmp_path / "suite.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
