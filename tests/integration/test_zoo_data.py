@@ -58,7 +58,7 @@ def test_build_corpus_with_the_real_tokenizer(minilm_dir: Path, wiki_en_dir: Pat
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(minilm_dir)
-    cfg = CorpusConfig(sources=["wiki-vital-en"], seq_len=64, max_documents=400)
+    cfg = CorpusConfig(sources=["wiki-vital-en"], seq_len=64, max_documents=400, mode="packed")
     cs = build_corpus(cfg, tok, seed=0)
     assert cs.stats["sources"][0]["documents"] == 400
     for block in (cs.proxy, cs.train, cs.heldout):
