@@ -192,18 +192,23 @@ class RunContext:
             self._memo[key] = heldout_batch(self.cfg.corpus, self.teacher().tokenizer, seed=self.seed, n=n)
         return self._memo[key]  # type: ignore[no-any-return]
 
+    def pooling(self) -> Any:
+        """How the teacher pools its sentence embedding (its sentence-transformers config, else mean pooling)."""
+        from kdnas.distill.distiller import teacher_pooling
+        from kdnas.models.pooling import Pooling
+
+        return teacher_pooling(self.teacher()) or Pooling(mode="mean", source="default: mean pooling")
+
     def teacher_fidelity_encoding(self, n: int) -> tuple[Any, Any]:
         """The teacher's embeddings and token states on `fidelity_passages(n)`, once per run (every model's
         fidelity is measured against them)."""
         key = f"teacher_fidelity_encoding:{n}"
         if key not in self._memo:
-            from kdnas.distill.distiller import teacher_pooling
             from kdnas.evaluate.fidelity import teacher_encoding
-            from kdnas.models.pooling import Pooling
 
-            t = self.teacher()
-            pooling = teacher_pooling(t) or Pooling(mode="mean", source="default: mean pooling")
-            self._memo[key] = teacher_encoding(t.model, *self.fidelity_passages(n), pooling)
+            self._memo[key] = teacher_encoding(
+                self.teacher().model, *self.fidelity_passages(n), self.pooling()
+            )
         return self._memo[key]  # type: ignore[no-any-return]
 
     def trial_callback(self, record: Any) -> None:

@@ -124,8 +124,6 @@ def evaluate(
 
 def static_peer_dir(ctx: RunContext) -> Path:
     """The teacher's static-embedding peer (`kdnas.models.static`), made once per run dir (atomically)."""
-    from kdnas.distill.distiller import teacher_pooling
-    from kdnas.models.pooling import Pooling
     from kdnas.models.static import is_static_dir, make_static_peer
 
     out = ctx.run_dir / rd.PEERS / rd.STATIC_PEER
@@ -133,9 +131,7 @@ def static_peer_dir(ctx: RunContext) -> Path:
         import time
 
         t0 = time.perf_counter()
-        t = ctx.teacher()
-        pooling = teacher_pooling(t) or Pooling(mode="mean", source="default: mean pooling")
-        make_static_peer(t, out, pooling=pooling)
+        make_static_peer(ctx.teacher(), out, pooling=ctx.pooling())
         ctx.say(
             f"  {rd.STATIC_PEER}: static embeddings of the teacher's vocabulary made in {time.perf_counter() - t0:.0f} s"
         )
