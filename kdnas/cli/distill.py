@@ -85,9 +85,16 @@ def _run(args: argparse.Namespace) -> int:
 
     w = parallel.init_from_env()
     try:
-        return _distill(args, w)
-    finally:
-        parallel.shutdown()
+        code = _distill(args, w)
+    except BaseException:
+        parallel.shutdown()  # a failing process leaves at once; torchrun then stops the others
+        raise
+    # rank 0 still scores and saves after the other processes are done: every process waits for it here, so
+    # all of them tear the process group down together. Rank 1 tearing it down and exiting while rank 0 still
+    # held it is the likely cause of a rank-1 SIGABRT seen twice in CI at the end of a finished run.
+    parallel.barrier(w)
+    parallel.shutdown()
+    return code
 
 
 def _distill(args: argparse.Namespace, w: World) -> int:
