@@ -38,17 +38,19 @@ from kdnas.errors import KdnasError
 LOWER_IS_BETTER = {"short", "long", "flash", "zero"}
 
 
-def _models(run_dir: Path) -> list[dict[str, Any]]:
-    """(name, arch, final avg retention) of every distilled-and-evaluated model of the run."""
-    table = json.loads((run_dir / "retention.json").read_text())
+def _models(run_dir: Path, *, partial: bool = False) -> list[dict[str, Any]]:
+    """(name, arch, final avg retention) of every distilled-and-evaluated model of the run; `partial`: every
+    distilled model, final None until the evaluate stage has scored it."""
+    ret = run_dir / "retention.json"
+    table = json.loads(ret.read_text()) if ret.is_file() else {"rows": []}
     final = {r["model"]: r.get("avg_retention") for r in table["rows"]}
     out = []
     for group in ("students", "baselines"):
         for res in sorted((run_dir / group).glob("*/result.json")):
             r = json.loads(res.read_text())
             name = res.parent.name
-            if name in final and final[name] is not None and r.get("arch"):
-                out.append({"name": name, "arch": r["arch"], "final": final[name]})
+            if r.get("arch") and (partial or final.get(name) is not None):
+                out.append({"name": name, "arch": r["arch"], "final": final.get(name)})
     return out
 
 
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default="runs/headline", help="a run dir whose evaluate stage has run")
     ap.add_argument("--out", help="table file (default benchmarks/data/proxy_fidelity-<run name>.json)")
+    ap.add_argument("--partial", action="store_true",
+                    help="score the fidelities of every model distilled so far (the run may still be evaluating) "
+                    "and stop; run again without it once the run has finished")  # fmt: skip
     args = ap.parse_args(argv)
 
     from scipy.stats import kendalltau
@@ -112,12 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     from kdnas.stages import RunContext
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "retention.json").is_file():
+    if not args.partial and not (run_dir / "retention.json").is_file():
         raise KdnasError(
-            f"{run_dir}/retention.json is missing: run the pipeline's evaluate stage there first"
+            f"{run_dir}/retention.json is missing: run the pipeline's evaluate stage there first (or --partial)"
         )
     cfg = config.load(str(run_dir / "config.yaml"))
-    rows = _models(run_dir)
+    rows = _models(run_dir, partial=args.partial)
     if len(rows) < 4:
         raise KdnasError(
             f"{run_dir}: {len(rows)} distilled and evaluated models; need >= 4 (turn baselines on)"
@@ -138,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         r["fidelities"] = _fidelities(ctx, arch, tokens, long_tokens)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps({"run": str(run_dir), "rows": rows}, indent=1) + "\n")
+    if args.partial:
+        print(
+            f"scored {len(rows)} models so far: {out_path}; run again without --partial when the run is done"
+        )
+        return 0
     for r, p in zip(rows, _predictor_loo(rows, params)):
         r["fidelities"]["predictor"] = p
     meta = {"run": str(run_dir), "teacher": cfg.teacher.name, "proxy_tokens": tokens, "long_tokens": long_tokens,
