@@ -85,3 +85,34 @@ def test_a_budget_nothing_meets_side_by_side_says_so() -> None:
 def test_candidates_are_the_best_few_near_each_budget() -> None:
     near = candidates([A, B, C, D, E], _budgets(), per_budget=1, margin=0.25)
     assert near["7x"] == [C] and near["=tinybert"] == [A]
+
+
+def test_a_second_pass_times_the_archs_the_search_timed_too_slow() -> None:
+    """The search's own numbers were 1.5x too slow: the arch really at the baseline's latency was kept out of
+    the band's candidates. The first pass measures the bias; the corrected numbers bring it in, and it is timed
+    side by side in a second pass and chosen."""
+    at_band = _rec(
+        5, 4, 1.10, 30.0
+    )  # 2.0x beside the teacher (20 ms); 30 ms by the search: outside 25% margin
+    near = _rec(6, 3, 1.00, 24.0)  # 2.5x beside the teacher (16 ms): timed first, too fast for the band
+    far = _rec(7, 6, 0.40, 60.0)  # 1.0x (40 ms): never near the band, even corrected
+    speed = {at_band.arch.arch_id: 2.0, near.arch.arch_id: 2.5, far.arch.arch_id: 1.0}  # type: ignore[union-attr]
+    calls: list[tuple[list[str], list[str]]] = []
+
+    def measure(archs: list[Arch], names: list[str]) -> Timed:
+        calls.append(([a.arch_id for a in archs], names))
+        return Timed({a.arch_id: speed[a.arch_id] for a in archs}, {n: 2.0 for n in names}, rounds=3)
+
+    budgets = equal_latency_budgets({"tinybert": 2.0}, TEACHER_MS)
+    recs, detail = place([at_band, near, far], budgets, measure, teacher_latency_ms=TEACHER_MS)
+    assert [c[0] for c in calls] == [[near.arch.arch_id], [at_band.arch.arch_id]]  # type: ignore[union-attr]
+    assert recs[0].arch == at_band.arch and recs[0].latency_ms == pytest.approx(20.0)
+    second = detail["second_pass"]
+    assert second["search_latency_factor"] == pytest.approx(16.0 / 24.0, abs=1e-4)
+    assert second["budgets"] == ["=tinybert"] and second["timed"] == [at_band.arch.arch_id]  # type: ignore[union-attr]
+    ids = [c["arch_id"] for c in detail["budgets"]["=tinybert"]["candidates"]]
+    assert ids == [near.arch.arch_id, at_band.arch.arch_id]  # type: ignore[union-attr]
+
+    # without the second pass's arch there is nothing to time again, and the budget says why it is empty
+    recs, detail = place([near, far], budgets, measure, teacher_latency_ms=TEACHER_MS)
+    assert recs[0].arch is None and "second_pass" not in detail
