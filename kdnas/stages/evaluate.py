@@ -268,8 +268,11 @@ def _teacher_eval_cache(ctx: RunContext, teacher: TeacherConfig, evaluate: Evalu
     from kdnas.distill.teacher_cache import teacher_info
 
     ev = dataclasses.asdict(evaluate)
+    # what decides which other models are scored, or how fast, not the teacher's scores
     for k in ("baselines", "task_distill", "threads", "student_lrs", "pair_similarity", "static_peer"):
         ev.pop(k, None)
+    # the same, added later: set to their defaults rather than dropped, so scores cached before stay valid
+    ev.update(baseline_family=False, fidelity_passages=type(evaluate)().fidelity_passages)
     tasks = []
     for t in ev.pop("tasks"):
         p = Path(t)

@@ -171,3 +171,25 @@ def test_pair_scores_and_fidelity_read_a_static_peer_dir(tmp_path: Path) -> None
     ctx = RunContext(cfg=config.load("smoke"), run_dir=tmp_path / "run")
     scores = pair_scores(ctx, d, [tiny_pair_task("classification")], max_len=32)
     assert scores["same-classification"]["value"] == 1.0  # identical texts, identical mean of rows
+
+
+def test_the_teacher_scores_are_shared_by_runs_that_only_score_other_models(tmp_path: Path) -> None:
+    """The teacher's cached scores key on what decides them (teacher, tasks, protocol), not on which other models
+    a run scores (baselines, the family, the peer) or how many fidelity passages it encodes."""
+    from kdnas.stages.context import RunContext
+    from kdnas.stages.evaluate import _teacher_eval_cache
+    from kdnas.testing import save_tiny_teacher
+
+    teacher = save_tiny_teacher(tmp_path / "teacher")
+
+    def key(**ev: Any) -> Path:
+        cfg = config.from_dict({"teacher": {"name": str(teacher)}, "evaluate": ev})
+        ctx = RunContext(cfg=cfg, run_dir=tmp_path / "run")
+        return _teacher_eval_cache(ctx, cfg.teacher, cfg.evaluate)
+
+    base = key()
+    for same in ({"baselines": True}, {"baseline_family": True}, {"static_peer": False},
+                 {"fidelity_passages": 500}, {"student_lrs": [1e-4]}):  # fmt: skip
+        assert key(**same) == base, same
+    for other in ({"seeds": [0]}, {"max_train_examples": 400}, {"lrs": [1e-4]}):
+        assert key(**other) != base, other
