@@ -36,12 +36,13 @@ from kdnas import config
 from kdnas.errors import KdnasError
 
 LOWER_IS_BETTER = {"short", "long", "flash", "zero"}
+KINDS = ("short", "long", "flash", "recall", "zero")
+"""The fidelities scored per arch (`predictor` is fitted afterwards from the finals)."""
 
 
-def _models(run_dir: Path, *, partial: bool = False) -> list[dict[str, Any]]:
-    """(name, arch, final avg retention) of every distilled-and-evaluated model of the run; `partial`: every
-    distilled model, final None until the evaluate stage has scored it."""
-    ret = run_dir / "retention.json"
+def _models(run_dir: Path, ret: Path, *, partial: bool = False) -> list[dict[str, Any]]:
+    """(name, arch, final avg retention) of every distilled-and-evaluated model of the run (finals from the
+    retention table `ret`); `partial`: every distilled model, final None until it has been scored."""
     table = json.loads(ret.read_text()) if ret.is_file() else {"rows": []}
     final = {r["model"]: r.get("avg_retention") for r in table["rows"]}
     out = []
@@ -54,7 +55,7 @@ def _models(run_dir: Path, *, partial: bool = False) -> list[dict[str, Any]]:
     return out
 
 
-def _fidelities(ctx: Any, arch: Any, tokens: int, long_tokens: int) -> dict[str, float]:
+def _fidelities(ctx: Any, arch: Any, tokens: int, long_tokens: int, which: set[str]) -> dict[str, float]:
     from kdnas.distill import distill, heldout_kd_loss
     from kdnas.distill.distiller import teacher_pooling
     from kdnas.evaluate.fidelity import embedding_fidelity
@@ -70,6 +71,8 @@ def _fidelities(ctx: Any, arch: Any, tokens: int, long_tokens: int) -> dict[str,
                                   teacher_cache=cache)  # fmt: skip
     for name, tok, mode in (("short", tokens, "standard"), ("long", long_tokens, "standard"),
                             ("flash", long_tokens, "flash")):  # fmt: skip
+        if name not in which and not (name == "short" and "recall" in which):
+            continue
         student = builder.build_student(arch)
         res = distill(ctx.teacher(), student, splits.proxy, cfg.distill, tokens=tok, mode=mode,
                       teacher_cache=builder._cache, seed=cfg.seed, progress=False)  # fmt: skip
@@ -105,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default="runs/headline", help="a run dir whose evaluate stage has run")
     ap.add_argument("--out", help="table file (default benchmarks/data/proxy_fidelity-<run name>.json)")
+    ap.add_argument("--fidelities", default=",".join(KINDS),
+                    help="which to score (default all; long and flash cost 3x the short proxy each)")  # fmt: skip
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--retention", help="the retention table the finals come from (default RUN_DIR/retention.json)"
+    )
     ap.add_argument("--partial", action="store_true",
                     help="score the fidelities of every model distilled so far (the run may still be evaluating) "
                     "and stop; run again without it once the run has finished")  # fmt: skip
@@ -117,12 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     from kdnas.stages import RunContext
 
     run_dir = Path(args.run_dir)
-    if not args.partial and not (run_dir / "retention.json").is_file():
-        raise KdnasError(
-            f"{run_dir}/retention.json is missing: run the pipeline's evaluate stage there first (or --partial)"
-        )
+    ret = Path(args.retention) if args.retention else run_dir / "retention.json"
+    if not args.partial and not ret.is_file():
+        raise KdnasError(f"{ret} is missing: run the pipeline's evaluate stage there first (or --partial)")
+    which = {k.strip() for k in args.fidelities.split(",") if k.strip()}
+    if not which or which - set(KINDS):
+        raise KdnasError(f"--fidelities {args.fidelities!r}: choose among {', '.join(KINDS)}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = config.load(str(run_dir / "config.yaml"))
-    rows = _models(run_dir, partial=args.partial)
+    rows = _models(run_dir, ret, partial=args.partial)
     if len(rows) < 4:
         raise KdnasError(
             f"{run_dir}: {len(rows)} distilled and evaluated models; need >= 4 (turn baselines on)"
@@ -136,11 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         arch = Arch.from_dict(r["arch"])
         params[r["name"]] = param_count(arch, ctx.teacher().config).total / 1e6
-        if r["name"] in done and "fidelities" in done[r["name"]]:
-            r["fidelities"] = done[r["name"]]["fidelities"]
+        have = dict((done.get(r["name"]) or {}).get("fidelities") or {})
+        have.pop("predictor", None)
+        r["fidelities"] = have
+        todo = which - set(have)
+        if not todo:
             continue
-        print(f"scoring {r['name']} ({arch.arch_id}) ...", file=sys.stderr, flush=True)
-        r["fidelities"] = _fidelities(ctx, arch, tokens, long_tokens)
+        print(
+            f"scoring {r['name']} ({arch.arch_id}): {', '.join(sorted(todo))} ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        got = _fidelities(ctx, arch, tokens, long_tokens, todo)
+        got["seconds"] = got.get("seconds", 0.0) + have.get("seconds", 0.0)
+        r["fidelities"] = {**have, **{k: v for k, v in got.items() if k in todo or k == "seconds"}}
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps({"run": str(run_dir), "rows": rows}, indent=1) + "\n")
     if args.partial:
@@ -151,28 +175,32 @@ def main(argv: list[str] | None = None) -> int:
     for r, p in zip(rows, _predictor_loo(rows, params)):
         r["fidelities"]["predictor"] = p
     meta = {"run": str(run_dir), "teacher": cfg.teacher.name, "proxy_tokens": tokens, "long_tokens": long_tokens,
-            "seed": cfg.seed, "final": "average retention on the run's suite (evaluate/retention.json)"}  # fmt: skip
+            "seed": cfg.seed, "final": f"average retention on the run's suite ({ret})"}  # fmt: skip
     out_path.write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
 
     final = [r["final"] for r in rows]
-    best_final = max(final)
     print(
         f"\nproxy fidelity on {run_dir} ({len(rows)} models, teacher {cfg.teacher.name}, proxy {tokens:,} tokens)"
     )
-    print(f"{'model':<24} {'arch':<26} {'final':>7} " + " ".join(f"{k:>9}" for k in
-          ("short", "long", "flash", "recall", "zero", "predictor")))  # fmt: skip
+    kinds = (*KINDS, "predictor")
+    print(f"{'model':<28} {'arch':<24} {'final':>7} " + " ".join(f"{k:>9}" for k in kinds))
     for r in sorted(rows, key=lambda r: -r["final"]):
         f = r["fidelities"]
-        print(f"{r['name']:<24} {Arch.from_dict(r['arch']).arch_id:<26} {100 * r['final']:>6.1f}% "
-              + " ".join(f"{f[k]:>9.4f}" for k in ("short", "long", "flash", "recall", "zero", "predictor")))  # fmt: skip
-    print(f"\n{'fidelity':<10} {'tau':>6} {'top-1 regret':>13}")
-    for k in ("short", "long", "flash", "recall", "zero", "predictor"):
-        score = [(-1 if k in LOWER_IS_BETTER else 1) * r["fidelities"][k] for r in rows]
-        tau = float(kendalltau(score, final).statistic)
-        pick = max(range(len(rows)), key=lambda i: score[i])
-        print(f"{k:<10} {tau:>6.2f} {100 * (best_final - final[pick]):>11.1f}pt")
-    mean_s = sum(r["fidelities"]["seconds"] for r in rows) / len(rows)
-    print(f"\nscoring every fidelity of one arch took {mean_s:.0f} s on average; table: {out_path}")
+        print(f"{r['name']:<28} {Arch.from_dict(r['arch']).arch_id:<24} {100 * r['final']:>6.1f}% "
+              + " ".join(f"{f[k]:>9.4f}" if k in f else f"{'-':>9}" for k in kinds))  # fmt: skip
+    print(f"\n{'fidelity':<10} {'models':>6} {'tau':>6} {'top-1 regret':>13}")
+    for k in kinds:
+        have = [i for i, r in enumerate(rows) if k in r["fidelities"]]
+        if len(have) < 3:
+            print(f"{k:<10} {len(have):>6}   (not scored)")
+            continue
+        score = [(-1 if k in LOWER_IS_BETTER else 1) * rows[i]["fidelities"][k] for i in have]
+        fin = [final[i] for i in have]
+        tau = float(kendalltau(score, fin).statistic)
+        pick = max(range(len(have)), key=lambda j: score[j])
+        print(f"{k:<10} {len(have):>6} {tau:>6.2f} {100 * (max(fin) - fin[pick]):>11.1f}pt")
+    mean_s = sum(r["fidelities"].get("seconds", 0.0) for r in rows) / len(rows)
+    print(f"\nscoring the fidelities of one arch took {mean_s:.0f} s on average; table: {out_path}")
     return 0
 
 
