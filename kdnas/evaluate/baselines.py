@@ -40,13 +40,17 @@ def baseline_archs(teacher_config: PretrainedConfig, *, family: bool = False) ->
     """Name -> Arch of each baseline for this teacher (same HF family and activation as the teacher).
 
     family=False: every-other-layer and the TinyBERT shape; True: every shape of `SHAPES` as well. A shape
-    wider or deeper than the teacher inherits what the teacher has and starts the rest at random.
+    wider or deeper than the teacher inherits what the teacher has and starts the rest at random. A shape that is
+    the every-other-layer arch itself (MiniLM-L3-H384 of a 6-layer, 384-wide teacher such as minilm-l6) is left
+    out: built, distilled and fine-tuned from the same init it would be the same model, scored twice.
     """
     t = arch_of(teacher_config)
     out = {EVERY_OTHER_LAYER: t.replace(num_layers=len(every_other_layers(t.num_layers)))}
     for name, shape in SHAPES.items():
         if family or name == TINYBERT:
-            out[name] = Arch(**shape, activation=t.activation)  # type: ignore[arg-type]
+            arch = Arch(**shape, activation=t.activation)  # type: ignore[arg-type]
+            if arch.arch_id != out[EVERY_OTHER_LAYER].arch_id:
+                out[name] = arch
     return out
 
 

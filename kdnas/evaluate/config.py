@@ -58,7 +58,8 @@ class EvaluateConfig:
     baseline_family: bool = False
     """With `baselines`: every published hand-made shape (TinyBERT-4L-312, MiniLM-L3-H384, BERT-mini L4-H256,
     BERT-small L4-H512) and the every-other-layer student distilled (`every-other-layer-kd`), all on the
-    students' budget, instead of the TinyBERT shape alone."""
+    students' budget, instead of the TinyBERT shape alone. A shape that is the every-other-layer arch (MiniLM-L3-H384
+    of minilm-l6) is scored once, as `every-other-layer-kd`."""
     max_train_examples: int | None = 800
     """Cap on training examples per task (None: all)."""
     max_dev_examples: int | None = 1000

@@ -66,3 +66,13 @@ def test_baseline_family_has_every_published_shape():
     assert (fam[BERT_MINI].num_layers, fam[BERT_MINI].hidden_size, fam[BERT_MINI].num_heads) == (4, 256, 4)
     assert (fam[BERT_SMALL].hidden_size, fam[BERT_SMALL].ffn_size) == (512, 2048)
     assert set(baseline_archs(teacher.config)) == {EVERY_OTHER_LAYER, TINYBERT}
+
+
+def test_a_family_shape_that_is_the_every_other_layer_arch_is_not_scored_twice():
+    """MiniLM-L3-H384 of a 6-layer, 384-wide, 12-head teacher with FFN 1536 (minilm-l6) is the every-other-layer
+    arch: distilled from the same init it was the same model (the same held-out KD loss to the last digit)."""
+    from kdnas.evaluate.baselines import MINILM_L3, SHAPES
+
+    teacher = tiny_teacher(num_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536)
+    fam = baseline_archs(teacher.config, family=True)
+    assert MINILM_L3 not in fam and set(fam) == {EVERY_OTHER_LAYER, *SHAPES} - {MINILM_L3}
