@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdnas._io import write_json_atomic
 from kdnas.errors import KdnasError
 from kdnas.export import onnx as onnx_mod
 from kdnas.export.card import ModelCardInfo, library_versions, render_card, today
@@ -69,12 +68,6 @@ class ExportResult:
     """Export date (UTC)."""
     warnings: list[str] = field(default_factory=list)
     """Things the user should know (e.g. int8 lost more accuracy than expected)."""
-    family: str = ""
-    """The model's HF family (model_type), as the card names it."""
-    input_names: list[str] = field(default_factory=list)
-    """The inputs the model (and its ONNX graphs) take, as the card's usage snippet feeds them."""
-    card: ModelCardInfo | None = field(default=None, repr=False)
-    """The card facts the README was written from (not saved; `attach_speedups` rewrites the card with them)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,8 +86,6 @@ class ExportResult:
             "versions": self.versions,
             "created": self.created,
             "warnings": self.warnings,
-            "family": self.family,
-            "input_names": self.input_names,
         }
 
 
@@ -121,16 +112,13 @@ def export_model(
     target: TargetConfig | None = None,
     measure: bool = True,
     sentence_dir: str | Path | None = None,
-    time_with_teacher: bool = True,
 ) -> ExportResult:
     """Export `model` (an HF base encoder) and `tokenizer` into `out_dir`; return what was written and measured.
 
     Writes config.json + model.safetensors + tokenizer files (loadable by `AutoModel`/`AutoTokenizer` alone),
     model.onnx (fp32, must match PyTorch to 1e-3) and model-int8.onnx (dynamic int8, warned below cosine 0.98),
     export.json (checks, latency, provenance) and README.md (the model card). Latency is measured on `target`
-    (default: CPU, 2 threads, batch 1, sequence 128) unless `measure=False`; with `time_with_teacher=False` the
-    side-by-side speed-ups over the card's teacher are left to the caller (`attach_speedups`), which times several
-    exports against one teacher at once.
+    (default: CPU, 2 threads, batch 1, sequence 128) unless `measure=False`.
     `sentence_dir`: a model dir whose sentence-transformers files (modules.json, 1_Pooling, 2_Dense, ...) are
     copied along, so the export loads with `SentenceTransformer(out_dir)` and embeds as the student was trained.
     Raises ExportError if `out_dir` exists and `overwrite` is False, or if a check fails.
@@ -167,7 +155,6 @@ def export_model(
             target=target,
             measure=measure,
             sentence_dir=sentence_dir,
-            time_with_teacher=time_with_teacher,
         )
         _swap_into_place(tmp, out)
     except BaseException:
@@ -227,7 +214,6 @@ def _write(
     target: TargetConfig | None,
     measure: bool,
     sentence_dir: str | Path | None = None,
-    time_with_teacher: bool = True,
 ) -> ExportResult:
     from kdnas.latency.config import TargetConfig
 
@@ -294,7 +280,7 @@ def _write(
             ["torch"] + (["onnxruntime"] if onnx else []) + (["onnxruntime-int8"] if onnx and int8 else [])
         )
         result.latency = _measure(d, backends, target)
-        if card is not None and card.teacher and time_with_teacher:
+        if card is not None and card.teacher:
             try:
                 result.speedups = measure_speedups(
                     d, card.teacher, backends, target, rounds=target.compare_rounds
@@ -313,24 +299,10 @@ def _write(
         with contextlib.suppress(Exception):  # an unsupported family still exports; the card lacks the arch
             info = _with_arch(info, arch_of(model.config))
     _normal_permissions(d)
-    result.family, result.input_names, result.card = str(model.config.model_type), list(names), info
-    _write_card(d, result, name=name)
-    return result
-
-
-def _write_card(d: Path, result: ExportResult, *, name: str) -> None:
-    text = render_card(result.card or ModelCardInfo(), result, name=name, family=result.family,
-                       input_names=result.input_names)  # fmt: skip
+    text = render_card(info, result, name=name, family=str(model.config.model_type), input_names=names)
     (d / "README.md").write_text(text, encoding="utf-8")
     result.files["card"] = "README.md"
-
-
-def attach_speedups(result: ExportResult, speedups: dict[str, dict[str, Any]]) -> None:
-    """Record side-by-side speed-ups measured after the export (`timing.measure_speedups_together`): into the
-    result, its export.json and its card."""
-    result.speedups = dict(speedups)
-    _write_card(result.out_dir, result, name=result.out_dir.name)
-    write_json_atomic(result.out_dir / "export.json", result.to_dict())
+    return result
 
 
 def _check_key(file: str, output: str) -> str:

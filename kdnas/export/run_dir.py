@@ -63,7 +63,6 @@ def export_model_dir(
     card: ModelCardInfo | None = None,
     target: TargetConfig | None = None,
     measure: bool = True,
-    time_with_teacher: bool = True,
 ) -> ExportResult:
     """Export one HF model folder (e.g. students/<name>/model of a run) into `out`."""
     src = Path(model_dir)
@@ -71,7 +70,7 @@ def export_model_dir(
         raise ExportError(f"--out {out} is the model dir itself; choose another folder")
     model, tok = load_model_dir(src)
     return export_model(model, tok, out, onnx=onnx, int8=int8, overwrite=overwrite, card=card, target=target,
-                        measure=measure, sentence_dir=src, time_with_teacher=time_with_teacher)  # fmt: skip
+                        measure=measure, sentence_dir=src)  # fmt: skip
 
 
 def recommended_students(run_dir: Path) -> list[dict[str, Any]]:
@@ -129,70 +128,8 @@ def export_run(
         log.info("exporting %s -> %s", s["name"], dest)
         card = card_info_from_run(run, s, cfg)
         results.append(export_model_dir(s["model_dir"], dest, onnx=onnx, int8=int8, overwrite=overwrite,
-                                        card=card, target=target, measure=measure,
-                                        time_with_teacher=False))  # fmt: skip
-    teacher = next((r.card.teacher for r in results if r.card is not None and r.card.teacher), None)
-    if measure and teacher and results:
-        _time_with_teacher(run, cfg, students, results, teacher, target)
+                                        card=card, target=target, measure=measure))  # fmt: skip
     return results
-
-
-def _time_with_teacher(
-    run: Path,
-    cfg: RunConfig | None,
-    students: list[dict[str, Any]],
-    results: list[ExportResult],
-    teacher: str,
-    target: TargetConfig | None,
-) -> None:
-    """Every export's speed-up over the teacher per backend, all exports in the same workers (the teacher is
-    timed once per round, not once per student); on the run's own target backend, the evaluate stage's
-    side-by-side speed-ups are reused when it timed these students under the same target."""
-    from kdnas.errors import KdnasError
-    from kdnas.export.exporter import attach_speedups
-    from kdnas.export.timing import measure_speedups_together
-    from kdnas.latency.config import TargetConfig
-
-    target = target or TargetConfig()
-    backends = [b for b in results[0].latency]  # what each export was timed on (torch, onnxruntime, int8)
-    known: dict[str, list[dict[str, Any] | None]] = {}
-    if cfg is not None and target == cfg.target and target.backend in backends:
-        known[target.backend] = [evaluated_speedup(run, s["name"]) for s in students]
-    try:
-        timed = measure_speedups_together([r.out_dir for r in results], teacher, backends, target,
-                                          rounds=target.compare_rounds, known=known)  # fmt: skip
-    except KdnasError as e:  # the cards then say the teacher was not timed beside them
-        msg = f"the teacher {teacher} could not be timed beside the exports: {e}"
-        log.warning(msg)
-        for r in results:
-            r.warnings.append(msg)
-            attach_speedups(r, {})
-        return
-    for r, speedups in zip(results, timed, strict=True):
-        attach_speedups(r, speedups)
-
-
-def evaluated_speedup(run: Path, name: str) -> dict[str, Any] | None:
-    """A student's speed-up over the teacher as the evaluate stage timed it side by side (None when that stage
-    has not run, did not time it, or predates recording the spread), in `timing.speedup_entry`'s format."""
-    from kdnas.export.timing import speedup_entry
-
-    summary = rd.read_marker(run, "evaluate") or {}
-    rows = {r.get("model"): r for r in summary.get("retention") or [] if isinstance(r, dict)}
-    row, cv = rows.get(name), (summary.get("speedup_cv") or {}).get(name)
-    rng = (summary.get("speedup_range") or {}).get(name)
-    ms, rounds = summary.get("latency_ms") or {}, summary.get("latency_rounds")
-    if (
-        not row
-        or row.get("speedup") is None
-        or cv is None
-        or not rng
-        or name not in ms
-        or "teacher" not in ms
-    ):
-        return None
-    return speedup_entry(float(row["speedup"]), float(rng[0]), float(rng[1]), float(cv), float(ms["teacher"]),
-                         float(ms[name]), int(rounds or 1))  # fmt: skip
 
 
 def _run_config(run: Path) -> RunConfig | None:

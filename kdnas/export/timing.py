@@ -48,57 +48,20 @@ def measure_speedups(
     fresh workers, order alternating; `kdnas.latency.measure_side_by_side`), with the target's settings
     (threads, attention implementation, first shape): speedup (median of per-round ratios), lo, hi, cv,
     teacher_ms, student_ms, reliable (more than one round and cv <= SPREAD_LIMIT)."""
-    return measure_speedups_together([model_dir], teacher, backends, target, rounds=rounds)[0]
-
-
-def measure_speedups_together(
-    model_dirs: list[Path],
-    teacher: str,
-    backends: list[str],
-    target: TargetConfig,
-    *,
-    rounds: int = 3,
-    known: dict[str, list[dict[str, float | bool] | None]] | None = None,
-) -> list[dict[str, dict[str, float | bool]]]:
-    """`measure_speedups` for several folders at once: per backend, the teacher and every folder in the same
-    workers, so the teacher (the slowest model, timed once per round) is not timed again for each folder.
-
-    `known`: backend -> per folder, a speed-up already timed side by side under the same target (e.g. by the
-    pipeline's evaluate stage), in this function's format; a backend whose folders are all known is not timed.
-    """
     from kdnas.latency import ModelSpec, load_teacher_config, measure_side_by_side
 
-    known = known or {}
-    out: list[dict[str, dict[str, float | bool]]] = [{} for _ in model_dirs]
+    specs = [ModelSpec.for_config(load_teacher_config(teacher)), ModelSpec.for_dir(model_dir)]
+    out: dict[str, dict[str, float | bool]] = {}
     for backend in backends:
-        given = known.get(backend) or [None] * len(model_dirs)
-        todo = [i for i, k in enumerate(given) if k is None]
-        for i, k in enumerate(given):
-            if k is not None:
-                out[i][backend] = k
-        if not todo:
-            continue
-        specs = [ModelSpec.for_config(load_teacher_config(teacher))] + [
-            ModelSpec.for_dir(model_dirs[i]) for i in todo
-        ]
         sbs = measure_side_by_side(
             specs, dataclasses.replace(target, backend=backend, device="cpu"), rounds=rounds
         )
-        for j, i in enumerate(todo, start=1):
-            lo, hi = sbs.speedup_range[j]
-            cv = sbs.speedup_cv[j] if sbs.speedup_cv else 0.0
-            out[i][backend] = speedup_entry(
-                sbs.speedup[j], lo, hi, cv, sbs.median_ms[0], sbs.median_ms[j], rounds
-            )
+        lo, hi = sbs.speedup_range[1]
+        cv = sbs.speedup_cv[1] if sbs.speedup_cv else 0.0
+        out[backend] = {"speedup": sbs.speedup[1], "lo": lo, "hi": hi, "cv": cv, "teacher_ms": sbs.median_ms[0],
+                        "student_ms": sbs.median_ms[1], "rounds": rounds,
+                        "reliable": rounds > 1 and cv <= SPREAD_LIMIT}  # fmt: skip
     return out
-
-
-def speedup_entry(
-    speedup: float, lo: float, hi: float, cv: float, teacher_ms: float, student_ms: float, rounds: int
-) -> dict[str, float | bool]:
-    """One backend's side-by-side speed-up as export.json and the card record it."""
-    return {"speedup": speedup, "lo": lo, "hi": hi, "cv": cv, "teacher_ms": teacher_ms, "student_ms": student_ms,
-            "rounds": rounds, "reliable": rounds > 1 and cv <= SPREAD_LIMIT}  # fmt: skip
 
 
 def hardware_description(threads: int) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,8 +194,4 @@ def _search_bias(
         for r in rs:
             if r.arch is not None and r.latency_ms and speedups.get(r.arch.arch_id):
                 seen[r.arch.arch_id] = teacher_latency_ms / speedups[r.arch.arch_id] / r.latency_ms
-    if not seen:
-        return None
-    vals = sorted(seen.values())
-    mid = len(vals) // 2
-    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+    return statistics.median(seen.values()) if seen else None

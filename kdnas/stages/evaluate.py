@@ -119,9 +119,7 @@ def evaluate(
         with ctx.path(rd.RETENTION_MD).open("a") as fh:
             fh.write("\n" + pair_markdown(reports) + "\n")
     rows = table.to_dict()["rows"] if hasattr(table, "to_dict") else []
-    cvs = {n: round(cv, 4) for (n, _), cv in zip(timed, sbs.speedup_cv)}
-    return EvaluateResult(retention=rows, latency_ms=latency, speedup_range=spread, latency_rounds=sbs.rounds,
-                          speedup_cv=cvs)  # fmt: skip
+    return EvaluateResult(retention=rows, latency_ms=latency, speedup_range=spread, latency_rounds=sbs.rounds)
 
 
 def static_peer_dir(ctx: RunContext) -> Path:

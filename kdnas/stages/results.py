@@ -137,8 +137,6 @@ class EvaluateResult(StageResult):
     latency_ms: dict[str, float]
     speedup_range: dict[str, list[float]]
     latency_rounds: int
-    speedup_cv: dict[str, float] = field(default_factory=dict)
-    """Per model: the coefficient of variation of its per-round speed-up (what the export reuses)."""
 
 
 @dataclass

@@ -167,39 +167,3 @@ def test_a_tampered_summary_cannot_point_outside_the_run_dir(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"student name '\.\./escape' must be a plain name"):
         export_run(run, tmp_path / "out", measure=False)
     assert not (tmp_path / "escape").exists()
-
-
-def test_export_run_times_every_student_beside_one_teacher(tmp_path: Path) -> None:
-    """A run's exports are timed against the teacher in the same workers (the teacher once per round, not once
-    per student), and on the run's target backend the evaluate stage's side-by-side speed-ups are reused."""
-    from kdnas import config
-
-    run = _run_dir(tmp_path, ["s7x", "s3x"])
-    teacher = save_tiny_teacher(tmp_path / "teacher", "bert", num_layers=4)
-    (run / "teacher.json").write_text(json.dumps({"teacher": str(teacher)}))
-    cfg = config.from_dict({"teacher": {"name": str(teacher)}, "target": {
-        "threads": 1, "seq_lens": [16], "max_time_s": 0.3, "cache_dir": str(tmp_path / "cache"),
-        "compare_rounds": 2}})  # fmt: skip
-    (run / "config.yaml").write_text(cfg.to_yaml())
-
-    results = export_run(run, tmp_path / "out", onnx=False, int8=False)
-    a, b = (r.speedups["torch"] for r in results)
-    assert a["teacher_ms"] == b["teacher_ms"] > 0  # one teacher timing per round for both students
-    assert a["rounds"] == b["rounds"] == 2
-
-    (run / "stages").mkdir()
-    (run / "stages" / "evaluate.json").write_text(json.dumps({"stage": "evaluate", "summary": {
-        "retention": [{"model": "teacher", "speedup": 1.0}, {"model": "s7x", "speedup": 6.5},
-                      {"model": "s3x", "speedup": 3.1}],
-        "latency_ms": {"teacher": 26.0, "s7x": 4.0, "s3x": 8.4},
-        "speedup_range": {"s7x": [6.1, 6.9], "s3x": [3.0, 3.2]}, "speedup_cv": {"s7x": 0.02},
-        "latency_rounds": 3}}))  # fmt: skip
-    results = export_run(run, tmp_path / "out", onnx=False, int8=False, overwrite=True)
-    s7x, s3x = (r.speedups["torch"] for r in results)
-    assert s7x == {"speedup": 6.5, "lo": 6.1, "hi": 6.9, "cv": 0.02, "teacher_ms": 26.0, "student_ms": 4.0,
-                   "rounds": 3, "reliable": True}  # fmt: skip
-    assert s3x["rounds"] == 2 and s3x["teacher_ms"] != 26.0  # no cv recorded for it: timed again
-    card = (tmp_path / "out" / "s7x" / "README.md").read_text()
-    assert "6.50x (6.10-6.90x)" in card
-    saved = json.loads((tmp_path / "out" / "s7x" / "export.json").read_text())
-    assert saved["speedups"]["torch"]["speedup"] == 6.5 and saved["family"] == "bert"
