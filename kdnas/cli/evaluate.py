@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resplit", choices=("none", "group_by_text"),
         help="task files: group_by_text re-splits pair data by first text, so no premise is in two splits",
     )  # fmt: skip
+    p.add_argument(
+        "--pair-encoding", choices=("cross", "bi", "embedding"),
+        help="task files: fine-tune a pair task as a cross-encoder (both texts in one sequence, the default) or a "
+        "bi-encoder (each text embedded alone), or score it without fine-tuning from the cosine of the two "
+        "embeddings (embedding: for similarity / paraphrase)",
+    )  # fmt: skip
     p.add_argument("--teacher", help="also evaluate this teacher and print retention (zoo name or dir)")
     p.add_argument("--task-distill", action="store_true",
                    help="train the model on the fine-tuned teacher's logits too (needs --teacher)")  # fmt: skip

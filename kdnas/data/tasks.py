@@ -49,6 +49,8 @@ TASK_LANGUAGES = {
 Kind = Literal["classification", "regression"]
 Resplit = Literal["none", "group_by_text"]
 RESPLITS = ("none", "group_by_text")
+PairEncoding = Literal["cross", "bi", "embedding"]
+PAIR_ENCODINGS = ("cross", "bi", "embedding")
 
 
 @dataclass
@@ -94,6 +96,15 @@ class Task:
     metric: str | None = None
     """Main metric, used to choose the lr and reported (None: accuracy for classes, spearman for regression;
     `macro_f1` for paraphrase tasks, as GLUE reports F1 for MRPC / QQP)."""
+    pair_encoding: PairEncoding = "cross"
+    """How a pair task is scored. `cross` fine-tunes the two texts as one sequence (a cross-encoder: for tasks
+    whose label hangs on how the texts relate token by token, e.g. order or inference); `bi` fine-tunes each text
+    encoded alone, a head on [u, v, |u-v|, u*v] of the two pooled vectors (Sentence-BERT's classifier,
+    `kdnas.evaluate.finetune.TaskModel`); `embedding` does not fine-tune: the cosine of the two texts' embeddings
+    (the model's own pooling and Dense) at the threshold best on dev, or its Spearman for a score (MTEB's
+    pair-classification protocol, `kdnas.evaluate.pair_similarity.embedding_result`): how a sentence-embedding
+    model is used for similarity, and the only one of the three where the teacher reached its own level on
+    wiki-same-en (docs/evaluation.md#pair-tasks). Single-text tasks ignore it."""
 
     @property
     def num_labels(self) -> int:
@@ -130,6 +141,7 @@ def load_task(
     kind: Kind | None = None,
     label_names: list[str] | None = None,
     resplit: Resplit = "none",
+    pair_encoding: PairEncoding | None = None,
 ) -> Task:
     """Load a task from a zoo name, a CSV / JSONL file, or a dir of train / dev / test files.
 
@@ -143,9 +155,14 @@ def load_task(
     `resplit="group_by_text"` pools the rows of every split and assigns each row by a hash of its first text, so
     a premise (evidence sentence, question) shared by several pairs lands in one split only; for pair data whose
     given splits share first texts (the model would see a test premise while training).
+
+    `pair_encoding` (cross | bi | embedding; None: the task's own, `cross` for task files) sets how a pair task
+    is scored (`Task.pair_encoding`).
     """
     if resplit not in RESPLITS:
         raise DataError(f"resplit: {resplit!r} must be one of {', '.join(RESPLITS)}")
+    if pair_encoding is not None and pair_encoding not in PAIR_ENCODINGS:
+        raise DataError(f"pair_encoding: {pair_encoding!r} must be one of {', '.join(PAIR_ENCODINGS)}")
     s = str(ref)
     path = Path(ref)
     if s in ZOO_TASKS and not path.exists():
@@ -173,6 +190,18 @@ def load_task(
         if max_train < 1:
             raise DataError(f"max_train: {max_train} must be >= 1 (or None for all)")
         task.train = cap_split(task.train, max_train)
+    if pair_encoding is not None:
+        if not task.is_pair:
+            raise DataError(
+                f"{s}: pair_encoding {pair_encoding} applies to sentence-pair tasks; this task has one text per "
+                "example (give text_b_field for the second text, or drop pair_encoding)"
+            )
+        if pair_encoding == "embedding" and task.kind == "classification" and task.num_labels != 2:
+            raise DataError(
+                f"{s}: pair_encoding embedding scores the cosine of the two texts against two classes or a "
+                f"regression score; this task has {task.num_labels} classes (use pair_encoding cross or bi)"
+            )
+        task.pair_encoding = pair_encoding
     return task
 
 
@@ -289,6 +318,7 @@ def _build(
     name: str, source: str, recs: dict[str, tuple[Path, list[tuple[int, dict[str, Any]]]]], text_field: str,
     text_b_field: str | None, label_field: str, kind: Kind | None, label_names: list[str] | None,
     resplit: Resplit = "none",
+    pair_encoding: PairEncoding | None = None,
 ) -> Task:  # fmt: skip
     if resplit == "group_by_text":
         recs = _group_by_text(recs, text_field)

@@ -33,6 +33,7 @@ from kdnas.data.tasks import (
     TASK_LANGUAGES,
     WIKI_DROPPED_TOPIC,
     WIKI_VITAL_LANGS,
+    PairEncoding,
     Task,
     TaskSplit,
     check_task,
@@ -224,6 +225,7 @@ def _pair_task(
     pairs: list[tuple[str, str, str, int]],
     dropped: int,
     metric: str | None = None,
+    pair_encoding: PairEncoding = "cross",
 ) -> Task:
     out: dict[str, TaskSplit] = {s: TaskSplit([], [], [], []) for s in SPLITS}
     in_train = {t for key, a, b, _ in pairs if task_split_of(key) == "train" for t in (a, b)}
@@ -240,7 +242,7 @@ def _pair_task(
         sp.labels.append(y)
         sp.keys.append(key)
     task = Task(name=name, kind="classification", label_names=labels, train=out["train"], dev=out["dev"],
-                test=out["test"], source=source, language="en", metric=metric,
+                test=out["test"], source=source, language="en", metric=metric, pair_encoding=pair_encoding,
                 dropped={k: v for k, v in (("summary with fewer than 2 sentences", dropped),
                                            ("sentence also in a train pair", shared)) if v})  # fmt: skip
     check_task(task)
@@ -291,4 +293,5 @@ def _wiki_same(root: Path) -> Task:
         pairs,
         short,
         metric="macro_f1",  # GLUE reports F1 for its paraphrase tasks (MRPC, QQP)
+        pair_encoding="embedding",  # a similarity task, scored as the embeddings are used (docs/evaluation.md)
     )

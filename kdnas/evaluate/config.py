@@ -6,9 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-TASK_OPTIONS = ("text_field", "text_b_field", "label_field", "kind", "resplit")
+TASK_OPTIONS = ("text_field", "text_b_field", "label_field", "kind", "resplit", "pair_encoding")
 """Keys of `evaluate.task_options` (keyword arguments of `kdnas.data.tasks.load_task`)."""
-_OPTION_VALUES = {"kind": ("classification", "regression"), "resplit": ("none", "group_by_text")}
+_OPTION_VALUES = {
+    "kind": ("classification", "regression"),
+    "resplit": ("none", "group_by_text"),
+    "pair_encoding": ("cross", "bi", "embedding"),
+}
 
 
 @dataclass
@@ -25,8 +29,10 @@ class EvaluateConfig:
     fine-tunes on SOURCE and tests zero-shot on TARGET's test split through the topic map (docs/evaluation.md)."""
     task_options: dict[str, dict[str, str]] = field(default_factory=dict)
     """Loader options of task files, keyed by their reference in `tasks`: `text_field`, `text_b_field` (the
-    second text of a pair task), `label_field`, `kind` (classification | regression) and `resplit` (none |
-    group_by_text: each first text of a pair task in one split), e.g.
+    second text of a pair task), `label_field`, `kind` (classification | regression), `resplit` (none |
+    group_by_text: each first text of a pair task in one split) and `pair_encoding` (cross: fine-tuned with the two
+    texts as one sequence, the default for task files; bi: fine-tuned with each text embedded alone; embedding:
+    no fine-tuning, the cosine of the two embeddings at the dev-chosen threshold, for similarity tasks), e.g.
     `{data/claims.csv: {text_field: claim, text_b_field: evidence, resplit: group_by_text}}`."""
     lrs: list[float] = field(default_factory=lambda: [2e-4])
     """Learning-rate grid; the best on dev is reported."""

@@ -42,28 +42,40 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EncodedSplit:
-    """A pre-tokenized split: variable-length token lists (padded per batch), labels as a tensor [N]."""
+    """A pre-tokenized split: variable-length token lists (padded per batch), labels as a tensor [N].
+    A pair task fine-tuned as a bi-encoder keeps its second texts apart (`input_ids_b`)."""
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: torch.Tensor
     pad_id: int = 0
+    input_ids_b: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
 
 def encode_split(
-    tokenizer: PreTrainedTokenizerBase, split: TaskSplit, kind: str, max_len: int
+    tokenizer: PreTrainedTokenizerBase, split: TaskSplit, kind: str, max_len: int, *, bi: bool = False
 ) -> EncodedSplit:
-    """Tokenize once (truncated to `max_len`, no padding)."""
+    """Tokenize once (truncated to `max_len`, no padding). `bi`: the two texts of a pair split each on its own
+    (a bi-encoder; each truncated to `max_len`), else as one sequence."""
+    dtype = torch.float32 if kind == "regression" else torch.long
+    pad = tokenizer.pad_token_id
+    if bi and split.texts_b is not None:
+        a, b = (
+            tokenizer(texts, truncation=True, max_length=max_len, padding=False, return_attention_mask=False)
+            for texts in (split.texts, split.texts_b)
+        )
+        return EncodedSplit(
+            input_ids=list(a["input_ids"]), token_type_ids=None, input_ids_b=list(b["input_ids"]),
+            labels=torch.tensor(split.labels, dtype=dtype), pad_id=int(pad) if pad is not None else 0,
+        )  # fmt: skip
     enc = tokenizer(
         split.texts, split.texts_b, truncation=True, max_length=max_len, padding=False,
         return_attention_mask=False,
     )  # fmt: skip
     tt = enc.get("token_type_ids") if "token_type_ids" in tokenizer.model_input_names else None
-    dtype = torch.float32 if kind == "regression" else torch.long
-    pad = tokenizer.pad_token_id
     return EncodedSplit(
         input_ids=list(enc["input_ids"]),
         token_type_ids=tt,
@@ -72,20 +84,30 @@ def encode_split(
     )
 
 
+def _pad(seqs: list[list[int]], idx: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask [B, S] of the token lists `idx`, padded to the longest of them."""
+    seq = max(len(seqs[i]) for i in idx)
+    ids = torch.full((len(idx), seq), pad_id, dtype=torch.long)  # [B, S]
+    mask = torch.zeros((len(idx), seq), dtype=torch.long)  # [B, S]
+    for r, i in enumerate(idx):
+        n = len(seqs[i])
+        ids[r, :n] = torch.tensor(seqs[i])
+        mask[r, :n] = 1
+    return ids, mask
+
+
 def _collate(
     data: EncodedSplit, idx: list[int], use_token_types: bool, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """Pad the examples `idx` to the longest of them (dynamic padding)."""
-    seq = max(len(data.input_ids[i]) for i in idx)
-    ids = torch.full((len(idx), seq), data.pad_id, dtype=torch.long)  # [B, S]
-    mask = torch.zeros((len(idx), seq), dtype=torch.long)  # [B, S]
-    for r, i in enumerate(idx):
-        n = len(data.input_ids[i])
-        ids[r, :n] = torch.tensor(data.input_ids[i])
-        mask[r, :n] = 1
+    """Pad the examples `idx` to the longest of them (dynamic padding); a bi-encoder split's second texts as
+    `input_ids_b` / `attention_mask_b`."""
+    ids, mask = _pad(data.input_ids, idx, data.pad_id)
     out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if data.input_ids_b is not None:
+        ids_b, mask_b = _pad(data.input_ids_b, idx, data.pad_id)
+        out.update(input_ids_b=ids_b.to(device), attention_mask_b=mask_b.to(device))
     if use_token_types and data.token_type_ids is not None:
-        tt = torch.zeros((len(idx), seq), dtype=torch.long)
+        tt = torch.zeros(tuple(ids.shape), dtype=torch.long)
         for r, i in enumerate(idx):
             tt[r, : len(data.token_type_ids[i])] = torch.tensor(data.token_type_ids[i])
         out["token_type_ids"] = tt.to(device)
@@ -97,36 +119,53 @@ def _collate(
 
 
 class TaskModel(nn.Module):
-    """Encoder -> pooled sentence vector (`cls` or `mean`) -> dropout -> linear head of `num_labels` outputs."""
+    """Encoder -> pooled sentence vector (`cls` or `mean`) -> dropout -> linear head of `num_labels` outputs.
+
+    `bi` (a pair task fine-tuned as a bi-encoder): each text is encoded and pooled alone, u and v, and the head
+    reads [u, v, |u - v|, u * v] (Sentence-BERT's classification objective), so the pair is compared as the
+    embeddings are when the model serves search or deduplication."""
 
     def __init__(
-        self, encoder: PreTrainedModel, num_labels: int, *, pooling: str = "mean", dropout: float = 0.1
-    ):
+        self, encoder: PreTrainedModel, num_labels: int, *, pooling: str = "mean", dropout: float = 0.1,
+        bi: bool = False,
+    ):  # fmt: skip
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise KdnasError(f"pooling: {pooling!r} must be 'cls' or 'mean'")
         self.encoder = encoder
         self.pooling = pooling
+        self.bi = bi
         hidden = _hidden_size(encoder)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, num_labels)
+        self.head = nn.Linear(4 * hidden if bi else hidden, num_labels)
         self.use_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
 
-    def forward(
+    def _pooled(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: torch.Tensor
     ) -> torch.Tensor:
-        """input_ids, attention_mask [B, S] -> logits [B, num_labels]."""
-        if not self.use_token_types:
-            kw.pop("token_type_ids", None)
         h = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, **kw
         ).last_hidden_state  # [B, S, H]
         if self.pooling == "cls":
-            pooled = h[:, 0]  # [B, H]
-        else:
-            m = attention_mask.unsqueeze(-1).to(h.dtype)  # [B, S, 1]
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, H]
-        return self.head(self.dropout(pooled))  # [B, K]
+            return h[:, 0]  # [B, H]
+        m = attention_mask.unsqueeze(-1).to(h.dtype)  # [B, S, 1]
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, H]
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, input_ids_b: torch.Tensor | None = None,
+        attention_mask_b: torch.Tensor | None = None, **kw: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """input_ids, attention_mask [B, S] (and the second texts' [B, S_b] for a bi-encoder) -> logits [B, K]."""
+        if not self.use_token_types:
+            kw.pop("token_type_ids", None)
+        if not self.bi:
+            return self.head(self.dropout(self._pooled(input_ids, attention_mask, **kw)))  # [B, K]
+        if input_ids_b is None or attention_mask_b is None:
+            raise KdnasError("a bi-encoder task model needs the second texts (input_ids_b, attention_mask_b)")
+        u = self._pooled(input_ids, attention_mask)  # [B, H]
+        v = self._pooled(input_ids_b, attention_mask_b)  # [B, H]
+        feats = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)  # [B, 4H]
+        return self.head(self.dropout(feats))  # [B, K]
 
 
 def _hidden_size(model: PreTrainedModel) -> int:
@@ -234,6 +273,9 @@ class TaskResult:
     """Standard error of the main test metric from the test set's size alone (sampling error of the test
     split, apart from the seeds' spread): sqrt(p(1-p)/n) for accuracy, (1-r^2)/sqrt(n-3) for a correlation,
     none for F1 / MCC."""
+    pair_encoding: str | None = None
+    """A pair task: how it was scored (`Task.pair_encoding`: cross | bi | embedding); None for a single-text task
+    (and for pair results from before the option, which were all `cross`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -283,6 +325,21 @@ def summarize(task: Task, runs: list[RunResult]) -> TaskResult:
         n_train=len(task.train), n_dev=len(task.dev), n_test=len(task.test), runs=runs,
         language=getattr(task, "language", None), majority_rate=majority_rate(task),
         test_se=test_standard_error(metric, statistics.fmean(r.test[metric] for r in chosen), len(task.test)),
+        pair_encoding=getattr(task, "pair_encoding", "cross") if getattr(task, "is_pair", False) else None,
+    )  # fmt: skip
+
+
+def summarize_fixed(
+    task: Task, metric: str, dev: dict[str, float], test: dict[str, float], *, majority: float | None
+) -> TaskResult:
+    """The result of a task scored without training (`pair_encoding: embedding`): one deterministic score, no
+    runs, no lr (`best_lr` 0), no spread over seeds."""
+    return TaskResult(
+        task=task.name, kind=task.kind, metric=metric, best_lr=0.0, dev_mean=dev[metric], test_mean=test[metric],
+        test_std=0.0, test_metrics=dict(test), test_metrics_std={k: 0.0 for k in test}, n_train=len(task.train),
+        n_dev=len(task.dev), n_test=len(task.test), language=getattr(task, "language", None),
+        majority_rate=majority, test_se=test_standard_error(metric, test[metric], len(task.test)),
+        pair_encoding="embedding",
     )  # fmt: skip
 
 
@@ -300,9 +357,15 @@ class EncodedTask:
 
 
 def encode_task(tokenizer: PreTrainedTokenizerBase, task: Task, max_len: int) -> EncodedTask:
+    bi = is_bi(task)
     return EncodedTask(
-        *(encode_split(tokenizer, task.split(s), task.kind, max_len) for s in ("train", "dev", "test"))
+        *(encode_split(tokenizer, task.split(s), task.kind, max_len, bi=bi) for s in ("train", "dev", "test"))
     )
+
+
+def is_bi(task: Task) -> bool:
+    """Whether `task` is fine-tuned as a bi-encoder (a pair task with `pair_encoding: bi`)."""
+    return task.is_pair and getattr(task, "pair_encoding", "cross") == "bi"
 
 
 def _optimizer(model: TaskModel, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -338,7 +401,9 @@ def train_run(
     torch.manual_seed(seed)
     enc = copy.deepcopy(encoder)
     _eager(enc)
-    model = TaskModel(enc, task.num_labels, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
+    model = TaskModel(
+        enc, task.num_labels, pooling=cfg.pooling, dropout=cfg.dropout, bi=data.train.input_ids_b is not None
+    ).to(device)
     model.train()
     opt = _optimizer(model, lr, cfg.weight_decay)
     n = len(data.train)

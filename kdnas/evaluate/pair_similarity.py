@@ -5,21 +5,30 @@ Regression tasks: Spearman of the cosine against the gold score on test. Two-cla
 direction (high cosine = which label) that are best on dev, applied to test: accuracy and macro F1. A task
 whose label depends on the order of the two texts (e.g. wiki-order-en) stays at chance by construction: cosine
 is symmetric; it is reported as a control.
+
+`embedding_result` is the same scoring as a suite column (`pair_encoding: embedding`, MTEB's pair-classification
+protocol): the threshold chosen on dev by the task's main metric, every metric of the task on test, as a
+`TaskResult` with no fine-tuning runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from kdnas.data.tasks import Task, TaskSplit
+from kdnas.errors import DataError
 from kdnas.evaluate.fidelity import encode
-from kdnas.evaluate.metrics import accuracy, macro_f1, spearman
+from kdnas.evaluate.metrics import MAIN_METRIC, accuracy, macro_f1, score, spearman
 from kdnas.models.pooling import Pooling
+
+if TYPE_CHECKING:
+    from kdnas.evaluate.encoder import Encoder
+    from kdnas.evaluate.finetune import TaskResult
 
 
 @dataclass
@@ -75,3 +84,63 @@ def pair_similarity(
     pred = np.where(test >= t, pos, 1 - pos)
     return PairSimilarity(task.name, "accuracy", accuracy(pred, gold), macro_f1=macro_f1(pred, gold, 2),
                           threshold=t, positive=pos, test=len(gold))  # fmt: skip
+
+
+def _threshold(cos: np.ndarray, gold: np.ndarray, metric: str) -> tuple[float, int]:
+    """(threshold, label above it) of a two-class split whose `metric` is best (ties: the first found)."""
+    best = (-np.inf, 0.0, 1)
+    for t in np.unique(cos):
+        for pos in (0, 1):
+            v = score("classification", np.where(cos >= t, pos, 1 - pos), gold, 2)[metric]
+            if v > best[0]:
+                best = (v, float(t), pos)
+    return best[1], best[2]
+
+
+def embedding_parts(encoder: Encoder) -> tuple[Pooling, nn.Module | None]:
+    """How `encoder` embeds a text for a user: its sentence-transformers pooling (mean when it has none) and, for
+    an exported student narrower than its teacher, its Dense into the teacher's space."""
+    from kdnas.evaluate.fidelity import load_dense
+    from kdnas.models.pooling import read_pooling
+    from kdnas.models.static import is_static_dir, load_static
+
+    path = encoder.path
+    if path and is_static_dir(path):
+        _, _, normalize = load_static(path)
+        return Pooling(mode="mean", normalize=normalize, source=f"{path} (static)"), None
+    pooling = read_pooling(path) if path else None
+    return pooling or Pooling(mode="mean", source="default: mean pooling"), load_dense(path) if path else None
+
+
+def check_embedding_task(task: Task) -> None:
+    """`pair_encoding: embedding` scores a cosine: the task must be a pair task with two classes or a score."""
+    if not task.is_pair or (task.kind == "classification" and task.num_labels != 2):
+        what = "one text per example" if not task.is_pair else f"{task.num_labels} classes"
+        raise DataError(
+            f"{task.name}: pair_encoding embedding scores the cosine of two texts against two classes or a "
+            f"regression score; this task has {what} (use pair_encoding cross or bi)"
+        )
+
+
+@torch.inference_mode()
+def embedding_result(encoder: Encoder, task: Task, *, max_len: int = 128) -> TaskResult:
+    """`task` scored from the cosine of its two texts' embeddings, no fine-tuning (see the module docstring)."""
+    from kdnas.evaluate.finetune import majority_rate, summarize_fixed
+
+    check_embedding_task(task)
+    pooling, dense = embedding_parts(encoder)
+    model, tok = encoder.model.eval(), encoder.tokenizer
+    metric = task.metric or MAIN_METRIC[task.kind]
+    dev = _cosines(model, tok, task.dev, pooling, dense, max_len, None)
+    test = _cosines(model, tok, task.test, pooling, dense, max_len, None)
+    dev_gold, gold = np.asarray(task.dev.labels), np.asarray(task.test.labels)
+    if task.kind == "classification":
+        t, pos = _threshold(dev, dev_gold, metric)
+        dev_m = score("classification", np.where(dev >= t, pos, 1 - pos), dev_gold, 2)
+        test_m = score("classification", np.where(test >= t, pos, 1 - pos), gold, 2)
+    else:
+        dev_m, test_m = (
+            score("regression", dev, dev_gold.astype(float)),
+            score("regression", test, gold.astype(float)),
+        )
+    return summarize_fixed(task, metric, dev_m, test_m, majority=majority_rate(task))

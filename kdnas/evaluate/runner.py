@@ -136,7 +136,15 @@ def evaluate_encoder(
     """Run the protocol for `encoder` on each task; results keyed by task name in the order of `tasks`."""
     cfg = cfg or EvaluateConfig()
     results: dict[str, TaskResult] = {}
+    from kdnas.evaluate.pair_similarity import embedding_result
+
     for plan in plan_sources(tasks):
+        if plan.report and not plan.targets and getattr(plan.task, "pair_encoding", "cross") == "embedding":
+            log.info(
+                "%s on %s: the cosine of the two embeddings, no fine-tuning", encoder.name, plan.task.name
+            )
+            results[plan.task.name] = embedding_result(encoder, plan.task, max_len=cfg.max_len)
+            continue
         what = plan.task.describe()
         if plan.targets:
             what += f", zero-shot to {', '.join(z.target for z in plan.targets)}"

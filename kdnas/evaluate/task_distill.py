@@ -12,7 +12,15 @@ import torch
 
 from kdnas.data.tasks import Task
 from kdnas.evaluate.config import EvaluateConfig
-from kdnas.evaluate.finetune import TaskModel, TaskResult, capped, encode_split, finetune, predict_logits
+from kdnas.evaluate.finetune import (
+    TaskModel,
+    TaskResult,
+    capped,
+    encode_split,
+    finetune,
+    is_bi,
+    predict_logits,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -32,7 +40,7 @@ def teacher_logits(
     model: TaskModel, tokenizer: PreTrainedTokenizerBase, task: Task, cfg: EvaluateConfig
 ) -> torch.Tensor:
     """Logits [N_train, K] of a fine-tuned task model on the task's train split (in its order)."""
-    data = encode_split(tokenizer, task.train, task.kind, cfg.max_len)
+    data = encode_split(tokenizer, task.train, task.kind, cfg.max_len, bi=is_bi(task))
     return predict_logits(model, data, batch_size=cfg.eval_batch_size)
 
 

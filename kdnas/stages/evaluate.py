@@ -42,28 +42,40 @@ def evaluate(
         models.append((rd.STATIC_PEER, _dir_encoder(str(peer), rd.STATIC_PEER), peer))
 
     reports: dict[str, ModelReport] = {}
-    todo = [m for m in models if not ctx.path(rd.EVALUATE, f"{m[0]}.json").exists()]
     for name, _, _ in models:
         path = ctx.path(rd.EVALUATE, f"{name}.json")
         if path.exists():  # scored before a kill: kept
             reports[name] = ModelReport.from_dict(json.loads(path.read_text()))
+    # a model is fine-tuned on the tasks it has no current result for (all of them the first time; after a
+    # kill, or when the suite or a task's protocol changed, only those)
+    todo = [(m, stale_tasks(reports.get(m[0]), tasks)) for m in models]
+    todo = [(m, ts) for m, ts in todo if ts]
     with ctx.steps("evaluate: models fine-tuned", len(todo)) as step:
-        for name, make, _ in todo:
+        for (name, make, _), todo_tasks in todo:
             cached = _teacher_eval_cache(ctx, teacher, evaluate) if name == "teacher" else None
+            report = reports.get(name)
             if cached is not None and cached.exists():
-                report = ModelReport.from_dict(json.loads(cached.read_text()))
-                ctx.say("  teacher: scores reused from an earlier run with the same protocol")
-            else:
-                ctx.say(f"  fine-tuning {name} on {', '.join(t.name for t in tasks)}")
+                report = merge_reports(ModelReport.from_dict(json.loads(cached.read_text())), report)
+                todo_tasks = stale_tasks(report, tasks)
+                if not todo_tasks:
+                    ctx.say("  teacher: scores reused from an earlier run with the same protocol")
+            if todo_tasks:
+                what = ", ".join(t.name for t in todo_tasks)
+                redo = report is not None and len(todo_tasks) < len(tasks)
+                ctx.say(
+                    f"  fine-tuning {name} on {what}" + (" (the other tasks' scores kept)" if redo else "")
+                )
                 protocol = evaluate if name == "teacher" else evaluate.for_students()
                 if name == rd.STATIC_PEER:  # a bare table learns slower: it may also take 10x the lr (on dev)
                     protocol = dataclasses.replace(
                         protocol, lrs=sorted({*protocol.lrs, *(10 * x for x in protocol.lrs)})
                     )
-                report = evaluate_encoder(make(), tasks, protocol)
+                report = merge_reports(evaluate_encoder(make(), todo_tasks, protocol), report)
                 if cached is not None:
                     write_json_atomic(cached, report.to_dict())
+            assert report is not None
             report.name = name
+            report.results = {t.name: report.results[t.name] for t in tasks}  # in the suite's order
             write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), report.to_dict())
             reports[name] = report
             step(f"{name} scored")
@@ -136,6 +148,30 @@ def static_peer_dir(ctx: RunContext) -> Path:
             f"  {rd.STATIC_PEER}: static embeddings of the teacher's vocabulary made in {time.perf_counter() - t0:.0f} s"
         )
     return out
+
+
+def stale_tasks(report: Any, tasks: list[Any]) -> list[Any]:
+    """The tasks of `tasks` that `report` (a `ModelReport`, or None) has no current result for: missing, or a
+    pair task scored under another pair encoding (a result from before `pair_encoding` counts as `cross`)."""
+    if report is None:
+        return list(tasks)
+    out = []
+    for t in tasks:
+        r = report.results.get(t.name)
+        if r is None or (getattr(t, "is_pair", False) and (r.pair_encoding or "cross") != t.pair_encoding):
+            out.append(t)
+    return out
+
+
+def merge_reports(new: Any, old: Any) -> Any:
+    """`new` (a `ModelReport`) with the task results of `old` that `new` does not have; fidelity and zero-shot
+    pair scores are kept from `old` where `new` has none (they do not depend on the fine-tuning)."""
+    if old is None:
+        return new
+    new.results = {**{k: v for k, v in old.results.items() if k not in new.results}, **new.results}
+    new.fidelity = new.fidelity if new.fidelity is not None else old.fidelity
+    new.pair_similarity = new.pair_similarity if new.pair_similarity is not None else old.pair_similarity
+    return new
 
 
 def pair_scores(ctx: RunContext, model_dir: Path | None, tasks: list[Any], *, max_len: int) -> dict[str, Any]:

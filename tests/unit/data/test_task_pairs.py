@@ -98,3 +98,18 @@ def test_resplit_and_task_options_are_validated():
     assert any("task_options.a.csv.resplit: 'x' must be one of none, group_by_text" in p for p in problems)
     assert any("task_options.a.csv.colour: unknown option" in p for p in problems)
     assert any("task_options.b.csv: not a reference in tasks" in p for p in problems)
+
+
+def test_pair_encoding_is_an_option_of_pair_tasks_only(tmp_path):
+    path = _jsonl(tmp_path / "c.jsonl", _claims())
+    assert load_task(path, text_field="evidence", text_b_field="claim").pair_encoding == "cross"
+    t = load_task(path, text_field="evidence", text_b_field="claim", pair_encoding="bi")
+    assert t.pair_encoding == "bi"
+    with pytest.raises(DataError, match=r"pair_encoding bi applies to sentence-pair tasks.*text_b_field"):
+        load_task(path, text_field="claim", pair_encoding="bi")
+    with pytest.raises(DataError, match="pair_encoding: 'siamese' must be one of cross, bi"):
+        load_task(path, text_field="evidence", text_b_field="claim", pair_encoding="siamese")  # type: ignore[arg-type]
+    cfg = EvaluateConfig(tasks=["a.csv"], task_options={"a.csv": {"pair_encoding": "siamese"}})
+    assert any(
+        "task_options.a.csv.pair_encoding: 'siamese' must be one of cross, bi" in p for p in cfg.check()
+    )

@@ -43,6 +43,7 @@ def test_wiki_order_pairs_are_adjacent_sentences_in_or_out_of_order(tmp_path):
     root = _fake_summaries(tmp_path)
     t = load_zoo_task("wiki-order-en", root)
     assert t.is_pair and t.label_names == ["in order", "swapped"] and t.language == "en"
+    assert t.pair_encoding == "cross"  # its label hangs on how the two sentences relate, token by token
     assert t.dropped == {"summary with fewer than 2 sentences": 1}
     assert asset_of("wiki-order-en") == "wiki-vital-en"
     keys = _all(t, "keys")
@@ -62,6 +63,7 @@ def test_wiki_order_pairs_are_adjacent_sentences_in_or_out_of_order(tmp_path):
 def test_wiki_same_pairs_other_article_is_same_topic_and_same_split(tmp_path):
     t = load_zoo_task("wiki-same-en", _fake_summaries(tmp_path))
     assert t.label_names == ["different article", "same article"]
+    assert t.pair_encoding == "embedding"  # a similarity task: scored as the embeddings are used
     topic = {i: ["Arts", "History", "Science"][i % 3] for i in range(120)}
     seen = {0: 0, 1: 0}
     for s in ("train", "dev", "test"):

@@ -135,3 +135,56 @@ def test_soft_targets_drive_training_when_alpha_is_one(task, fast_cfg):
     cfg = dataclasses.replace(fast_cfg, kd_alpha=1.0)
     res, _ = finetune(tiny_teacher(), tiny_tokenizer(), task, cfg, soft_targets=flipped)
     assert res.test_mean <= 0.2, res.test_mean
+
+
+def _same_group_pairs(n: int, seed: int) -> TaskSplit:
+    """Pairs of two-word texts; label 1 when both texts draw from the same cue group (a similarity task)."""
+    import random
+
+    wet, loud = "river ocean water island mountain forest".split(), "music album song film art game".split()
+    r = random.Random(seed)
+    a, b, y = [], [], []
+    for i in range(n):
+        ga = wet if i % 2 else loud
+        same = (i // 2) % 2 == 0
+        gb = ga if same else (loud if ga is wet else wet)
+        a.append(" ".join(r.choice(ga) for _ in range(2)))
+        b.append(" ".join(r.choice(gb) for _ in range(2)))
+        y.append(int(same))
+    return TaskSplit(texts=a, texts_b=b, labels=y)
+
+
+def test_bi_encoder_pairs_encode_each_text_alone_and_learn_similarity(fast_cfg):
+    tok = tiny_tokenizer()
+    sp = _same_group_pairs(96, 0)
+    t = Task("same-group", "classification", ["different", "same"], sp, _same_group_pairs(24, 1),
+             _same_group_pairs(32, 2), pair_encoding="bi")  # fmt: skip
+    enc = encode_split(tok, t.test, "classification", 16, bi=True)
+    assert enc.input_ids_b is not None and enc.token_type_ids is None
+    assert enc.input_ids[0] == tok(t.test.texts[0])["input_ids"]  # the first text alone, not the pair
+    cfg = dataclasses.replace(fast_cfg, epochs=8, batch_size=8, lrs=[3e-3], min_epochs=8)
+    res, model = finetune(tiny_teacher(), tok, t, cfg, return_model=True)
+    assert model is not None and model.bi and model.head.in_features == 4 * model.encoder.config.hidden_size
+    assert res.test_mean >= 0.85, res
+    # the head reads [u, v, |u-v|, u*v] of the texts pooled one by one: the same logits from single-text encodings
+    model.eval()
+    single = [encode_split(tok, TaskSplit(texts=x, texts_b=None, labels=t.test.labels), "classification", 16)
+              for x in (t.test.texts, t.test.texts_b)]  # fmt: skip
+    with torch.no_grad():
+        u, v = (model._pooled(**_batch(s)) for s in single)
+        want = model.head(torch.cat([u, v, (u - v).abs(), u * v], -1))
+    torch.testing.assert_close(predict_logits(model, enc, batch_size=7), want, atol=1e-5, rtol=1e-4)
+
+
+def _batch(s):
+    from kdnas.evaluate.finetune import _pad
+
+    ids, mask = _pad(s.input_ids, list(range(len(s))), s.pad_id)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_cross_encoder_cannot_take_what_bi_needs():
+    model = TaskModel(tiny_teacher(), 2, bi=True)
+    ids = torch.ones((2, 3), dtype=torch.long)
+    with pytest.raises(Exception, match="second texts"):
+        model(ids, ids)

@@ -37,3 +37,39 @@ def test_an_order_task_stays_at_chance_and_single_texts_give_none() -> None:
     single = Task("topic", "classification", ["a", "b"], TaskSplit(["x"], None, [0]), TaskSplit(["y"], None, [1]),
                   TaskSplit(["z"], None, [0]))  # fmt: skip
     assert pair_similarity(model, tok, single, Pooling(mode="mean")) is None
+
+
+def test_an_embedding_task_is_a_suite_column_scored_without_fine_tuning() -> None:
+    """`pair_encoding: embedding`: evaluate_encoder scores the task from the cosine (identical pairs found: 1.0),
+    with the task's main metric choosing the threshold, one deterministic score and no runs; the encoder is
+    never trained; a three-class task is refused."""
+    import dataclasses
+
+    import pytest
+    import torch
+
+    from kdnas.errors import DataError
+    from kdnas.evaluate.config import EvaluateConfig
+    from kdnas.evaluate.encoder import Encoder
+    from kdnas.evaluate.pair_similarity import embedding_result
+    from kdnas.evaluate.runner import evaluate_encoder
+
+    enc = Encoder(model=tiny_teacher("bert", seed=0), tokenizer=tiny_tokenizer(), name="tiny")
+    before = {k: v.clone() for k, v in enc.model.state_dict().items()}
+    task = dataclasses.replace(tiny_pair_task("classification"), pair_encoding="embedding", metric="macro_f1")
+    report = evaluate_encoder(enc, [task], EvaluateConfig(tasks=[task.name], seeds=[0, 1]))
+    r = report.results[task.name]
+    assert (
+        r.pair_encoding == "embedding" and r.metric == "macro_f1" and r.test_mean == 1.0 and r.dev_mean == 1.0
+    )
+    assert r.runs == [] and r.test_std == 0.0 and r.test_metrics["accuracy"] == 1.0 and r.n_test == 30
+    for k, v in enc.model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    reg = dataclasses.replace(tiny_pair_task("regression"), pair_encoding="embedding")
+    got = embedding_result(enc, reg)
+    assert (
+        got.metric == "spearman" and got.test_mean > 0.8 and set(got.test_metrics) == {"pearson", "spearman"}
+    )
+    three = dataclasses.replace(task, label_names=["a", "b", "c"])
+    with pytest.raises(DataError, match=r"3 classes.*use pair_encoding cross or bi"):
+        embedding_result(enc, three)

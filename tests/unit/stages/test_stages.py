@@ -193,3 +193,33 @@ def test_the_teacher_scores_are_shared_by_runs_that_only_score_other_models(tmp_
         assert key(**same) == base, same
     for other in ({"seeds": [0]}, {"max_train_examples": 400}, {"lrs": [1e-4]}):
         assert key(**other) != base, other
+
+
+def test_a_kept_report_is_rescored_only_on_tasks_it_has_no_current_result_for() -> None:
+    """A resumed evaluate stage fine-tunes a model again only on the tasks whose result is missing or was made
+    under another pair encoding (results from before the option count as cross); the rest are kept."""
+    from kdnas.data.tasks import Task, TaskSplit
+    from kdnas.evaluate.finetune import TaskResult
+    from kdnas.evaluate.retention import ModelReport
+    from kdnas.stages.evaluate import merge_reports, stale_tasks
+
+    sp = TaskSplit(texts=["a"], texts_b=["b"], labels=[0])
+    single = Task("topic", "classification", ["x", "y"], *(TaskSplit(["a"], None, [0]),) * 3)
+    cross = Task("order", "classification", ["x", "y"], sp, sp, sp)
+    bi = Task("same", "classification", ["x", "y"], sp, sp, sp, pair_encoding="bi")
+
+    def res(task: str, enc: str | None, v: float = 0.5) -> TaskResult:
+        return TaskResult(
+            task, "classification", "accuracy", 1e-4, v, v, 0.0, {}, {}, 1, 1, 1, pair_encoding=enc
+        )
+
+    old = ModelReport("m", {"topic": res("topic", None), "order": res("order", None), "same": res("same", None)},
+                      fidelity={"mean_cosine": 0.5}, pair_similarity={"same": {"value": 0.8}})  # fmt: skip
+    assert stale_tasks(None, [single, cross, bi]) == [single, cross, bi]
+    assert stale_tasks(old, [single, cross, bi]) == [bi]  # "order" from before the option: cross, current
+    assert stale_tasks(ModelReport("m", {"topic": res("topic", None)}), [single, cross]) == [cross]
+    new = merge_reports(ModelReport("m", {"same": res("same", "bi", 0.9)}), old)
+    assert stale_tasks(new, [single, cross, bi]) == []
+    assert new.results["same"].test_mean == 0.9 and new.results["topic"].test_mean == 0.5
+    assert new.fidelity == {"mean_cosine": 0.5} and new.pair_similarity == {"same": {"value": 0.8}}
+    assert TaskResult.from_dict(new.results["same"].to_dict()).pair_encoding == "bi"
