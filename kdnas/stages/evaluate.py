@@ -62,9 +62,7 @@ def evaluate(
             if todo_tasks:
                 what = ", ".join(t.name for t in todo_tasks)
                 redo = report is not None and len(todo_tasks) < len(tasks)
-                ctx.say(
-                    f"  fine-tuning {name} on {what}" + (" (the other tasks' scores kept)" if redo else "")
-                )
+                ctx.say(f"  scoring {name} on {what}" + (" (the other tasks' scores kept)" if redo else ""))
                 protocol = evaluate if name == "teacher" else evaluate.for_students()
                 if name == rd.STATIC_PEER:  # a bare table learns slower: it may also take 10x the lr (on dev)
                     protocol = dataclasses.replace(
