@@ -103,3 +103,19 @@ def test_wiki_pair_tasks_keep_held_out_articles_out_of_the_corpus(wiki_en_dir: P
         assert not held & corpus_keys, name
         test_sents = set(t.test.texts) | set(t.test.texts_b or [])
         assert not test_sents & (set(t.train.texts) | set(t.train.texts_b or [])), name
+
+
+def test_wiki_same_en_is_scored_from_the_real_teachers_embeddings(
+    minilm_dir: Path, wiki_en_dir: Path
+) -> None:
+    """The zoo's same-article task is an embedding task: the real teacher, with no training, separates its test
+    pairs far above the majority rate (90.5 macro F1 measured), as its users compare two texts."""
+    from kdnas.data.tasks import load_task
+    from kdnas.evaluate.encoder import load_encoder
+    from kdnas.evaluate.pair_similarity import embedding_result
+
+    task = load_task("wiki-same-en")
+    assert task.pair_encoding == "embedding" and load_task("wiki-order-en").pair_encoding == "cross"
+    r = embedding_result(load_encoder("minilm-l6"), task)
+    assert r.metric == "macro_f1" and r.pair_encoding == "embedding" and r.runs == []
+    assert r.test_mean > 0.85 and r.majority_rate is not None and r.majority_rate < 0.55, r
