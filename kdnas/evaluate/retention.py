@@ -101,6 +101,8 @@ class RetentionTable:
     """Task -> test accuracy of always answering the most frequent train class (None: regression)."""
     test_se: dict[str, float | None] = field(default_factory=dict)
     """Task -> the teacher's test standard error (sampling error of the test split)."""
+    embedding: list[str] = field(default_factory=list)
+    """The columns scored without fine-tuning, from the cosine of two embeddings (`pair_encoding: embedding`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +128,7 @@ class RetentionTable:
 
     def header(self, task: str) -> str:
         zs = ", zero-shot" if task in self.zero_shot else ""
+        zs += ", embedding cosine" if task in self.embedding else ""
         maj = self.majority.get(task)
         return (
             f"{task} ({self.metrics[task]}{zs}"
@@ -141,7 +144,9 @@ class RetentionTable:
         """`score ± std (retention%)` (retention left out for the teacher), `–` when the model lacks the task."""
         if task not in row.scores:
             return "–"
-        cell = f"{100 * row.scores[task]:.2f} ± {100 * row.stds[task]:.2f}"
+        cell = f"{100 * row.scores[task]:.2f}"
+        if task not in self.embedding:  # an embedding column is one deterministic score: no spread over seeds
+            cell += f" ± {100 * row.stds[task]:.2f}"
         ret = row.retention.get(task)
         if ret is not None and row.model != self.teacher:
             cell += f" ({100 * ret:.1f}%)"
@@ -172,6 +177,10 @@ class RetentionTable:
         lines.append("Scores: test, main metric x 100, mean ± std over seeds at the lr chosen on dev; "
                      "(x%) = retention of the teacher's score; majority = the score of always answering the "
                      "most frequent train class.")  # fmt: skip
+        if self.embedding:
+            lines.append(f"{', '.join(self.embedding)}: no fine-tuning; the cosine of the two texts' embeddings "
+                         "(each model's pooling and Dense) at the threshold best on dev, one deterministic score "
+                         "per model (docs/evaluation.md#pair-tasks).")  # fmt: skip
         ses = [f"{t} ±{100 * v:.2f}" for t, v in self.test_se.items() if v is not None]
         if ses:
             lines.append("Test-set standard error of the teacher's score (sampling error of the test split "
@@ -333,7 +342,8 @@ def retention_table(
     return RetentionTable(tasks=tasks, metrics={t: teacher.results[t].metric for t in tasks}, rows=rows,
                           teacher=teacher.name, notes=notes, languages=languages, zero_shot=zero_shot,
                           majority={t: teacher.results[t].majority_rate for t in tasks},
-                          test_se={t: teacher.results[t].test_se for t in tasks})  # fmt: skip
+                          test_se={t: teacher.results[t].test_se for t in tasks},
+                          embedding=[t for t in tasks if teacher.results[t].pair_encoding == "embedding"])  # fmt: skip
 
 
 def _zero_shot_note(task: str, res: TaskResult) -> str:

@@ -142,3 +142,15 @@ def test_old_results_without_zero_shot_details_are_told_by_name():
     table = retention_table(teacher, [])
     assert table.zero_shot == ["wiki-vital-en>wiki-vital-fr"]
     assert table.languages["wiki-vital-en>wiki-vital-fr"] == "fr"
+
+
+def test_an_embedding_column_is_marked_and_has_no_seed_spread():
+    teacher, student, _ = _reports()
+    for r in (teacher, student):
+        r.results["b"] = dataclasses.replace(r.results["b"], test_std=0.0, pair_encoding="embedding")
+    table = retention_table(teacher, [student])
+    assert table.embedding == ["b"]
+    md = table.to_markdown()
+    assert "b (accuracy, embedding cosine)" in md and "| 90.00 (100.0%) |" in md and "72.00 ± 1.00" in md
+    assert "b: no fine-tuning; the cosine of the two texts' embeddings" in md
+    assert retention_table(*_reports()[:1], [_reports()[1]]).embedding == []
