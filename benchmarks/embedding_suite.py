@@ -46,7 +46,7 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    kdnas = [sys.executable, "-m", "kdnas.cli"]
+    kdnas = [str(Path(sys.executable).parent / "kdnas")]  # the console script of this environment
     rows = {}
     for name, cfg in VARIANTS.items():
         d = out / name

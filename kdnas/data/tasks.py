@@ -97,14 +97,9 @@ class Task:
     """Main metric, used to choose the lr and reported (None: accuracy for classes, spearman for regression;
     `macro_f1` for paraphrase tasks, as GLUE reports F1 for MRPC / QQP)."""
     pair_encoding: PairEncoding = "cross"
-    """How a pair task is scored. `cross` fine-tunes the two texts as one sequence (a cross-encoder: for tasks
-    whose label hangs on how the texts relate token by token, e.g. order or inference); `bi` fine-tunes each text
-    encoded alone, a head on [u, v, |u-v|, u*v] of the two pooled vectors (Sentence-BERT's classifier,
-    `kdnas.evaluate.finetune.TaskModel`); `embedding` does not fine-tune: the cosine of the two texts' embeddings
-    (the model's own pooling and Dense) at the threshold best on dev, or its Spearman for a score (MTEB's
-    pair-classification protocol, `kdnas.evaluate.pair_similarity.embedding_result`): how a sentence-embedding
-    model is used for similarity, and the only one of the three where the teacher reached its own level on
-    wiki-same-en (docs/evaluation.md#pair-tasks). Single-text tasks ignore it."""
+    """How a pair task is scored: `cross` fine-tunes the two texts as one sequence, `bi` fine-tunes each text
+    encoded alone (a Sentence-BERT head), `embedding` scores the cosine of the two embeddings at the dev threshold
+    with no fine-tuning (for similarity tasks; docs/evaluation.md#pair-tasks). Single-text tasks ignore it."""
 
     @property
     def num_labels(self) -> int:
@@ -156,8 +151,7 @@ def load_task(
     a premise (evidence sentence, question) shared by several pairs lands in one split only; for pair data whose
     given splits share first texts (the model would see a test premise while training).
 
-    `pair_encoding` (cross | bi | embedding; None: the task's own, `cross` for task files) sets how a pair task
-    is scored (`Task.pair_encoding`).
+    `pair_encoding` sets `Task.pair_encoding` (None: the task's own, `cross` for task files).
     """
     if resplit not in RESPLITS:
         raise DataError(f"resplit: {resplit!r} must be one of {', '.join(RESPLITS)}")
