@@ -149,9 +149,8 @@ def load_task(
 
     `resplit="group_by_text"` pools the rows of every split and assigns each row by a hash of its first text, so
     a premise (evidence sentence, question) shared by several pairs lands in one split only; for pair data whose
-    given splits share first texts (the model would see a test premise while training).
-
-    `pair_encoding` sets `Task.pair_encoding` (None: the task's own, `cross` for task files).
+    given splits share first texts (the model would see a test premise while training). `pair_encoding` sets
+    `Task.pair_encoding` (None: the task's own, `cross` for task files).
     """
     if resplit not in RESPLITS:
         raise DataError(f"resplit: {resplit!r} must be one of {', '.join(RESPLITS)}")
@@ -185,18 +184,20 @@ def load_task(
             raise DataError(f"max_train: {max_train} must be >= 1 (or None for all)")
         task.train = cap_split(task.train, max_train)
     if pair_encoding is not None:
-        if not task.is_pair:
-            raise DataError(
-                f"{s}: pair_encoding {pair_encoding} applies to sentence-pair tasks; this task has one text per "
-                "example (give text_b_field for the second text, or drop pair_encoding)"
-            )
-        if pair_encoding == "embedding" and task.kind == "classification" and task.num_labels != 2:
-            raise DataError(
-                f"{s}: pair_encoding embedding scores the cosine of the two texts against two classes or a "
-                f"regression score; this task has {task.num_labels} classes (use pair_encoding cross or bi)"
-            )
+        check_pair_encoding(task, pair_encoding, s)
         task.pair_encoding = pair_encoding
     return task
+
+
+def check_pair_encoding(task: Task, encoding: str, ref: str) -> None:
+    """A DataError naming `ref` when `encoding` cannot score `task` (`embedding`: two classes or a score)."""
+    if not task.is_pair:
+        raise DataError(f"{ref}: pair_encoding {encoding} applies to sentence-pair tasks; this task has one text "
+                        "per example (give text_b_field for the second text, or drop pair_encoding)")  # fmt: skip
+    if encoding == "embedding" and task.kind == "classification" and task.num_labels != 2:
+        raise DataError(f"{ref}: pair_encoding embedding scores the cosine of the two texts against two classes "
+                        f"or a regression score; this task has {task.num_labels} classes (use pair_encoding "
+                        "cross or bi)")  # fmt: skip
 
 
 def cap_split(split: TaskSplit, n: int) -> TaskSplit:
@@ -312,7 +313,6 @@ def _build(
     name: str, source: str, recs: dict[str, tuple[Path, list[tuple[int, dict[str, Any]]]]], text_field: str,
     text_b_field: str | None, label_field: str, kind: Kind | None, label_names: list[str] | None,
     resplit: Resplit = "none",
-    pair_encoding: PairEncoding | None = None,
 ) -> Task:  # fmt: skip
     if resplit == "group_by_text":
         recs = _group_by_text(recs, text_field)

@@ -184,18 +184,33 @@ def load_dense(model_dir: str | Path) -> nn.Linear | None:
     return lin.eval()
 
 
+def embedding_parts(model_dir: str | Path | None) -> tuple[Pooling, nn.Linear | None]:
+    """How the model saved in `model_dir` embeds a text for a user: its own sentence-transformers pooling (mean
+    pooling when it has none; a static table's mean, normalised as it was made) and its Dense (None without one).
+    `model_dir` None (a model built in memory): mean pooling, no Dense."""
+    from kdnas.models.pooling import read_pooling
+    from kdnas.models.static import is_static_dir, static_normalize
+
+    if model_dir is None:
+        return Pooling(mode="mean", source="default: mean pooling"), None
+    if is_static_dir(model_dir):
+        return Pooling(
+            mode="mean", normalize=static_normalize(model_dir), source=f"{model_dir} (static)"
+        ), None
+    pooling = read_pooling(model_dir) or Pooling(mode="mean", source="default: mean pooling")
+    return pooling, load_dense(model_dir)
+
+
 def load_embedder(model_dir: str | Path) -> tuple[nn.Module, Any, Pooling, nn.Linear | None]:
-    """(model, tokenizer, pooling, Dense) of a saved model dir, embedding as it embeds for a user: its own
-    sentence-transformers pooling (mean pooling when it has none) and Dense."""
+    """(model, tokenizer, pooling, Dense) of a saved model dir, embedding as it embeds for a user
+    (`embedding_parts`)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from kdnas.models.pooling import read_pooling
     from kdnas.models.static import is_static_dir, load_static
 
-    if is_static_dir(model_dir):  # a static table: the mean of its token rows, normalised as it was made
-        static, tok, normalize = load_static(model_dir)
-        return static, tok, Pooling(mode="mean", normalize=normalize, source=f"{model_dir} (static)"), None
-    model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    pooling = read_pooling(model_dir) or Pooling(mode="mean", source="default: mean pooling")
-    return model, tok, pooling, load_dense(model_dir)
+    if is_static_dir(model_dir):
+        model, tok, _ = load_static(model_dir)
+    else:
+        model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    return model, tok, *embedding_parts(model_dir)

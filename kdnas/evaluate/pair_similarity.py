@@ -21,14 +21,13 @@ import torch
 from torch import nn
 
 from kdnas.data.tasks import Task, TaskSplit
-from kdnas.errors import DataError
 from kdnas.evaluate.fidelity import encode
 from kdnas.evaluate.metrics import MAIN_METRIC, accuracy, macro_f1, score, spearman
 from kdnas.models.pooling import Pooling
 
 if TYPE_CHECKING:
     from kdnas.evaluate.encoder import Encoder
-    from kdnas.evaluate.finetune import TaskResult
+    from kdnas.evaluate.results import TaskResult
 
 
 @dataclass
@@ -73,14 +72,7 @@ def pair_similarity(
     if task.kind != "classification":
         return PairSimilarity(task.name, "spearman", spearman(test, gold.astype(float)), test=len(gold))
     dev = _cosines(model, tokenizer, task.dev, pooling, dense, max_len, input_map)
-    dev_gold = np.asarray(task.dev.labels)
-    best = (-1.0, 0.0, 1)
-    for t in np.unique(dev):
-        for pos in (0, 1):
-            acc = accuracy(np.where(dev >= t, pos, 1 - pos), dev_gold)
-            if acc > best[0]:
-                best = (acc, float(t), pos)
-    _, t, pos = best
+    t, pos = _threshold(dev, np.asarray(task.dev.labels), "accuracy")
     pred = np.where(test >= t, pos, 1 - pos)
     return PairSimilarity(task.name, "accuracy", accuracy(pred, gold), macro_f1=macro_f1(pred, gold, 2),
                           threshold=t, positive=pos, test=len(gold))  # fmt: skip
@@ -97,38 +89,15 @@ def _threshold(cos: np.ndarray, gold: np.ndarray, metric: str) -> tuple[float, i
     return best[1], best[2]
 
 
-def embedding_parts(encoder: Encoder) -> tuple[Pooling, nn.Module | None]:
-    """How `encoder` embeds a text for a user: its sentence-transformers pooling (mean when it has none) and, for
-    an exported student narrower than its teacher, its Dense into the teacher's space."""
-    from kdnas.evaluate.fidelity import load_dense
-    from kdnas.models.pooling import read_pooling
-    from kdnas.models.static import is_static_dir, load_static
-
-    path = encoder.path
-    if path and is_static_dir(path):
-        _, _, normalize = load_static(path)
-        return Pooling(mode="mean", normalize=normalize, source=f"{path} (static)"), None
-    pooling = read_pooling(path) if path else None
-    return pooling or Pooling(mode="mean", source="default: mean pooling"), load_dense(path) if path else None
-
-
-def check_embedding_task(task: Task) -> None:
-    """`pair_encoding: embedding` scores a cosine: the task must be a pair task with two classes or a score."""
-    if not task.is_pair or (task.kind == "classification" and task.num_labels != 2):
-        what = "one text per example" if not task.is_pair else f"{task.num_labels} classes"
-        raise DataError(
-            f"{task.name}: pair_encoding embedding scores the cosine of two texts against two classes or a "
-            f"regression score; this task has {what} (use pair_encoding cross or bi)"
-        )
-
-
 @torch.inference_mode()
 def embedding_result(encoder: Encoder, task: Task, *, max_len: int = 128) -> TaskResult:
     """`task` scored from the cosine of its two texts' embeddings, no fine-tuning (see the module docstring)."""
-    from kdnas.evaluate.finetune import majority_rate, summarize_fixed
+    from kdnas.data.tasks import check_pair_encoding
+    from kdnas.evaluate.fidelity import embedding_parts
+    from kdnas.evaluate.results import majority_rate, summarize_fixed
 
-    check_embedding_task(task)
-    pooling, dense = embedding_parts(encoder)
+    check_pair_encoding(task, "embedding", task.name)
+    pooling, dense = embedding_parts(encoder.path)
     model, tok = encoder.model.eval(), encoder.tokenizer
     metric = task.metric or MAIN_METRIC[task.kind]
     dev = _cosines(model, tok, task.dev, pooling, dense, max_len, None)

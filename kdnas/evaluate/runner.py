@@ -139,7 +139,7 @@ def evaluate_encoder(
     from kdnas.evaluate.pair_similarity import embedding_result
 
     for plan in plan_sources(tasks):
-        if plan.report and not plan.targets and getattr(plan.task, "pair_encoding", "cross") == "embedding":
+        if plan.report and not plan.targets and plan.task.pair_encoding == "embedding":
             log.info(
                 "%s on %s: the cosine of the two embeddings, no fine-tuning", encoder.name, plan.task.name
             )

@@ -208,6 +208,11 @@ def static_config(path: str | Path) -> dict[str, Any]:
     return {"vocab_size": int(shape[0]), "hidden_size": int(shape[1])}
 
 
+def static_normalize(path: str | Path) -> bool:
+    """Whether the static model in `path` normalises its mean-pooled embedding (its config.json, default yes)."""
+    return bool(json.loads((Path(path) / "config.json").read_text()).get("normalize", True))
+
+
 def load_static(path: str | Path) -> tuple[StaticEncoder, Any, bool]:
     """(encoder, tokenizer, normalize) of a static model dir written by `save_static` or by Model2Vec."""
     from safetensors.torch import load_file
@@ -232,8 +237,7 @@ def load_static(path: str | Path) -> tuple[StaticEncoder, Any, bool]:
         raise ModelError(f"{p}: no usable tokenizer in the dir ({e})") from e
     finally:
         hf_logging.set_verbosity(level)
-    normalize = bool(json.loads((p / "config.json").read_text()).get("normalize", True))
-    return StaticEncoder(tensors["embeddings"], special_ids=_special_ids(tok)), tok, normalize
+    return StaticEncoder(tensors["embeddings"], special_ids=_special_ids(tok)), tok, static_normalize(p)
 
 
 def make_static_peer(teacher: Any, out_dir: str | Path, *, pooling: Any,
