@@ -192,14 +192,18 @@ def write_config(run_dir: Path, cfg: RunConfig) -> None:
 
 def rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
     """Forget the stages from `stage` on: their markers go, and what they wrote that a rerun would reuse
-    (`STAGE_OUTPUTS`: the study, the students, per-model scores) moves to previous/<old config hash>/."""
+    (`STAGE_OUTPUTS`: the study, the students, per-model scores) moves to previous/<old config hash>/, except
+    what the change cannot reach (`search_independent`: the hand-made baselines and their scores)."""
     order = list(STAGE_NAMES)
     tag = old.hash()
     keep = run_dir / PREVIOUS / tag
+    stays = search_independent(run_dir, old, new, stage)
     for name in order[order.index(stage) :]:
         marker(run_dir, name).unlink(missing_ok=True)
         for pattern in STAGE_OUTPUTS.get(name, ()):
             for p in sorted(run_dir.glob(pattern)):
+                if p in stays:
+                    continue
                 dest = keep / p.relative_to(run_dir)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if dest.exists():  # the same config rewound twice: the newer outputs win
@@ -207,3 +211,30 @@ def rewind(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> None:
                 os.replace(p, dest)
     shutil.copy2(run_dir / CONFIG, run_dir / f"config.{tag}.yaml")
     write_config(run_dir, new)  # last: a kill before it leaves the old config with fewer finished stages
+
+
+def search_independent(run_dir: Path, old: RunConfig, new: RunConfig, stage: str) -> set[Path]:
+    """What a rerun from `stage` would make again identically, so a rewind keeps it: after a change that only
+    reaches the search (its own keys, not the distillation's nor the baselines'), the distilled hand-made
+    baselines (their arch and training do not depend on the search), and when the evaluation is unchanged too,
+    the scores of every model that is not a searched student (teacher, baselines, static peer)."""
+    from kdnas import config as config_mod
+
+    if stage != "search":
+        return set()
+    changed = config_mod.changed_keys(old, new)
+    if any(k.startswith("distill.") or k in BASELINE_KEYS for k in changed):
+        return set()
+    out = {run_dir / BASELINES}
+    if any(k.startswith("evaluate.") for k in changed):
+        return out
+    summary = run_dir / SUMMARY
+    students = (
+        {s["name"] for s in json.loads(summary.read_text()).get("students", [])}
+        if summary.exists()
+        else set()
+    )
+    for p in (run_dir / EVALUATE).glob("*.json"):
+        if p.stem not in students and not (run_dir / STUDENTS / p.stem).exists():
+            out.add(p)
+    return out

@@ -87,16 +87,29 @@ def test_resume_with_a_new_evaluation_protocol_reruns_from_evaluate(tmp_path: Pa
 
 
 def test_resume_with_new_search_settings_searches_and_distils_again(tmp_path: Path) -> None:
-    """The old study and students move aside (a resumed study or an existing student dir would be reused)."""
+    """The old study and students move aside (a resumed study or an existing student dir would be reused);
+    the baselines and the scores of every model that is not a searched student stay (the search cannot change
+    them)."""
     seen: list[str] = []
+    outputs = {
+        "search": ["search.db"],
+        "distill": [
+            "students/student-7x/result.json",
+            "baselines/tinybert-4L-312H/result.json",
+            "summary.json",
+        ],
+        "evaluate": ["evaluate/teacher.json", "evaluate/tinybert-4L-312H.json", "evaluate/student-7x.json"],
+    }
 
     def make(name: str) -> pipeline.Stage:
         def run(ctx: pipeline.RunContext) -> dict[str, Any]:
             seen.append(name)
-            out = {"search": "search.db", "distill": "students/student-7x/result.json"}.get(name)
-            if out:
+            for out in outputs.get(name, []):
                 (ctx.run_dir / out).parent.mkdir(parents=True, exist_ok=True)
-                (ctx.run_dir / out).write_text(str(ctx.cfg.search.n_trials))
+                if out == "summary.json":
+                    (ctx.run_dir / out).write_text('{"students": [{"name": "student-7x"}]}')
+                elif not (ctx.run_dir / out).exists() or "student" in out or out == "search.db":
+                    (ctx.run_dir / out).write_text(str(ctx.cfg.search.n_trials))
             return {}
 
         return pipeline.Stage(name, run, name)
@@ -114,6 +127,25 @@ def test_resume_with_new_search_settings_searches_and_distils_again(tmp_path: Pa
     )
     assert (prev / "students" / "student-7x" / "result.json").read_text() == str(old.search.n_trials)
     assert (r / "students" / "student-7x" / "result.json").read_text() == "9"
+    assert (r / "evaluate" / "student-7x.json").read_text() == "9"
+    assert (prev / "evaluate" / "student-7x.json").exists()
+    for kept in (
+        "baselines/tinybert-4L-312H/result.json",
+        "evaluate/teacher.json",
+        "evaluate/tinybert-4L-312H.json",
+    ):
+        assert (r / kept).read_text() == str(old.search.n_trials), kept  # kept, not made again
+        assert not (prev / kept).exists()
+    # a change to the distillation reaches the baselines too: everything goes aside
+    seen.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "STAGES", [make(n) for n in ["data", "search", "distill", "evaluate"]])
+        newer = config.load("smoke", {"search.n_trials": 9, "distill.lr": 0.01})
+        pipeline.run(newer, run_dir=r, resume=True)
+    assert seen == ["search", "distill", "evaluate"]
+    prev2 = r / "previous" / config.load("smoke", {"search.n_trials": 9}).hash()
+    assert (prev2 / "baselines" / "tinybert-4L-312H" / "result.json").exists()
+    assert (prev2 / "evaluate" / "teacher.json").exists()
 
 
 def test_resume_of_an_empty_dir_is_an_error(tmp_path: Path) -> None:
