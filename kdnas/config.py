@@ -117,9 +117,11 @@ _RESOURCE_KEYS = (
     ("export", "overwrite"),
     ("distill", "teacher_cache_mb"),
     ("distill", "nproc"),
+    ("distill", "device"),  # the same result up to float noise on any device; a run may resume on another
     ("target", "cache_dir"),
     ("target", "timeout_s"),
     ("evaluate", "threads"),
+    ("evaluate", "device"),
     ("evaluate", "eval_batch_size"),
 )
 """Keys that change how fast or where a run works, never its results: a run can resume with other values."""

@@ -79,6 +79,10 @@ class DistillConfig:
     """Compute dtype of the teacher-cache forward and the student forward: `auto` uses bf16 autocast where the
     hardware has bf16 units (CPU flags amx_bf16 / avx512_bf16, CUDA compute 8.0+) and fp32 elsewhere; losses,
     weights and the optimiser stay fp32 (docs/distillation.md#precision)."""
+    device: str = "auto"
+    """Where distillation runs (teacher cache forward, student training): `auto` is a CUDA GPU when torch sees
+    one, else cpu; or cpu, cuda, cuda:N. The student and teacher go back where they were when it ends; the
+    run log says which device and dtype were used. Results match across devices up to float noise."""
     vocab_twins: bool = False
     """`kdnas run` with a `vocab` search dimension: also distil each recommended student with every other
     vocabulary choice of the space (same transformer), so the tables show what trimming saves and costs."""
@@ -123,6 +127,8 @@ class DistillConfig:
             out.append(f"similarity_temperature: {self.similarity_temperature} must be > 0")
         if not 0 <= self.flash_lower_lr <= 1:
             out.append(f"flash_lower_lr: {self.flash_lower_lr} must be in [0, 1]")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            out.append(f"device: {self.device!r} must be auto, cpu, cuda or cuda:N")
         if self.grad_clip < 0 or self.weight_decay < 0:
             out.append("grad_clip, weight_decay: must be >= 0")
         return out

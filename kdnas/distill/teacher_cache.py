@@ -164,10 +164,12 @@ def _item_row_shape(item: str, info: TeacherInfo, seq_len: int, qkv_width: dict[
 def run_teacher(
     model: Any, ids: Tensor, mask: Tensor, items: Iterable[str], *, dtype: torch.dtype = torch.float32
 ) -> dict[str, Tensor]:
-    """One teacher forward pass returning the named items (float32), e.g. hidden.3 [B, S, Ht], q.6 [B, S, Ht],
-    attn.2 [B, heads, S, S]. dtype bfloat16: the forward runs under bf16 autocast (`kdnas.precision`)."""
+    """One teacher forward pass returning the named items (float32, on the CPU), e.g. hidden.3 [B, S, Ht],
+    q.6 [B, S, Ht], attn.2 [B, heads, S, S]. It runs on the teacher's device (the inputs go there). dtype
+    bfloat16: the forward runs under bf16 autocast (`kdnas.precision`)."""
     base = base_encoder(model)
     device = next(base.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
     items = list(items)
     qkv_layers = sorted({int(i.split(".")[1]) for i in items if i[0] in "qkv"})
     need_hidden = any(i.startswith("hidden.") for i in items)
@@ -181,15 +183,15 @@ def run_teacher(
         kind, layer_s = item.split(".")
         layer = int(layer_s)
         if kind == "hidden":
-            res[item] = out.hidden_states[layer].float()
+            res[item] = out.hidden_states[layer].float().cpu()
         elif kind == "attn":
             if out.attentions is None or out.attentions[layer - 1] is None:
                 raise DistillError(
                     "the teacher returned no attention probabilities; load it with attn_implementation='eager'"
                 )
-            res[item] = out.attentions[layer - 1].float()
+            res[item] = out.attentions[layer - 1].float().cpu()
         else:
-            res[item] = cap[layer]["qkv".index(kind)].float()
+            res[item] = cap[layer]["qkv".index(kind)].float().cpu()
     return res
 
 

@@ -34,7 +34,7 @@ from kdnas.distill.teacher_cache import (
     teacher_info,
 )
 from kdnas.errors import ConfigError, DistillError
-from kdnas.precision import autocast_forward, dtype_name, log_choice, resolve_dtype
+from kdnas.precision import autocast_forward, dtype_name, log_choice, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,31 @@ def _deterministic() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
+def _teacher_modules(teacher: Any) -> list[nn.Module]:
+    """The modules of a teacher (an HF model, or a `Teacher` with its model and MLM head)."""
+    if isinstance(teacher, nn.Module):
+        return [teacher]
+    return [
+        m
+        for m in (getattr(teacher, "model", None), getattr(teacher, "mlm_head", None))
+        if isinstance(m, nn.Module)
+    ]
+
+
+@contextlib.contextmanager
+def on_device(modules: list[nn.Module], device: torch.device) -> Iterator[None]:
+    """Inside the block the modules are on `device`; after it, each is back on the device it came from (a
+    no-op where they already are)."""
+    homes = [next(iter(m.parameters()), torch.empty(0)).device for m in modules]
+    for m in modules:
+        m.to(device)
+    try:
+        yield
+    finally:
+        for m, home in zip(modules, homes, strict=True):
+            m.to(home)
 
 
 def _ensure_eager(student: nn.Module) -> None:
@@ -288,7 +313,7 @@ def distill(
     base_encoder(teacher).eval()
     _ensure_eager(student)
     info = teacher_info(teacher)
-    device = next(student.parameters()).device
+    device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device, key="distill.dtype")
     log_choice(log, "distill", device, dtype)
     w = parallel.world()
@@ -307,6 +332,8 @@ def distill(
             input_map=input_map,
             pooling=teacher_pooling(teacher),
         )
+        # trained on `device`; the callers get the teacher, student and projections back where they were
+        stack.enter_context(on_device([distiller, *_teacher_modules(teacher)], device))
         parallel.broadcast_module(distiller, w)
         batch = cfg.batch_size
         if n_rows < batch:
@@ -443,9 +470,13 @@ def distill(
                     rows = rows_of(micro)
                     # dropout is seeded per micro-batch, so any number of processes draws the same masks
                     torch.manual_seed(seed * 1_000_003 + 7_919 * micro + 1)
-                    t_out = handle.fetch(rows)
+                    t_out = {k: v.to(device) for k, v in handle.fetch(rows).items()}
                     loss, comps = distiller(
-                        ids[rows], mask[rows], t_out, handle.variances, flash_layer=stage.flash_layer
+                        ids[rows].to(device),
+                        mask[rows].to(device),
+                        t_out,
+                        handle.variances,
+                        flash_layer=stage.flash_layer,
                     )
                     if not torch.isfinite(loss):
                         bad = [k for k, v in comps.items() if not torch.isfinite(v)]

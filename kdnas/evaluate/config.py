@@ -90,8 +90,9 @@ class EvaluateConfig:
     """Batch size for scoring dev and test."""
     threads: int | None = None
     """torch CPU threads while fine-tuning (None: torch's default; 1 is far faster on a busy machine)."""
-    device: str = "cpu"
-    """Where fine-tuning runs: cpu, cuda, cuda:N or mps."""
+    device: str = "auto"
+    """Where fine-tuning runs: `auto` is a CUDA GPU when torch sees one, else cpu; or cpu, cuda, cuda:N, mps.
+    The run log says which device and dtype each stage used."""
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
     """Compute dtype of the fine-tuning forward: `auto` uses bf16 autocast where the device has bf16 units (CPU
     flags amx_bf16 / avx512_bf16, CUDA compute 8.0+), fp32 elsewhere; losses and weights stay fp32."""
@@ -150,8 +151,8 @@ class EvaluateConfig:
         for name in ("weight_decay", "warmup_fraction", "dropout", "kd_alpha"):
             if not 0 <= getattr(self, name) <= 1:
                 out.append(f"{name}: {getattr(self, name)} must be in [0, 1]")
-        if not (self.device in ("cpu", "cuda", "mps") or self.device.startswith("cuda:")):
-            out.append(f"device: {self.device!r} must be cpu, cuda, cuda:N or mps")
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            out.append(f"device: {self.device!r} must be auto, cpu, cuda, cuda:N or mps")
         if self.fidelity_passages < 0:
             out.append(f"fidelity_passages: {self.fidelity_passages} must be >= 0 (0: no fidelity figures)")
         if self.kd_temperature <= 0:

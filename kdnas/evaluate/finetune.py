@@ -35,7 +35,7 @@ from kdnas.evaluate.results import (  # noqa: F401  (re-exported: kdnas.evaluate
     summarize_fixed,
     test_standard_error,
 )
-from kdnas.precision import autocast, log_choice, resolve_dtype
+from kdnas.precision import autocast, log_choice, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -282,7 +282,7 @@ def train_run(
     Precision (`cfg.dtype`): with bf16 the model's forward (training and scoring) runs under bf16 autocast; the
     loss is computed from fp32 logits and the weights and optimiser stay fp32.
     """
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device, key="evaluate.dtype")
     log_choice(log, "evaluate", device, dtype)
     torch.manual_seed(seed)

@@ -21,6 +21,7 @@ from kdnas.evaluate.finetune import (
     is_bi,
     predict_logits,
 )
+from kdnas.precision import resolve_device
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -67,7 +68,9 @@ def task_distill(
     elif teacher_result is None:
         raise ValueError("teacher_result is needed with teacher_model")
     assert teacher_result is not None
-    soft = teacher_logits(teacher_model.to(cfg.device), teacher_tokenizer, task, cfg)  # [N_train, K]
+    soft = teacher_logits(
+        teacher_model.to(resolve_device(cfg.device)), teacher_tokenizer, task, cfg
+    )  # [N_train, K]
     log.info("%s: teacher fine-tuned (test %s %.4f); distilling the student on its logits",
              task.name, teacher_result.metric, teacher_result.test_mean)  # fmt: skip
     student_result, _ = finetune(student, student_tokenizer, task, cfg.for_students(), soft_targets=soft)

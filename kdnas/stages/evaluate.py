@@ -298,6 +298,7 @@ def _teacher_eval_cache(ctx: RunContext, teacher: TeacherConfig, evaluate: Evalu
     import kdnas
     from kdnas.cache import cache_dir
     from kdnas.distill.teacher_cache import teacher_info
+    from kdnas.precision import resolve_device
 
     ev = dataclasses.asdict(evaluate)
     # what decides which other models are scored, or how fast, not the teacher's scores
@@ -305,6 +306,7 @@ def _teacher_eval_cache(ctx: RunContext, teacher: TeacherConfig, evaluate: Evalu
         ev.pop(k, None)
     # the same, added later: set to their defaults rather than dropped, so scores cached before stay valid
     ev.update(baseline_family=False, fidelity_passages=type(evaluate)().fidelity_passages)
+    ev["device"] = resolve_device(evaluate.device).type  # `auto` on a CPU machine keeps the key of `cpu`
     tasks = []
     for t in ev.pop("tasks"):
         p = Path(t)

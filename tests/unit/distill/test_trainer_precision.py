@@ -86,3 +86,39 @@ def test_teacher_cache_keeps_an_entry_per_dtype(teacher: torch.nn.Module, tmp_pa
     assert len(entries) == 2 and entries[1] == entries[0] + "-bf16"
     meta = (tmp_path / entries[1] / "hidden.2.json").read_text()
     assert '"dtype": "bf16"' in meta
+
+
+def test_a_gpu_asked_for_on_a_machine_without_one_is_a_clear_error(
+    teacher: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdnas.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        distill(
+            teacher, build_student(teacher.config, ARCH, seed=0), BLOCK, _cfg("fp32", device="cuda"), steps=1
+        )
+    # auto is the CPU here, and the same run as naming it
+    assert _run_on(teacher, "auto").history == _run_on(teacher, "cpu").history
+
+
+def test_device_is_checked_in_the_config() -> None:
+    assert any("device" in e for e in DistillConfig(device="gpu").check())
+    assert not DistillConfig(device="cuda:1").check()
+
+
+def _run_on(teacher: torch.nn.Module, device: str):  # type: ignore[no-untyped-def]
+    student = build_student(teacher.config, ARCH, seed=0)
+    return distill(teacher, student, BLOCK, _cfg("fp32", device=device), steps=4, progress=False)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)"
+)
+def test_on_a_gpu_distillation_matches_the_cpu_and_hands_the_models_back(teacher: torch.nn.Module) -> None:
+    cpu, gpu = _run_on(teacher, "cpu"), _run_on(teacher, "cuda")
+    assert gpu.steps == cpu.steps and not gpu.failed
+    for a, b in zip(cpu.history, gpu.history, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)  # float noise (other kernels), not other maths
+    assert all(p.device.type == "cpu" for p in gpu.distiller.parameters())  # type: ignore[union-attr]
+    assert all(p.device.type == "cpu" for p in teacher.parameters())

@@ -188,3 +188,20 @@ def test_cross_encoder_cannot_take_what_bi_needs():
     ids = torch.ones((2, 3), dtype=torch.long)
     with pytest.raises(Exception, match="second texts"):
         model(ids, ids)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)"
+)
+def test_on_a_gpu_finetuning_learns_the_same_task(task, fast_cfg):
+    enc = tiny_teacher()
+    cpu, _ = finetune(enc, tiny_tokenizer(), task, dataclasses.replace(fast_cfg, device="cpu", dtype="fp32"))
+    gpu, _ = finetune(enc, tiny_tokenizer(), task, dataclasses.replace(fast_cfg, device="cuda", dtype="fp32"))
+    assert gpu.test_mean >= 0.9 and abs(gpu.test_mean - cpu.test_mean) <= 0.07, (cpu, gpu)
+    assert all(p.device.type == "cpu" for p in enc.parameters())  # the caller's encoder is copied, not moved
+
+
+def test_auto_device_is_the_cpu_without_a_gpu(task, fast_cfg, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res, _ = finetune(tiny_teacher(), tiny_tokenizer(), task, dataclasses.replace(fast_cfg, device="auto"))
+    assert res.test_mean >= 0.9
