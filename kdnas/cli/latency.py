@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backend",
         default="torch",
-        help="comma-separated: torch, onnxruntime, onnxruntime-int8, torch-cuda (default torch)",
+        help="comma-separated: torch, torch-bf16, onnxruntime, onnxruntime-int8, torch-cuda, torch-cuda-bf16, torch-cuda-fp16 (default torch)",
     )
     p.add_argument("--batch", type=_ints, default=[1], help="batch sizes, e.g. 1,32 (default 1)")
     p.add_argument("--seq", type=_ints, default=[128], help="sequence lengths (default 128)")

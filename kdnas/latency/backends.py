@@ -145,6 +145,8 @@ _REGISTRY: dict[str, str | type[LatencyBackend]] = {
     "torch": "kdnas.latency.torch_backend:TorchBackend",
     "torch-cuda": "kdnas.latency.torch_backend:TorchCudaBackend",
     "torch-bf16": "kdnas.latency.torch_backend:TorchBf16Backend",
+    "torch-cuda-bf16": "kdnas.latency.torch_backend:TorchCudaBf16Backend",
+    "torch-cuda-fp16": "kdnas.latency.torch_backend:TorchCudaFp16Backend",
     "onnxruntime": "kdnas.latency.onnx_backend:OnnxRuntimeBackend",
     "onnxruntime-int8": "kdnas.latency.onnx_backend:OnnxRuntimeInt8Backend",
     "fake": "kdnas.latency.testing:FakeBackend",

@@ -6,7 +6,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Names of the registered backends (kdnas/latency/backends.py); `fake` is the test double of kdnas.latency.testing.
-BACKENDS = ("torch", "torch-bf16", "onnxruntime", "onnxruntime-int8", "torch-cuda", "fake")
+BACKENDS = (
+    "torch",
+    "torch-bf16",
+    "onnxruntime",
+    "onnxruntime-int8",
+    "torch-cuda",
+    "torch-cuda-bf16",
+    "torch-cuda-fp16",
+    "fake",
+)
 
 
 def _known_backends() -> list[str]:
@@ -30,7 +39,8 @@ class TargetConfig:
     """Sequence lengths to measure; the first one is the search objective."""
     backend: str = "torch"
     """Runtime: torch (fp32), torch-bf16 (served in bfloat16; CPUs with bf16 units only), onnxruntime (fp32, full
-    graph optimisation) or onnxruntime-int8 (dynamic quantization)."""
+    graph optimisation) or onnxruntime-int8 (dynamic quantization); with device cuda: torch (fp32, CUDA events),
+    torch-cuda-bf16 or torch-cuda-fp16 (served in that dtype)."""
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     """torch backend only: `auto` measures eager and sdpa once per model and keeps the faster."""
     budgets_ms: list[float] = field(default_factory=list)
@@ -91,8 +101,12 @@ class TargetConfig:
             )
         if self.min_repeats < 3:
             out.append(f"min_repeats: {self.min_repeats} must be >= 3")
-        if self.device == "cuda" and self.backend not in ("torch", "torch-cuda", "fake"):
-            out.append(f"backend: {self.backend!r} runs on cpu only; with device: cuda use torch")
-        if self.device == "cpu" and self.backend == "torch-cuda":
-            out.append("backend: torch-cuda needs device: cuda")
+        cuda_backends = ("torch-cuda", "torch-cuda-bf16", "torch-cuda-fp16")
+        if self.device == "cuda" and self.backend not in ("torch", *cuda_backends, "fake"):
+            out.append(
+                f"backend: {self.backend!r} runs on cpu only; with device: cuda use torch (fp32), "
+                "torch-cuda-bf16 or torch-cuda-fp16"
+            )
+        if self.device == "cpu" and self.backend in cuda_backends:
+            out.append(f"backend: {self.backend} needs device: cuda")
         return out

@@ -199,3 +199,28 @@ class TorchCudaBackend(TorchBackend):
             return float(start.elapsed_time(end))
 
         return run_once_ms
+
+
+class TorchCudaBf16Backend(TorchCudaBackend):
+    """`torch-cuda` with the model's weights and activations in bfloat16 (GPUs of compute 8.0+), CUDA events."""
+
+    name = "torch-cuda-bf16"
+    dtype = "bfloat16"
+
+    @classmethod
+    def check(cls, device: str) -> None:
+        super().check(device)
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise LatencyError(
+                f"backend 'torch-cuda-bf16': {torch.cuda.get_device_name(0)} has no bf16 support (compute 8.0+ "
+                "needed); use torch-cuda-fp16 or torch-cuda"
+            )
+
+
+class TorchCudaFp16Backend(TorchCudaBackend):
+    """`torch-cuda` with the model's weights and activations in float16, CUDA events."""
+
+    name = "torch-cuda-fp16"
+    dtype = "float16"

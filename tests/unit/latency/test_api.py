@@ -75,6 +75,30 @@ def test_cuda_without_gpu():
         pytest.skip("this machine has a GPU")
     with pytest.raises(LatencyError, match="no CUDA GPU"):
         api.measure_archs(tiny_config(), [A], TargetConfig(device="cuda"), cache=False)
+    for backend in ("torch-cuda-bf16", "torch-cuda-fp16"):  # serving dtypes on the GPU: the same check first
+        with pytest.raises(LatencyError, match="no CUDA GPU"):
+            api.measure_archs(tiny_config(), [A], TargetConfig(device="cuda", backend=backend), cache=False)
+
+
+def test_gpu_serving_dtypes_need_the_gpu_device():
+    from kdnas.latency.backends import get_backend
+
+    assert (
+        get_backend("torch-cuda-bf16").dtype == "bfloat16"
+        and get_backend("torch-cuda-fp16").dtype == "float16"
+    )
+    assert any("needs device: cuda" in e for e in TargetConfig(backend="torch-cuda-bf16").check())
+    assert not TargetConfig(device="cuda", backend="torch-cuda-fp16").check()
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (gpu_check.sh runs it)"
+)
+def test_on_a_gpu_each_serving_dtype_times_the_model():
+    for backend in ("torch-cuda", "torch-cuda-fp16"):
+        target = TargetConfig(device="cuda", backend=backend, max_time_s=1.0)
+        (r,) = api.measure_archs(tiny_config(), [A], target, cache=False)
+        assert r.median_ms > 0 and r.backend == backend
 
 
 def test_sequence_longer_than_positions():
