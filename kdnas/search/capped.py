@@ -14,14 +14,22 @@ from kdnas.space.arch import Arch
 from kdnas.space.space import SearchSpace
 
 
-def anchor_archs(space: SearchSpace, budgets_ms: Sequence[float]) -> list[Arch]:
+def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float]) -> list[Arch]:
     """`search.anchors`: per budget (loosest first), the deepest arch at the teacher's hidden size and heads
     with the smallest vocabulary choice whose predicted latency fits the budget, the widest FFN at that depth;
-    none without a teacher-family space or a latency predictor."""
+    none without a teacher-family space or a latency predictor.
+
+    An equal-latency budget with a `reference` (the baseline's arch) is anchored in predicted units: the band
+    is the reference's predicted latency scaled by the budget's own band (e.g. 0.95x-1.05x), and the anchor is
+    the deepest (then widest-FFN) teacher-width arch predicted inside it, else the deepest one predicted under
+    its top. The predictor and the side-by-side timing the band comes from disagree by 20% and more on a busy
+    machine; in one unit, the anchor lands in the band it is meant for.
+    """
     from kdnas.models.student import arch_of
 
     if space.family != "teacher" or space.teacher_config is None or space.latency_fn is None:
         return []
+    predict = space.latency_fn
     t = arch_of(space.teacher_config)
     full = int(space.teacher_config.vocab_size)
     sizes = [space.vocab_size_of(c) for c in space.vocab_choices]
@@ -32,15 +40,32 @@ def anchor_archs(space: SearchSpace, budgets_ms: Sequence[float]) -> list[Arch]:
         for a in archs
         if a.hidden_size == t.hidden_size and a.num_heads == t.num_heads and a.vocab_size == smallest
     ]
-    lat = {a.arch_id: float(space.latency_fn(a)) for a in wide}
+    lat = {a.arch_id: float(predict(a)) for a in wide}
+    bands = [_band(b, predict) for b in budgets]
     out: list[Arch] = []
-    for budget in sorted(budgets_ms, reverse=True):
-        fit = [a for a in wide if lat[a.arch_id] <= budget]
-        if fit:
-            best = max(fit, key=lambda a: (a.num_layers, a.ffn_size))
+    for lo, hi in sorted(bands, key=lambda b: -b[1]):
+        fit = [a for a in wide if lat[a.arch_id] <= hi]
+        inside = [a for a in fit if lat[a.arch_id] >= lo]
+        pool = inside or fit
+        if pool:
+            best = max(pool, key=lambda a: (a.num_layers, a.ffn_size))
             if best not in out:
                 out.append(best)
     return out
+
+
+def _band(budget: Budget | float, predict: Callable[[Arch], float]) -> tuple[float, float]:
+    """(low, high) predicted latency an anchor for `budget` should have (low 0 for a plain budget)."""
+    if not isinstance(budget, Budget):
+        return 0.0, float(budget)
+    if budget.reference is None or budget.min_latency_ms is None:
+        return budget.min_latency_ms or 0.0, budget.latency_ms
+    centre = (budget.latency_ms + budget.min_latency_ms) / 2
+    try:
+        ref = float(predict(Arch.parse(budget.reference)))
+    except Exception:  # a reference the predictor cannot price: the band as timed
+        return budget.min_latency_ms, budget.latency_ms
+    return ref * budget.min_latency_ms / centre, ref * budget.latency_ms / centre
 
 
 def _every_or_sampled(space: SearchSpace, n: int = 2000) -> list[Arch]:

@@ -65,10 +65,16 @@ class Budget:
     min_latency_ms: float | None = None
     """An equal-latency budget (at a hand-made baseline's latency): only archs at least this slow are
     recommended for it, so the comparison with the baseline is at the same latency, not at any lower one."""
+    reference: str | None = None
+    """An equal-latency budget: the arch_id of the baseline it is at, when the baseline is an arch of the
+    teacher's family. `search.anchors` predicts its latency with the search's own predictor and anchors the
+    band relative to it, so the band's anchors do not depend on how the predictor's units compare with the
+    side-by-side timing the band comes from."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"latency_ms": self.latency_ms, "label": self.label, "speedup": self.speedup,
-                "min_latency_ms": self.min_latency_ms}  # fmt: skip
+                "min_latency_ms": self.min_latency_ms,
+                **({"reference": self.reference} if self.reference else {})}  # fmt: skip
 
     def admits(self, latency_ms: float) -> bool:
         return latency_ms <= self.latency_ms and (
@@ -95,18 +101,29 @@ def resolve_budgets(
 
 
 def equal_latency_budgets(
-    speedups: dict[str, float], teacher_latency_ms: float, *, tolerance: float = 0.05
+    speedups: dict[str, float],
+    teacher_latency_ms: float,
+    *,
+    tolerance: float = 0.05,
+    references: dict[str, str] | None = None,
 ) -> list[Budget]:
     """One budget per hand-made baseline at its latency: `speedups` is name -> the baseline's speed-up over
     the teacher measured side by side (a ratio, so it carries over to the search's own teacher latency);
-    an arch within `tolerance` of that latency is recommended for it."""
+    an arch within `tolerance` of that latency is recommended for it. `references`: name -> the baseline's
+    arch_id (`Budget.reference`)."""
     out = []
     for name, s in speedups.items():
         if not s > 0 or not math.isfinite(s):
             raise SearchError(f"baseline {name}: speed-up {s} must be a positive number")
         ms = teacher_latency_ms / s
         out.append(
-            Budget(ms * (1 + tolerance), f"={name}", speedup=float(s), min_latency_ms=ms * (1 - tolerance))
+            Budget(
+                ms * (1 + tolerance),
+                f"={name}",
+                speedup=float(s),
+                min_latency_ms=ms * (1 - tolerance),
+                reference=(references or {}).get(name),
+            )
         )
     return out
 

@@ -31,7 +31,13 @@ def search(
 
     setup = ctx.search_setup(latency.teacher_latency_ms)
     teacher_ms = setup.teacher_latency_ms
-    budgets = budgets_for(target, teacher_ms, latency.baseline_speedups())
+    refs: dict[str, str] = {}
+    if latency.baseline_speedups():
+        from kdnas.evaluate.baselines import baseline_archs
+
+        family = baseline_archs(ctx.teacher().config, family=evaluate.baseline_family)
+        refs = {name: arch.arch_id for name, arch in family.items()}
+    budgets = budgets_for(target, teacher_ms, latency.baseline_speedups(), references=refs)
     with ctx.steps("search: candidates distilled", search.n_trials) as step:
 
         def on_trial(record: Any) -> None:  # the bar counts distilled candidates; filtered ones only say why
@@ -88,17 +94,24 @@ def search(
 
 
 def budgets_for(
-    target: TargetConfig, teacher_latency_ms: float, baseline_speedups: dict[str, float]
+    target: TargetConfig,
+    teacher_latency_ms: float,
+    baseline_speedups: dict[str, float],
+    *,
+    references: dict[str, str] | None = None,
 ) -> list[Any]:
     """The latency budgets of a search: the target's (ms and speed-ups over the teacher), plus one at each
-    hand-made baseline's side-by-side speed-up (so a student is recommended at equal latency), loosest first."""
+    hand-made baseline's side-by-side speed-up (so a student is recommended at equal latency; `references`:
+    name -> the baseline's arch_id, for the anchors), loosest first."""
     from kdnas.search.objectives import equal_latency_budgets, resolve_budgets
 
     budgets = resolve_budgets(
         budgets_ms=target.budgets_ms, speedups=target.speedups, teacher_latency_ms=teacher_latency_ms
     )
     if baseline_speedups:
-        budgets = budgets + equal_latency_budgets(baseline_speedups, teacher_latency_ms)
+        budgets = budgets + equal_latency_budgets(
+            baseline_speedups, teacher_latency_ms, references=references
+        )
     return sorted(budgets, key=lambda b: -b.latency_ms)
 
 

@@ -114,6 +114,26 @@ def test_anchors_are_the_deepest_teacher_width_students_and_go_first(minilm, fak
     assert anchor_archs(default_space(minilm), [1.0]) == []  # no latency predictor: no anchors
 
 
+def test_a_band_is_anchored_at_its_baselines_predicted_latency(minilm, fake):
+    """An equal-latency band timed side by side 30% slower than the predictor's units (as on a busy machine):
+    anchored by the reference's own prediction, the anchor lands in the band; by the band's ms it would not."""
+    from kdnas.search.objectives import equal_latency_budgets
+    from kdnas.space.arch import Arch
+
+    space = default_space(minilm).replace(latency_fn=fake.predict_latency_ms)
+    ref = Arch.parse("L3-H384-A12-F1536-gelu")
+    p = fake.predict_latency_ms(ref)
+    speedup = {"eol": fake.teacher_latency_ms / (1.3 * p)}
+    (band,) = equal_latency_budgets(speedup, fake.teacher_latency_ms, references={"eol": ref.arch_id})
+    assert band.reference == ref.arch_id and band.to_dict()["reference"] == ref.arch_id
+    (anchor,) = anchor_archs(space, [band])
+    assert 0.95 * p <= fake.predict_latency_ms(anchor) <= 1.05 * p
+    assert (anchor.hidden_size, anchor.num_heads) == (384, 12) and anchor.num_layers >= 3
+    (unref,) = equal_latency_budgets(speedup, fake.teacher_latency_ms)
+    (plain,) = anchor_archs(space, [unref])
+    assert fake.predict_latency_ms(plain) > 1.05 * p  # in the band's timed ms, the anchor overshoots it
+
+
 def test_unreachable_budget_names_the_fastest(minilm, fake):
     budgets = resolve_budgets(budgets_ms=[0.05], teacher_latency_ms=fake.teacher_latency_ms)
     with pytest.raises(
