@@ -6,6 +6,7 @@ calls the search, the export and the CLI use; `measure_side_by_side` times a tea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import statistics
@@ -335,34 +336,51 @@ def measure_side_by_side(
     *,
     reference: int = 0,
     rounds: int = 3,
+    slices: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SideBySide:
     """Time `specs` side by side: `rounds` fresh workers, each measuring every model in turn (never cached).
 
     A speed-up is a ratio of two numbers taken minutes apart in different processes; on a shared or throttling
     machine both drift. Measuring all models in the same worker, in alternating order over rounds, and taking
-    the median of per-round ratios cancels most of that drift. `reference` is the index of the model every
+    the median of per-round ratios cancels most of that drift. With `slices` > 1 (default
+    `target.compare_slices`) each round visits every model `slices` times in turn, timing it for
+    `target.compare_slice_s` per visit; a round's ratio is the median of the ratios of the same visit (seconds
+    apart), which also cancels the slow spells within a round. `reference` is the index of the model every
     speed-up is relative to (the teacher).
     """
     if rounds < 1:
         raise ConfigError([f"rounds: {rounds} must be >= 1"])
     if not 0 <= reference < len(specs):
         raise ConfigError([f"reference: {reference} is not an index of the {len(specs)} models"])
+    slices = target.compare_slices if slices is None else slices
+    if slices < 1:
+        raise ConfigError([f"slices: {slices} must be >= 1"])
     shape = shapes_of(target)[0]
+    timing = target
+    if slices > 1:  # a visit is timed for its slice of time, not until its CI is narrow
+        timing = dataclasses.replace(target, max_time_s=target.compare_slice_s, rel_ci=1e-6, min_repeats=3)
     per_round: list[list[float]] = []
+    ratios: list[list[float]] = [[] for _ in specs]
     for r in range(rounds):
-        order = list(range(len(specs)))
-        if r % 2:
-            order.reverse()  # alternate the order so warm-up or drift within a round favours nobody
         if progress:
-            progress(f"side-by-side latency: round {r + 1}/{rounds} ({len(specs)} models)")
-        res = measure_many([specs[i] for i in order], target, shapes=[shape], cache=False)
-        ms = [0.0] * len(specs)
-        for j, i in enumerate(order):
-            ms[i] = _unwrap([res[(j, target.backend, shape)]], "raise")[0].median_ms
-        per_round.append(ms)
+            progress(
+                f"side-by-side latency: round {r + 1}/{rounds} ({len(specs)} models, {slices} visits each)"
+            )
+        visits: list[int] = []
+        for v in range(slices):
+            order = list(range(len(specs)))
+            if (r + v) % 2:
+                order.reverse()  # alternate the order so warm-up or drift within a round favours nobody
+            visits += order
+        res = measure_many([specs[i] for i in visits], timing, shapes=[shape], cache=False)
+        ms = [[0.0] * len(specs) for _ in range(slices)]
+        for j, i in enumerate(visits):
+            ms[j // len(specs)][i] = _unwrap([res[(j, timing.backend, shape)]], "raise")[0].median_ms
+        per_round.append([statistics.median(v[i] for v in ms) for i in range(len(specs))])
+        for i in range(len(specs)):
+            ratios[i].append(statistics.median(v[reference] / v[i] for v in ms))
     med = [statistics.median(rd[i] for rd in per_round) for i in range(len(specs))]
-    ratios = [[rd[reference] / rd[i] for rd in per_round] for i in range(len(specs))]
     return SideBySide(
         median_ms=med,
         speedup=[statistics.median(x) for x in ratios],

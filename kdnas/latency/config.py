@@ -64,6 +64,13 @@ class TargetConfig:
     compare_rounds: int = 3
     """`kdnas run`: rounds of the side-by-side timing of teacher, baselines and students (each round one fresh
     worker timing all of them; speed-ups come from the same rounds)."""
+    compare_slices: int = 6
+    """Side-by-side timing: each round visits every model this many times in turn (order alternating), timing
+    it for `compare_slice_s` per visit, and a speed-up is the median of the ratios of adjacent visits, so a slow
+    spell of a shared machine hits the teacher and the student alike. 1: one converged measurement per model and
+    round, as before."""
+    compare_slice_s: float = 0.6
+    """Timed seconds per model per visit when `compare_slices` > 1."""
     place_candidates: int = 4
     """`kdnas run`: after the search, this many of the best candidates near each budget are timed again side by
     side with the teacher (and the baseline of an equal-latency budget) in `max(3, compare_rounds)` rounds, and
@@ -93,6 +100,10 @@ class TargetConfig:
             out.append(f"warmup_s: {self.warmup_s} must be >= 0")
         if self.calibrate_archs < 0 or 0 < self.calibrate_archs < 10:
             out.append(f"calibrate_archs: {self.calibrate_archs} must be 0 (no calibration) or >= 10")
+        if self.compare_slices < 1 or self.compare_slice_s <= 0:
+            out.append(
+                f"compare_slices: {self.compare_slices} must be >= 1 and compare_slice_s: {self.compare_slice_s} > 0"
+            )
         if self.compare_rounds < 1:
             out.append(f"compare_rounds: {self.compare_rounds} must be >= 1")
         if self.place_candidates < 0:

@@ -160,6 +160,37 @@ def test_side_by_side_speedups_are_per_round_ratios(monkeypatch):
         api.measure_side_by_side(specs, t, reference=2)
 
 
+def test_visits_cancel_a_slow_spell_within_a_round(monkeypatch):
+    """A machine that slows down during a round (every later timing 1.5x the one before): one converged
+    measurement per model puts that drift into the ratio; visiting each model in turn, the ratio of the same
+    visit stays exact."""
+    cfg = tiny_config()
+    archs = (Arch(4, 64, 2, 256), Arch(1, 32, 2, 64))
+    specs = [ModelSpec.for_arch(cfg, a) for a in archs]
+    t = TargetConfig(backend="fake")
+    base = [r.median_ms for r in api.measure_archs(cfg, list(archs), t, cache=False)]  # no drift
+    real = api.measure_many
+    jobs: list[int] = []
+
+    def drifting(sp, target, **kw):
+        jobs.append(len(sp))
+        out = real(sp, target, **kw)
+        per_visit = len(specs)
+        return {
+            k: _scaled(v, 1.5 ** (k[0] // per_visit if len(sp) > per_visit else k[0])) for k, v in out.items()
+        }
+
+    monkeypatch.setattr(api, "measure_many", drifting)
+    sliced = api.measure_side_by_side(specs, t, rounds=2, slices=4)
+    assert jobs == [8, 8]  # one worker per round, every model visited 4 times
+    assert sliced.speedup[1] == pytest.approx(base[0] / base[1]) and sliced.speedup_cv[1] == pytest.approx(
+        0.0
+    )
+    whole = api.measure_side_by_side(specs, t, rounds=1, slices=1)
+    assert whole.speedup[1] == pytest.approx(base[0] / base[1] / 1.5)  # the drift is in the ratio
+    assert any("compare_slices" in e for e in TargetConfig(compare_slices=0).check())
+
+
 def _scaled(r, k):
     from dataclasses import replace
 
