@@ -44,15 +44,16 @@ def teacher_config(name: str) -> tuple[Any, str]:
     return AutoConfig.for_model(d.pop("model_type"), **d), "random weights (shipped config; not fetched here)"
 
 
-def latency(tcfg: Any, archs: list[Any], rounds: int) -> list[dict[str, Any]]:
+def latency(tcfg: Any, archs: list[Any], rounds: int, device: str) -> list[dict[str, Any]]:
     from kdnas.latency import ModelSpec, TargetConfig, measure_side_by_side
 
     specs = [ModelSpec.for_config(tcfg), *(ModelSpec.for_arch(tcfg, a) for a in archs)]
     names = ["teacher", *(a.arch_id for a in archs)]
     rows = []
-    for backend in ("torch-cuda", "torch-cuda-bf16"):
+    backends = ("torch-cuda", "torch-cuda-bf16") if device == "cuda" else ("torch",)
+    for backend in backends:
         for batch in (1, 32):
-            target = TargetConfig(device="cuda", backend=backend, batch_size=batch, seq_lens=[128], threads=4)
+            target = TargetConfig(device=device, backend=backend, batch_size=batch, seq_lens=[128], threads=4)  # type: ignore[arg-type]
             t0 = time.perf_counter()
             sbs = measure_side_by_side(specs, target, rounds=rounds)
             took = time.perf_counter() - t0
@@ -65,7 +66,7 @@ def latency(tcfg: Any, archs: list[Any], rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
-def distillation(name: str, tcfg: Any, arch: Any, steps: int) -> list[dict[str, Any]]:
+def distillation(name: str, tcfg: Any, arch: Any, steps: int, device: str) -> list[dict[str, Any]]:
     import torch
 
     from kdnas.distill import DistillConfig, distill
@@ -89,7 +90,7 @@ def distillation(name: str, tcfg: Any, arch: Any, steps: int) -> list[dict[str, 
     out = []
     for dtype in ("fp32", "bf16"):
         cfg = DistillConfig(
-            device="cuda", dtype=dtype, batch_size=32, losses={"hidden": 1.0, "relation": 1.0}
+            device=device, dtype=dtype, batch_size=32, losses={"hidden": 1.0, "relation": 1.0}
         )  # type: ignore[arg-type]
         student = build_student(tcfg, arch, seed=0)
         t0 = time.perf_counter()
@@ -113,28 +114,35 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=60, help="distillation steps per dtype (batch 32, seq 128)")
     ap.add_argument("--out", help="write the figures as JSON here")
+    ap.add_argument(
+        "--cpu", action="store_true", help="the same steps on the CPU, to check the script itself"
+    )
     a = ap.parse_args()
 
     import torch
 
-    if not torch.cuda.is_available():
+    device = "cpu" if a.cpu else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: torch sees no CUDA GPU here; run this on a machine with one (nothing was measured)")
         return 2
     from kdnas.space.arch import Arch
 
     tcfg, source = teacher_config(a.teacher)
     archs = [Arch.parse(s) for s in a.students.split(",")]
-    gpu = torch.cuda.get_device_name(0)
-    print(f"gpu_check: {gpu}, torch {torch.__version__}, bf16 {torch.cuda.is_bf16_supported()}; "
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu (--cpu: a check of the script)"
+    bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else None
+    print(f"gpu_check: {gpu}, torch {torch.__version__}, bf16 {bf16}; "
           f"teacher {a.teacher} ({source})", flush=True)  # fmt: skip
     t0 = time.perf_counter()
     print("latency, side by side (median over rounds; speed-up vs the teacher in the same rounds):")
-    lat = latency(tcfg, archs, a.rounds)
-    print(f"distillation on the GPU ({archs[-1].arch_id} from {a.teacher}):")
-    dist = distillation(a.teacher, tcfg, archs[-1], a.steps)
+    lat = latency(tcfg, archs, a.rounds, device)
+    print(f"distillation on {device} ({archs[-1].arch_id} from {a.teacher}):")
+    dist = distillation(a.teacher, tcfg, archs[-1], a.steps, device)
     for batch in (1, 32):
         best = [
-            r for r in lat if r["batch"] == batch and r["model"] != "teacher" and r["backend"] == "torch-cuda"
+            r
+            for r in lat
+            if r["batch"] == batch and r["model"] != "teacher" and r["backend"] in ("torch-cuda", "torch")
         ]
         print(f"b{batch} fp32: " + ", ".join(f"{r['model']} {r['speedup']:.2f}x" for r in best)
               + ("  (KD-NAS GPU bar: >= 2x at b32)" if batch == 32 else ""))  # fmt: skip

@@ -64,11 +64,12 @@ class TargetConfig:
     compare_rounds: int = 3
     """`kdnas run`: rounds of the side-by-side timing of teacher, baselines and students (each round one fresh
     worker timing all of them; speed-ups come from the same rounds)."""
-    compare_slices: int = 6
+    compare_slices: int = 1
     """Side-by-side timing: each round visits every model this many times in turn (order alternating), timing
-    it for `compare_slice_s` per visit, and a speed-up is the median of the ratios of adjacent visits, so a slow
+    it for `compare_slice_s` per visit, and a speed-up is the median of the ratios of the same visit, so a slow
     spell of a shared machine hits the teacher and the student alike. 1: one converged measurement per model and
-    round, as before."""
+    round. Measured on a 2-core VM (benchmarks/side_by_side.py): 6 visits took 3x the time for a mean per-round CV
+    of 6.7% against 7.9%, so it is off by default."""
     compare_slice_s: float = 0.6
     """Timed seconds per model per visit when `compare_slices` > 1."""
     place_candidates: int = 4
