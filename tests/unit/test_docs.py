@@ -29,3 +29,17 @@ def test_example_runs(i: int, tmp_path: Path) -> None:
                           timeout=300, env={**os.environ, "KDNAS_CACHE": str(tmp_path / "cache")})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip()  # each example prints what it got
+
+
+def test_the_key_list_of_docs_config_is_the_explain_output(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/config.md's "Every key" block is `kdnas validate --explain`: a new key or a changed default shows up
+    here until the doc is regenerated (the block had drifted once: seq_len 128 and packed rows after both moved)."""
+    from kdnas import config
+    from kdnas.cli.validate import _explain
+
+    _explain(config.RunConfig, "")
+    text = (DOCS / "config.md").read_text()
+    block = text.split("## Every key\n\n```\n", 1)[1].split("```", 1)[0]
+    assert block.strip() == capsys.readouterr().out.strip(), (
+        "regenerate the block with `kdnas validate --explain`"
+    )
