@@ -66,14 +66,15 @@ def latency(tcfg: Any, archs: list[Any], rounds: int, device: str) -> list[dict[
     return rows
 
 
-def distillation(name: str, tcfg: Any, arch: Any, steps: int, device: str) -> list[dict[str, Any]]:
+def distillation(
+    name: str, tcfg: Any, fetched: bool, arch: Any, steps: int, device: str
+) -> list[dict[str, Any]]:
     import torch
 
     from kdnas.distill import DistillConfig, distill
     from kdnas.models.student import build_student
 
-    local_ok = "fetched" in teacher_config(name)[1]
-    if local_ok:
+    if fetched:
         from kdnas.models.teacher import load_teacher
 
         teacher: Any = load_teacher(name)
@@ -137,7 +138,7 @@ def main() -> int:
     print("latency, side by side (median over rounds; speed-up vs the teacher in the same rounds):")
     lat = latency(tcfg, archs, a.rounds, device)
     print(f"distillation on {device} ({archs[-1].arch_id} from {a.teacher}):")
-    dist = distillation(a.teacher, tcfg, archs[-1], a.steps, device)
+    dist = distillation(a.teacher, tcfg, source.startswith("fetched"), archs[-1], a.steps, device)
     for batch in (1, 32):
         best = [
             r

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from kdnas.errors import SearchError
+from kdnas.errors import KdnasError, SearchError
 from kdnas.search.config import SearchConfig
 from kdnas.search.objectives import Budget
 from kdnas.space.arch import Arch
@@ -63,7 +63,7 @@ def _band(budget: Budget | float, predict: Callable[[Arch], float]) -> tuple[flo
     centre = (budget.latency_ms + budget.min_latency_ms) / 2
     try:
         ref = float(predict(Arch.parse(budget.reference)))
-    except Exception:  # a reference the predictor cannot price: the band as timed
+    except (KdnasError, ValueError, KeyError):  # a reference the predictor cannot price: the band as timed
         return budget.min_latency_ms, budget.latency_ms
     return ref * budget.min_latency_ms / centre, ref * budget.latency_ms / centre
 
