@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from kdnas import recipes
 from kdnas.data.config import CorpusConfig
 from kdnas.distill.config import DistillConfig
 from kdnas.errors import ConfigError
@@ -298,7 +299,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("kdnas.recipes").iterdir() if p.name.endswith(".yaml"))
+    return recipes.names()
 
 
 def resolve_recipe(ref: str | None) -> tuple[dict[str, Any], str]:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kdnas import recipes
 from kdnas import run_dir as rd
 
 
@@ -15,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the whole pipeline (default: the embedded default config)",
         description="Run every stage into the run dir; finished stages are skipped, so the same command (or "
         "--resume RUN_DIR) continues an interrupted run. CONFIG is a YAML file or a shipped recipe "
-        "(default, smoke, multilingual). Override any key with --section.key VALUE.",
+        f"({', '.join(recipes.names())}). Override any key with --section.key VALUE.",
     )
     p.add_argument("config", nargs="?", help="YAML file or recipe name (default: the embedded default)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config")

@@ -14,6 +14,14 @@ def test_help_lists_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
 
 
+def test_run_help_names_every_shipped_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name in ("base", "default", "multilingual", "smoke"):
+        assert name in out.split("shipped recipe", 1)[1].split("Override", 1)[0]
+
+
 def test_split_overrides() -> None:
     rest, ov = split_overrides(
         ["run", "smoke", "--search.n_trials", "8", "--distill.lr=0.1", "--resume", "x"]
