@@ -3,7 +3,9 @@
 Each budget is distilled with the run's own data split, teacher cache and `distill` settings (only
 `distill.full_tokens` changes), then fine-tuned under the run's student protocol (`evaluate.student_lrs`) and
 compared with the teacher scores the run already has (`evaluate/teacher.json`). Prints held-out KD loss, the
-scores, average in-language retention and zero-shot retention per budget, side by side.
+scores, average in-language retention, zero-shot retention and the label-free fidelity to the teacher (mean
+cosine of the pooled embedding, recall@10 of its neighbours over `evaluate.fidelity_passages` held-out passages,
+as the evaluate stage measures it) per budget, side by side.
 
     python benchmarks/distill_budget.py --run-dir runs/multilingual --arch L2-H256-A8-F256-gelu-V35319 \\
         --tokens 600000,1800000,3600000
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from kdnas.space.arch import Arch
     from kdnas.stages import RunContext
     from kdnas.stages.distill import distill_student
+    from kdnas.stages.evaluate import fidelity
 
     run_dir = Path(args.run_dir)
     teacher_file = Path(args.teacher_scores or run_dir / "evaluate" / "teacher.json")
@@ -67,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             report = evaluate_encoder(load_encoder(str(model_dir), name=arch.arch_id), tasks,
                                       cfg.evaluate.for_students())  # fmt: skip
             eval_file.write_text(json.dumps(report.to_dict(), indent=1))
+        if report.fidelity is None and cfg.evaluate.fidelity_passages > 0:
+            report.fidelity = fidelity(ctx, model_dir, passages=cfg.evaluate.fidelity_passages)
+            eval_file.write_text(json.dumps(report.to_dict(), indent=1))
         report = dataclasses.replace(report, name=f"T{tokens}")
         rows.append((tokens, result["heldout_kd_loss"], result["seconds"], report))
 
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {r.model: r for r in table.rows}
     cols = table.tasks
     head = (f"{'tokens':>10} {'KD held-out':>11} {'distill s':>9} "
-            + " ".join(f"{c.replace('wiki-vital-', ''):>8}" for c in cols) + f" {'avg':>6} {'zero-shot':>9}")  # fmt: skip
+            + " ".join(f"{c.replace('wiki-vital-', ''):>8}" for c in cols) + f" {'avg':>6} {'zero-shot':>9} {'cosine':>6} {'R@10':>6}")  # fmt: skip
     print(f"\nbudget sweep: {arch.arch_id} in {run_dir} (teacher {cfg.teacher.name})")
     print(
         "avg: mean in-language retention; zero-shot: mean zero-shot retention; distill s: training time, "
@@ -89,8 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         zs = r.zero_shot_retention
         print(f"{tokens:>10,} {kd:11.4f} {distill_s:9.0f} "
               + " ".join(f"{100 * r.scores[c]:8.2f}" for c in cols)
-              + f" {100 * (r.avg_retention or 0):5.1f}% " + (f"{100 * zs:8.1f}%" if zs is not None else f"{'-':>9}"))  # fmt: skip
+              + f" {100 * (r.avg_retention or 0):5.1f}% " + (f"{100 * zs:8.1f}%" if zs is not None else f"{'-':>9}")
+              + f" {_num((report.fidelity or {}).get('mean_cosine'))} {_num((report.fidelity or {}).get('recall_at_10'))}")  # fmt: skip
     return 0
+
+
+def _num(v: float | None) -> str:
+    return f"{'-':>6}" if v is None else f"{v:6.3f}"
 
 
 if __name__ == "__main__":
