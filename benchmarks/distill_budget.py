@@ -64,14 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = distill_student(ctx, arch.arch_id, arch, out, distill=dcfg)
         result = json.loads((out / "result.json").read_text())
         eval_file = out / "eval.json"
-        if eval_file.is_file():
+        saved = eval_file.is_file()
+        if saved:
             report = ModelReport.from_dict(json.loads(eval_file.read_text()))
         else:
             report = evaluate_encoder(load_encoder(str(model_dir), name=arch.arch_id), tasks,
                                       cfg.evaluate.for_students())  # fmt: skip
-            eval_file.write_text(json.dumps(report.to_dict(), indent=1))
-        if report.fidelity is None and cfg.evaluate.fidelity_passages > 0:
+        if report.fidelity is None and cfg.evaluate.fidelity_passages > 0:  # also for scores saved before
             report.fidelity = fidelity(ctx, model_dir, passages=cfg.evaluate.fidelity_passages)
+            saved = False
+        if not saved:
             eval_file.write_text(json.dumps(report.to_dict(), indent=1))
         report = dataclasses.replace(report, name=f"T{tokens}")
         rows.append((tokens, result["heldout_kd_loss"], result["seconds"], report))

@@ -30,8 +30,13 @@ from kdnas.errors import KdnasError
 
 
 def model_dir(run_dir: Path, name: str) -> Path:
-    for sub in ("students", "baselines", "peers"):
-        d = run_dir / sub / name / "model"
+    from kdnas import run_dir as rd
+
+    for d in (
+        run_dir / rd.STUDENTS / name / "model",
+        run_dir / rd.BASELINES / name / "model",
+        run_dir / rd.PEERS / name,
+    ):
         if d.is_dir():
             return d
     raise KdnasError(
