@@ -16,11 +16,14 @@ class DistillConfig:
     """How a student is distilled from the teacher."""
 
     losses: dict[str, float] = field(
-        default_factory=lambda: {"hidden": 1.0, "relation": 1.0, "sentence": 1.0, "similarity": 1.0}
+        default_factory=lambda: {"hidden": 1.0, "relation": 1.0, "sentence": 10.0, "similarity": 0.1}
     )
     """Loss name -> weight (default: hidden states and MiniLMv2 relations, plus the pooled sentence embedding
     and its in-batch similarity structure, so the student stays in the teacher's embedding space; the two
-    sentence losses switch off, with a warning, for a teacher without a pooling config). Names: hidden, attention, relation, embedding (the embedding layer's output),
+    sentence losses switch off, with a warning, for a teacher without a pooling config). The sentence loss
+    weighs 10 and the similarity loss 0.1: at 1 and 1 the similarity term (a softmax at temperature 0.05) pulled
+    the 1-layer student of minilm-l6 away from the teacher's vectors, mean cosine 0.61 against 0.84, and 1.6
+    suite points lower (docs/distillation.md, `benchmarks/loss_weights.py`). Names: hidden, attention, relation, embedding (the embedding layer's output),
     logits, sentence (1 - cosine to the teacher's pooled sentence embedding) and similarity (KL of the
     in-batch cosine-similarity distributions, student vs teacher)."""
     pooling: Literal["auto", "mean", "cls", "max"] = "auto"
