@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from _score import score  # benchmarks/_score.py, next to this script
+
 from kdnas import config
 from kdnas.errors import KdnasError
 
@@ -36,13 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    from kdnas.evaluate.encoder import load_encoder
     from kdnas.evaluate.retention import ModelReport, retention_table
-    from kdnas.evaluate.runner import evaluate_encoder, load_tasks
+    from kdnas.evaluate.runner import load_tasks
     from kdnas.space.arch import Arch
     from kdnas.stages import RunContext
     from kdnas.stages.distill import distill_student
-    from kdnas.stages.evaluate import fidelity
 
     run_dir = Path(args.run_dir)
     teacher_file = Path(args.teacher_scores or run_dir / "evaluate" / "teacher.json")
@@ -63,18 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         out = run_dir / "budgets" / f"{arch.arch_id}-T{tokens}"
         model_dir = distill_student(ctx, arch.arch_id, arch, out, distill=dcfg)
         result = json.loads((out / "result.json").read_text())
-        eval_file = out / "eval.json"
-        saved = eval_file.is_file()
-        if saved:
-            report = ModelReport.from_dict(json.loads(eval_file.read_text()))
-        else:
-            report = evaluate_encoder(load_encoder(str(model_dir), name=arch.arch_id), tasks,
-                                      cfg.evaluate.for_students())  # fmt: skip
-        if report.fidelity is None and cfg.evaluate.fidelity_passages > 0:  # also for scores saved before
-            report.fidelity = fidelity(ctx, model_dir, passages=cfg.evaluate.fidelity_passages)
-            saved = False
-        if not saved:
-            eval_file.write_text(json.dumps(report.to_dict(), indent=1))
+        report = score(ctx, model_dir, out / "eval.json", name=arch.arch_id, arch=arch.arch_id, tasks=tasks)
         report = dataclasses.replace(report, name=f"T{tokens}")
         rows.append((tokens, result["heldout_kd_loss"], result["seconds"], report))
 

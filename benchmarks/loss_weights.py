@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from _score import score  # benchmarks/_score.py, next to this script
+
 from kdnas import config
 from kdnas.errors import KdnasError
 
@@ -64,13 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         raise KdnasError("--variant names must differ")
 
     from kdnas.distill.config import DistillConfig
-    from kdnas.evaluate.encoder import load_encoder
     from kdnas.evaluate.retention import ModelReport, retention_table
-    from kdnas.evaluate.runner import evaluate_encoder, load_tasks
+    from kdnas.evaluate.runner import load_tasks
     from kdnas.space.arch import Arch
     from kdnas.stages import RunContext
     from kdnas.stages.distill import distill_student
-    from kdnas.stages.evaluate import fidelity
 
     run_dir = Path(args.run_dir)
     teacher_file = run_dir / "evaluate" / "teacher.json"
@@ -102,26 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         spec_file.write_text(json.dumps(spec))
         model_dir = distill_student(ctx, f"{arch.arch_id}-{name}", arch, out, distill=dcfg)
         result = json.loads((out / "result.json").read_text())
-        eval_file = out / "eval.json"
-        report = (
-            ModelReport.from_dict(json.loads(eval_file.read_text()))
-            if eval_file.is_file()
-            else ModelReport(name=name, results={}, arch=arch.arch_id)
-        )
-        changed = False
-        if args.suite and not report.results:
-            assert tasks is not None
-            fid = report.fidelity
-            report = evaluate_encoder(
-                load_encoder(str(model_dir), name=name), tasks, cfg.evaluate.for_students()
-            )
-            report.fidelity = fid
-            changed = True
-        if report.fidelity is None and cfg.evaluate.fidelity_passages > 0:
-            report.fidelity = fidelity(ctx, model_dir, passages=cfg.evaluate.fidelity_passages)
-            changed = True
-        if changed:
-            eval_file.write_text(json.dumps(report.to_dict(), indent=1))
+        report = score(ctx, model_dir, out / "eval.json", name=name, arch=arch.arch_id, tasks=tasks)
         rows.append((name, dcfg, result, dataclasses.replace(report, name=name)))
 
     print(f"\nloss-weight sweep: {arch.arch_id} in {run_dir} (teacher {cfg.teacher.name}), "

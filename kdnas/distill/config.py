@@ -23,7 +23,7 @@ class DistillConfig:
     sentence losses switch off, with a warning, for a teacher without a pooling config). The sentence loss
     weighs 10 and the similarity loss 0.1: at 1 and 1 the similarity term (a softmax at temperature 0.05) pulled
     the 1-layer student of minilm-l6 away from the teacher's vectors, mean cosine 0.61 against 0.84, and 1.6
-    suite points lower (docs/distillation.md, `benchmarks/loss_weights.py`). Names: hidden, attention, relation, embedding (the embedding layer's output),
+    points lower retention on the suite (docs/distillation.md, `benchmarks/loss_weights.py`). Names: hidden, attention, relation, embedding (the embedding layer's output),
     logits, sentence (1 - cosine to the teacher's pooled sentence embedding) and similarity (KL of the
     in-batch cosine-similarity distributions, student vs teacher)."""
     pooling: Literal["auto", "mean", "cls", "max"] = "auto"
