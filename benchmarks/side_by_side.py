@@ -3,8 +3,9 @@
 The teacher and a few students (random weights: the cost of trained ones) are timed side by side with
 `measure_side_by_side` in both modes, alternating so that both see the same machine: `slices=1` (each model timed
 to convergence once per round, the behaviour before 2026-12-05) and `slices=K` (each model visited K times per
-round, the ratio of the same visit). Per model: the speed-up, its coefficient of variation over rounds (issue 16
-asks <= 3%) and the wall time of each mode. Reports, does not assert.
+round, the ratio of the same visit). Every round's ratio is read two ways from the same timings: from each model's
+median pass and from its fastest pass (`target.compare_statistic`). Per model: the speed-up, its coefficient of
+variation over rounds (issue 16 asks <= 3%) and the wall time of each mode. Reports, does not assert.
 
     python benchmarks/side_by_side.py [--teacher minilm-l6] [--rounds 3] [--repeats 2] [--slices 6]
 """
@@ -26,11 +27,13 @@ def main() -> None:
     ap.add_argument("--archs", default=ARCHS)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2, help="measurements per mode (modes alternate)")
-    ap.add_argument("--slices", type=int, default=6)
+    ap.add_argument("--slices", type=int, default=6, help="1: the converged mode only")
     ap.add_argument("--out", help="write the figures as JSON here")
     a = ap.parse_args()
 
     from kdnas.latency import ModelSpec, TargetConfig, load_teacher_config, measure_side_by_side
+    from kdnas.latency.api import ratio_cv
+    from kdnas.latency.config import COMPARE_STATISTICS
     from kdnas.space.arch import Arch
 
     tcfg = load_teacher_config(a.teacher)
@@ -38,32 +41,38 @@ def main() -> None:
     specs = [ModelSpec.for_config(tcfg), *(ModelSpec.for_arch(tcfg, x) for x in archs)]
     names = [f"teacher {a.teacher}", *(x.arch_id for x in archs)]
     target = TargetConfig()
-    modes = {"converged (slices=1)": 1, f"visits (slices={a.slices})": a.slices}
+    modes = {"converged (slices=1)": 1}
+    if a.slices > 1:
+        modes[f"visits (slices={a.slices})"] = a.slices
     res: dict[str, list] = {m: [] for m in modes}
     for rep in range(a.repeats):
         for m, k in modes.items() if rep % 2 == 0 else reversed(modes.items()):
             t0 = time.perf_counter()
             sbs = measure_side_by_side(specs, target, rounds=a.rounds, slices=k)
-            res[m].append({"wall_s": time.perf_counter() - t0, "speedup": sbs.speedup, "cv": sbs.speedup_cv,
-                           "range": sbs.speedup_range})  # fmt: skip
+            res[m].append({"wall_s": time.perf_counter() - t0, "round_ratios": sbs.round_ratios})
             print(f"  {m}, repeat {rep + 1}: {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"\n{a.rounds} rounds per measurement, {a.repeats} measurements per mode, target {target.threads} threads, "
-          f"batch {target.batch_size}, seq {target.seq_lens[0]}, backend {target.backend}")  # fmt: skip
-    head = f"{'model':28} " + " ".join(f"{m:>34}" for m in modes)
+          f"batch {target.batch_size}, seq {target.seq_lens[0]}, backend {target.backend}; each ratio read from "
+          "the models' median pass and from their fastest pass (min) of the same rounds")  # fmt: skip
+    cols = [(m, stat) for m in modes for stat in COMPARE_STATISTICS]
+    head = f"{'model':28} " + " ".join(f"{m.split(' ')[0] + ', ' + st:>34}" for m, st in cols)
     print(head + "\n" + "-" * len(head))
     for i, name in enumerate(names[1:], 1):
         cells = []
-        for m in modes:
-            sp = [r["speedup"][i] for r in res[m]]
-            cv = statistics.fmean(r["cv"][i] for r in res[m])
+        for m, stat in cols:
+            runs = [r["round_ratios"][stat][i] for r in res[m]]
+            sp = [statistics.median(x) for x in runs]
+            cv = statistics.fmean(ratio_cv(x) for x in runs)
             cells.append(f"{' / '.join(f'{x:.2f}x' for x in sp)} cv {100 * cv:4.1f}%")
         print(f"{name:28} " + " ".join(f"{c:>34}" for c in cells))
-    for m in modes:
-        cvs = [statistics.fmean(r["cv"][i] for r in res[m]) for i in range(1, len(names))]
+    for m, stat in cols:
+        cvs = [
+            statistics.fmean(ratio_cv(r["round_ratios"][stat][i]) for r in res[m])
+            for i in range(1, len(names))
+        ]
         wall = statistics.fmean(r["wall_s"] for r in res[m])
-        print(
-            f"{m}: mean cv {100 * statistics.fmean(cvs):.1f}%, max {100 * max(cvs):.1f}%, {wall:.0f} s per measurement"
-        )
+        print(f"{m}, {stat}: mean cv {100 * statistics.fmean(cvs):.1f}%, max {100 * max(cvs):.1f}%, "
+              f"{wall:.0f} s per measurement")  # fmt: skip
     if a.out:
         Path(a.out).write_text(json.dumps({"names": names, "results": res}, indent=1))
 

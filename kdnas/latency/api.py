@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from kdnas.errors import ConfigError, KdnasError, LatencyError
 from kdnas.latency.backends import LatencyBackend, get_backend
 from kdnas.latency.cache import LatencyCache, backend_key
-from kdnas.latency.config import TargetConfig
+from kdnas.latency.config import COMPARE_STATISTICS, TargetConfig
 from kdnas.latency.fingerprint import fingerprint
 from kdnas.latency.result import LatencyResult, Shape
 from kdnas.latency.runner import run_worker
@@ -328,6 +328,12 @@ class SideBySide:
     """Rounds measured."""
     speedup_cv: list[float] = field(default_factory=list)
     """Per model: the coefficient of variation (std / mean) of its per-round speed-up; 0 with one round."""
+    statistic: str = "median"
+    """Which pass time a round's ratio is taken from (`target.compare_statistic`): each model's median or its
+    fastest pass."""
+    round_ratios: dict[str, list[list[float]]] = field(default_factory=dict)
+    """Per statistic (`COMPARE_STATISTICS`), per model: the speed-up of every round, so one measurement can be
+    read both ways (benchmarks/side_by_side.py)."""
 
 
 def measure_side_by_side(
@@ -337,6 +343,7 @@ def measure_side_by_side(
     reference: int = 0,
     rounds: int = 3,
     slices: int | None = None,
+    statistic: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SideBySide:
     """Time `specs` side by side: `rounds` fresh workers, each measuring every model in turn (never cached).
@@ -347,8 +354,12 @@ def measure_side_by_side(
     `target.compare_slices`) each round visits every model `slices` times in turn, timing it for
     `target.compare_slice_s` per visit; a round's ratio is the median of the ratios of the same visit (seconds
     apart), which also cancels the slow spells within a round. `reference` is the index of the model every
-    speed-up is relative to (the teacher).
+    speed-up is relative to (the teacher). `statistic` (default `target.compare_statistic`) is the pass time a
+    ratio is taken from: the median, or the fastest pass (`min`), which a neighbour's load can only lengthen.
     """
+    statistic = target.compare_statistic if statistic is None else statistic
+    if statistic not in COMPARE_STATISTICS:
+        raise ConfigError([f"statistic: {statistic!r} is not one of {', '.join(COMPARE_STATISTICS)}"])
     if rounds < 1:
         raise ConfigError([f"rounds: {rounds} must be >= 1"])
     if not 0 <= reference < len(specs):
@@ -361,7 +372,7 @@ def measure_side_by_side(
     if slices > 1:  # a visit is timed for its slice of time, not until its CI is narrow
         timing = dataclasses.replace(target, max_time_s=target.compare_slice_s, rel_ci=1e-6, min_repeats=3)
     per_round: list[list[float]] = []
-    ratios: list[list[float]] = [[] for _ in specs]
+    by_stat: dict[str, list[list[float]]] = {k: [[] for _ in specs] for k in COMPARE_STATISTICS}
     for r in range(rounds):
         if progress:
             progress(
@@ -374,20 +385,33 @@ def measure_side_by_side(
                 order.reverse()  # alternate the order so warm-up or drift within a round favours nobody
             visits += order
         res = measure_many([specs[i] for i in visits], timing, shapes=[shape], cache=False)
-        ms = [[0.0] * len(specs) for _ in range(slices)]
-        for j, i in enumerate(visits):
-            ms[j // len(specs)][i] = _unwrap([res[(j, timing.backend, shape)]], "raise")[0].median_ms
-        per_round.append([statistics.median(v[i] for v in ms) for i in range(len(specs))])
-        for i in range(len(specs)):
-            ratios[i].append(statistics.median(v[reference] / v[i] for v in ms))
+        got = [_unwrap([res[(j, timing.backend, shape)]], "raise")[0] for j in range(len(visits))]
+        for stat, ratios in by_stat.items():
+            ms = [[0.0] * len(specs) for _ in range(slices)]  # [visit][model]
+            for j, i in enumerate(visits):
+                ms[j // len(specs)][i] = (
+                    got[j].min_ms if stat == "min" and got[j].min_ms > 0 else got[j].median_ms
+                )
+            if stat == "median":
+                per_round.append([statistics.median(v[i] for v in ms) for i in range(len(specs))])
+            for i in range(len(specs)):
+                ratios[i].append(statistics.median(v[reference] / v[i] for v in ms))
+    ratios = by_stat[statistic]
     med = [statistics.median(rd[i] for rd in per_round) for i in range(len(specs))]
     return SideBySide(
         median_ms=med,
         speedup=[statistics.median(x) for x in ratios],
         speedup_range=[(min(x), max(x)) for x in ratios],
         rounds=rounds,
-        speedup_cv=[statistics.pstdev(x) / statistics.fmean(x) if len(x) > 1 else 0.0 for x in ratios],
+        speedup_cv=[ratio_cv(x) for x in ratios],
+        statistic=statistic,
+        round_ratios=by_stat,
     )
+
+
+def ratio_cv(ratios: Sequence[float]) -> float:
+    """Coefficient of variation (population std / mean) of per-round speed-ups; 0 for fewer than two."""
+    return statistics.pstdev(ratios) / statistics.fmean(ratios) if len(ratios) > 1 else 0.0
 
 
 def measure(model: Any, target: TargetConfig | None = None, *, teacher_config: Any = None) -> LatencyResult:

@@ -17,6 +17,9 @@ BACKENDS = (
     "fake",
 )
 
+COMPARE_STATISTICS = ("median", "min")
+"""What a side-by-side round's speed-up may be taken from (`TargetConfig.compare_statistic`)."""
+
 
 def _known_backends() -> list[str]:
     """The built-in names plus any added with `kdnas.latency.register_backend` (the registry, not a frozen list)."""
@@ -72,6 +75,9 @@ class TargetConfig:
     of 6.7% against 7.9%, so it is off by default."""
     compare_slice_s: float = 0.6
     """Timed seconds per model per visit when `compare_slices` > 1."""
+    compare_statistic: str = "median"
+    """Side-by-side timing: the pass time a round's speed-up is taken from, `median` or `min` (each model's
+    fastest pass, which a neighbour's load can only lengthen)."""
     place_candidates: int = 4
     """`kdnas run`: after the search, this many of the best candidates near each budget are timed again side by
     side with the teacher (and the baseline of an equal-latency budget) in `max(3, compare_rounds)` rounds, and
@@ -101,6 +107,10 @@ class TargetConfig:
             out.append(f"warmup_s: {self.warmup_s} must be >= 0")
         if self.calibrate_archs < 0 or 0 < self.calibrate_archs < 10:
             out.append(f"calibrate_archs: {self.calibrate_archs} must be 0 (no calibration) or >= 10")
+        if self.compare_statistic not in COMPARE_STATISTICS:
+            out.append(
+                f"compare_statistic: {self.compare_statistic!r} is not one of {', '.join(COMPARE_STATISTICS)}"
+            )
         if self.compare_slices < 1 or self.compare_slice_s <= 0:
             out.append(
                 f"compare_slices: {self.compare_slices} must be >= 1 and compare_slice_s: {self.compare_slice_s} > 0"

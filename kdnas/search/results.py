@@ -241,6 +241,13 @@ def recommend(
     the best few by short loss all have a long-proxy result, the long one breaks the order among them.
     Equal losses (within `tolerance` relative, and always within `TIE_RTOL`) are won by the smaller model:
     fewer parameters, then lower latency (so a trimmed vocabulary wins over the full one at the same loss).
+
+    A band with a floor (an equal-latency budget at a baseline, `min_latency_ms`) keeps out archs far faster
+    than the baseline (the short proxy favours shallow archs, so the best loss overall is rarely a fair pick at
+    the baseline's latency), but not a dominating one just under it: an arch below the floor by at most the
+    band's width, with a lower short-proxy loss than every arch inside the band, is at or under the baseline's
+    latency and better by the search's measure, so it is recommended instead, with a reason saying so. A band
+    with nothing inside it stays empty.
     """
     done = unique_complete(records)
     out = []
@@ -266,6 +273,24 @@ def recommend(
             best = _pick(top, lambda r: r.kd_loss_long, tolerance)
         else:
             best = first
+        reason = None
+        if b.min_latency_ms is not None and first.kd_loss_short is not None:
+            floor = b.min_latency_ms
+            lowest = floor - (b.latency_ms - floor)  # just under the floor: by at most the band's width
+            faster = [
+                r
+                for r in done
+                if r.latency_ms is not None and lowest <= r.latency_ms < floor and r.kd_loss_short is not None
+            ]
+            dom = _pick(faster, lambda r: r.kd_loss_short, tolerance) if faster else None
+            margin = max(tolerance, TIE_RTOL) * abs(first.kd_loss_short)
+            if dom is not None and dom.kd_loss_short < first.kd_loss_short - margin:  # type: ignore[operator]
+                reason = (
+                    f"{dom.arch.arch_id if dom.arch else dom.number} is faster than {b.label}'s band "
+                    f"({dom.latency_ms:.3g} ms < {floor:.3g} ms) with a lower proxy loss than every arch in it "
+                    f"({dom.kd_loss_short:.4g} < {first.kd_loss_short:.4g}): it dominates them"
+                )
+                best = dom
         out.append(
             Recommendation(
                 b,
@@ -275,6 +300,7 @@ def recommend(
                 latency_ms=best.latency_ms,
                 params_m=best.params_m,
                 trial=best.number,
+                reason=reason,
             )
         )
     return out

@@ -191,6 +191,46 @@ def test_visits_cancel_a_slow_spell_within_a_round(monkeypatch):
     assert any("compare_slices" in e for e in TargetConfig(compare_slices=0).check())
 
 
+def test_a_round_can_be_read_from_the_fastest_pass(monkeypatch):
+    """A neighbour's load lengthens the median of one model in one round, not its fastest pass: read from the
+    median the ratios spread, read from the min they stay exact; one measurement holds both readings."""
+    from dataclasses import replace
+
+    cfg = tiny_config()
+    archs = (Arch(4, 64, 2, 256), Arch(1, 32, 2, 64))
+    specs = [ModelSpec.for_arch(cfg, a) for a in archs]
+    t = TargetConfig(backend="fake")
+    base = api.measure_archs(cfg, list(archs), t, cache=False)
+    real = api.measure_many
+    rounds = {"n": 0}
+
+    def loaded(sp, target, **kw):
+        rounds["n"] += 1
+        out = real(sp, target, **kw)
+        k = 1.0 + 0.2 * rounds["n"]  # the student's median 1.2x, 1.4x, 1.6x of its unloaded value
+        return {
+            key: replace(v, median_ms=v.median_ms * k) if sp[key[0]] is specs[1] else v
+            for key, v in out.items()
+        }
+
+    monkeypatch.setattr(api, "measure_many", loaded)
+    sbs = api.measure_side_by_side(specs, t, rounds=3, statistic="min")
+    assert sbs.statistic == "min"
+    assert sbs.speedup[1] == pytest.approx(base[0].min_ms / base[1].min_ms)
+    assert sbs.speedup_cv[1] == pytest.approx(0.0, abs=1e-9)
+    by_median = sbs.round_ratios["median"][1]
+    assert len(by_median) == 3 and api.ratio_cv(by_median) > 0.1
+    assert by_median[0] == pytest.approx(base[0].median_ms / base[1].median_ms / 1.2)
+    assert sbs.median_ms[1] == pytest.approx(base[1].median_ms * 1.4)  # still the medians' middle round
+    rounds["n"] = 0
+    assert api.measure_side_by_side(specs, t, rounds=3).speedup_cv[1] == pytest.approx(
+        api.ratio_cv(by_median)
+    )
+    with pytest.raises(ConfigError, match="statistic"):
+        api.measure_side_by_side(specs, t, statistic="mean")
+    assert any("compare_statistic" in e for e in TargetConfig(compare_statistic="p50").check())
+
+
 def _scaled(r, k):
     from dataclasses import replace
 

@@ -146,5 +146,13 @@ def test_equal_latency_budget_recommends_only_near_the_baselines_latency():
     assert out.arch.num_layers == 3
     (none,) = recommend([_rec(0, 1, 0.30, 5.0)], [b])
     assert none.arch is None
+    # just under the floor (14.25 ms) with a lower loss than everything inside: it dominates the band's archs
+    (dom,) = recommend([*recs, _rec(4, 5, 0.35, 13.9)], [b])
+    assert dom.arch.num_layers == 5 and "dominates" in (dom.reason or "")
+    # just under but worse, or better but further under than the band's width (1.5 ms): the band's own pick
+    (same,) = recommend([*recs, _rec(4, 5, 0.41, 13.9), _rec(5, 2, 0.31, 12.5)], [b])
+    assert same.arch.num_layers == 3 and same.reason is None
+    (alone,) = recommend([_rec(4, 5, 0.35, 13.9)], [b])
+    assert alone.arch is None  # nothing inside the band: no dominance to claim, the band stays empty
     with pytest.raises(SearchError, match="speed-up"):
         equal_latency_budgets({"x": 0.0}, 30.0)
