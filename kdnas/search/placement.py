@@ -87,7 +87,9 @@ def place(
     timed = _measure_near(near, budgets, measure)
     placed = [_recentre(b, timed, teacher_latency_ms, band) for b in budgets]
     speedups, cvs, base = dict(timed.speedup), dict(timed.cv), dict(timed.baseline_speedup)
-    recs = [_choose(b, near[b.label], speedups, teacher_latency_ms, tolerance) for b in placed]
+    # every arch timed side by side is a candidate for every budget: the search's own numbers chose which to
+    # time, but once timed an arch may land in another budget than the one it was timed for
+    recs = [_choose(b, _pooled(near), speedups, teacher_latency_ms, tolerance) for b in placed]
     detail: dict[str, Any] = {"rounds": timed.rounds, "budgets": {}}
     empty = [i for i, r in enumerate(recs) if r.arch is None]
     factor = _search_bias(near, speedups, teacher_latency_ms)
@@ -108,7 +110,7 @@ def place(
             for i, b in zip(empty, again, strict=True):
                 placed[i] = _recentre(b, timed2, teacher_latency_ms, band)
                 near[b.label] = near[b.label] + near2[b.label]
-                recs[i] = _choose(placed[i], near[b.label], speedups, teacher_latency_ms, tolerance)
+                recs[i] = _choose(placed[i], _pooled(near), speedups, teacher_latency_ms, tolerance)
             detail["second_pass"] = {
                 "search_latency_factor": round(factor, 4),
                 "budgets": [b.label for b in again],
@@ -140,12 +142,32 @@ def place(
                     ),
                     "cv": cvs.get(r.arch.arch_id),
                 }
-                for r in near[b.label]
+                for r in _with_chosen(near[b.label], rec, near)
                 if r.arch is not None
             ],
             "chosen": rec.arch.arch_id if rec.arch else None,
         }
     return recs, detail
+
+
+def _pooled(near: dict[str, list[TrialRecord]]) -> list[TrialRecord]:
+    """Every candidate of every budget, once."""
+    out: dict[str, TrialRecord] = {}
+    for rs in near.values():
+        for r in rs:
+            if r.arch is not None:
+                out.setdefault(r.arch.arch_id, r)
+    return list(out.values())
+
+
+def _with_chosen(
+    own: list[TrialRecord], rec: Recommendation, near: dict[str, list[TrialRecord]]
+) -> list[TrialRecord]:
+    """A budget's own candidates, and its choice when that was timed for another budget."""
+    ids = {r.arch.arch_id for r in own if r.arch is not None}
+    if rec.arch is None or rec.arch.arch_id in ids:
+        return own
+    return own + [r for r in _pooled(near) if r.arch is not None and r.arch.arch_id == rec.arch.arch_id]
 
 
 def _measure_near(near: dict[str, list[TrialRecord]], budgets: Sequence[Budget], measure: Measure) -> Timed:

@@ -3,6 +3,7 @@ training split, saved as HF + sentence-transformers folders."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -125,6 +126,7 @@ def distill_student(ctx: RunContext, name: str, arch: Any, out: Path, *, distill
 
     model_dir = out / "model"
     if (out / "result.json").exists() and (model_dir / "config.json").exists():
+        _same_arch(out, arch)
         return model_dir
     if distill.nproc > 1:
         if arch.vocab_size is None:
@@ -255,3 +257,16 @@ def _write_sentence_config(distiller: Any, model_dir: Path) -> None:
         lin = distiller.proj["sentence"]
         dense = (lin.weight.detach().cpu(), lin.bias.detach().cpu())
     write_st_config(model_dir, pooling, hidden, dense=dense, max_seq_length=pooling.max_seq_length)
+
+
+def _same_arch(out: Path, arch: Any) -> None:
+    """A finished student dir is reused only for the arch it was distilled for (a hand-edited run dir could
+    leave another budget's student under this name)."""
+    from kdnas.space.arch import Arch
+
+    got = json.loads((out / "result.json").read_text()).get("arch")
+    if got is not None and Arch.from_dict(got).arch_id != arch.arch_id:
+        raise KdnasError(
+            f"{out} holds a student of {Arch.from_dict(got).arch_id}, but this run recommends {arch.arch_id} "
+            f"for it: move {out} away (or rewind the run with a config change) and run again"
+        )

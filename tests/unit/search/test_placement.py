@@ -116,3 +116,39 @@ def test_a_second_pass_times_the_archs_the_search_timed_too_slow() -> None:
     # without the second pass's arch there is nothing to time again, and the budget says why it is empty
     recs, detail = place([near, far], budgets, measure, teacher_latency_ms=TEACHER_MS)
     assert recs[0].arch is None and "second_pass" not in detail
+
+
+def test_an_arch_timed_for_one_budget_can_land_in_another() -> None:
+    """Which archs are timed is chosen by the search's own numbers, per budget; once timed side by side, an arch
+    is a candidate wherever it lands. Here the search put X near 7x (5.5 ms), but beside the teacher it runs at
+    the baseline's latency with a lower loss than the band's own candidate."""
+    x = _rec(5, 3, 1.10, 5.5)  # near 7x by its own timing; 2.0x (20 ms) side by side
+    y = _rec(6, 4, 1.40, 20.0)  # the band's own candidate, 2.0x too
+    speed = {x.arch.arch_id: 2.0, y.arch.arch_id: 2.0}  # type: ignore[union-attr]
+
+    def measure(archs: list[Arch], names: list[str]) -> Timed:
+        return Timed({a.arch_id: speed[a.arch_id] for a in archs}, {n: 2.0 for n in names}, rounds=3)
+
+    recs, detail = place([x, y], _budgets(), measure, teacher_latency_ms=TEACHER_MS, per_budget=1)
+    band = next(r for r in recs if r.budget.label == "=tinybert")
+    assert band.arch == x.arch and band.latency_ms == pytest.approx(20.0)
+    ids = [c["arch_id"] for c in detail["budgets"]["=tinybert"]["candidates"]]
+    assert ids == [y.arch.arch_id, x.arch.arch_id]  # type: ignore[union-attr]  # its own, then the one it chose
+    assert next(r for r in recs if r.budget.label == "7x").arch is None  # X is not 7x beside the teacher
+
+
+def test_a_band_takes_a_dominating_arch_just_under_its_floor() -> None:
+    """The headline run of 2026-12-06: the band at the every-other-layer baseline (2.35x) held only a 320-wide
+    arch of proxy loss 8.15, while a 5-layer teacher-width arch of loss 3.24 ran 1% faster than the band's floor.
+    The faster, better arch is recommended; one far under the floor is not."""
+    inside = _rec(5, 4, 8.15, 20.5)  # in the band [19, 21]
+    under = _rec(6, 5, 3.24, 18.8)  # 1% under the floor
+    far = _rec(7, 1, 2.00, 10.0)  # far under it: not an equal-latency pick whatever its loss
+    speed = {r.arch.arch_id: TEACHER_MS / r.latency_ms for r in (inside, under, far)}  # type: ignore[union-attr,operator]
+
+    def measure(archs: list[Arch], names: list[str]) -> Timed:
+        return Timed({a.arch_id: speed[a.arch_id] for a in archs}, {n: 2.0 for n in names}, rounds=3)
+
+    budgets = equal_latency_budgets({"tinybert": 2.0}, TEACHER_MS)
+    recs, _ = place([inside, under, far], budgets, measure, teacher_latency_ms=TEACHER_MS)
+    assert recs[0].arch == under.arch and "dominates" in (recs[0].reason or "")
