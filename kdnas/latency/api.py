@@ -386,14 +386,10 @@ def measure_side_by_side(
             visits += order
         res = measure_many([specs[i] for i in visits], timing, shapes=[shape], cache=False)
         got = [_unwrap([res[(j, timing.backend, shape)]], "raise")[0] for j in range(len(visits))]
+        medians = _per_visit(got, visits, len(specs), "median")
+        per_round.append([statistics.median(v[i] for v in medians) for i in range(len(specs))])
         for stat, ratios in by_stat.items():
-            ms = [[0.0] * len(specs) for _ in range(slices)]  # [visit][model]
-            for j, i in enumerate(visits):
-                ms[j // len(specs)][i] = (
-                    got[j].min_ms if stat == "min" and got[j].min_ms > 0 else got[j].median_ms
-                )
-            if stat == "median":
-                per_round.append([statistics.median(v[i] for v in ms) for i in range(len(specs))])
+            ms = medians if stat == "median" else _per_visit(got, visits, len(specs), stat)
             for i in range(len(specs)):
                 ratios[i].append(statistics.median(v[reference] / v[i] for v in ms))
     ratios = by_stat[statistic]
@@ -407,6 +403,15 @@ def measure_side_by_side(
         statistic=statistic,
         round_ratios=by_stat,
     )
+
+
+def _per_visit(got: list[LatencyResult], visits: list[int], n: int, stat: str) -> list[list[float]]:
+    """[visit][model] pass times of one round, read by `stat` (a result without a fastest pass, as a backend
+    that does not record one returns, reads as its median rather than 0)."""
+    ms = [[0.0] * n for _ in range(len(visits) // n)]
+    for j, (i, r) in enumerate(zip(visits, got, strict=True)):
+        ms[j // n][i] = r.min_ms if stat == "min" and r.min_ms > 0 else r.median_ms
+    return ms
 
 
 def ratio_cv(ratios: Sequence[float]) -> float:
