@@ -14,10 +14,14 @@ from kdnas.space.arch import Arch
 from kdnas.space.space import SearchSpace
 
 
-def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float]) -> list[Arch]:
+def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float], margin: float = 0.0) -> list[Arch]:
     """`search.anchors`: per budget (loosest first), the deepest arch at the teacher's hidden size and heads
     with the smallest vocabulary choice whose predicted latency fits the budget, the widest FFN at that depth;
     none without a teacher-family space or a latency predictor.
+
+    `margin` (`search.anchor_margin`) keeps a plain budget's anchor that fraction under the budget by the
+    predictor, so a prediction that errs by that much still lands the anchor inside it; where nothing at the
+    teacher's width fits under the margin, the anchor is the deepest one fitting the budget itself.
 
     An equal-latency budget with a `reference` (the baseline's arch) is anchored in predicted units: the band
     is the reference's predicted latency scaled by the budget's own band (e.g. 0.95x-1.05x), and the anchor is
@@ -46,6 +50,8 @@ def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float]) -> list[
     for lo, hi in sorted(bands, key=lambda b: -b[1]):
         fit = [a for a in wide if lat[a.arch_id] <= hi]
         inside = [a for a in fit if lat[a.arch_id] >= lo]
+        if lo == 0.0 and margin > 0:  # a plain budget: aim under it by the margin where anything fits there
+            inside = [a for a in fit if lat[a.arch_id] <= hi * (1 - margin)]
         pool = inside or fit
         if pool:
             best = max(pool, key=lambda a: (a.num_layers, a.ffn_size))

@@ -80,6 +80,12 @@ class SearchConfig:
     such a student inherits the teacher's embeddings and attention unsliced. A random start can miss it: the
     multilingual search (8 trials) tried only narrower students, while L2-H384-F768 (me5-small's width) had a
     lower held-out KD loss (1.200 vs 1.254) than the 3-layer, 256-wide student it recommended."""
+    anchor_margin: float = 0.1
+    """An anchor for a plain budget aims this fraction under the budget by the latency predictor (else the
+    deepest fitting the budget itself), so that the predictor's error does not put it just outside: in the base
+    run of 2026-12-06 the 7x anchor L4-H768-A12-F768, predicted inside 7x, was timed at 6.5x (the predictor's
+    held-out error is 5-10%), and the 7x budget lost its teacher-width candidate. Equal-latency bands are
+    anchored inside the band, without a margin."""
 
     def check(self) -> list[str]:
         out = []
@@ -124,6 +130,8 @@ class SearchConfig:
             out.append(f"n_startup_trials: {self.n_startup_trials} must be >= 1")
         if self.latency_margin < 0:
             out.append(f"latency_margin: {self.latency_margin} must be >= 0")
+        if not 0 <= self.anchor_margin < 1:
+            out.append(f"anchor_margin: {self.anchor_margin} must be in [0, 1) (a fraction of the budget)")
         if not 0 <= self.kd_loss_tolerance < 1:
             out.append(f"kd_loss_tolerance: {self.kd_loss_tolerance} must be in [0, 1)")
         if self.long_proxy_factor < 1:

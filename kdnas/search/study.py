@@ -532,7 +532,7 @@ def run_search(
     )
     search.resume()
     if cfg.anchors:
-        search.enqueue_anchors(anchor_archs(space, budgets))
+        search.enqueue_anchors(anchor_archs(space, budgets, margin=cfg.anchor_margin))
     if needs_startup(cfg.strategy):
         search.enqueue_startup(seed)
     stopped = search.run(n_trials)

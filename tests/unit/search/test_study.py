@@ -225,3 +225,32 @@ def test_invalid_proposals_are_filtered_with_reason(minilm, fake):
     assert filtered and all(r.reason for r in filtered)
     assert all(space.contains(r.arch) for r in res.records if r.state == "complete")
     assert {c[0] for c in fake.calls} <= {r.arch.arch_id for r in res.records if r.state == "complete"}
+
+
+def test_a_plain_budgets_anchor_keeps_the_margin_under_it(minilm, fake):
+    """With `search.anchor_margin` the anchor is predicted at or under budget x (1 - margin): the deepest, then
+    widest-FFN, teacher-width arch there; without one it may sit at the budget's edge."""
+    budgets = resolve_budgets(speedups=[3.0], teacher_latency_ms=fake.teacher_latency_ms)
+    space = default_space(minilm).replace(latency_fn=fake.predict_latency_ms)
+    ms = budgets[0].latency_ms
+    (edge,) = anchor_archs(space, [ms])
+    (kept,) = anchor_archs(space, [ms], margin=0.25)
+    assert fake.predict_latency_ms(kept) <= 0.75 * ms < fake.predict_latency_ms(edge) <= ms
+    assert (kept.hidden_size, kept.num_heads) == (384, 12)
+    wide = [
+        a
+        for a in space.enumerate()
+        if (a.hidden_size, a.num_heads, a.vocab_size) == (384, 12, kept.vocab_size)
+    ]
+    under = [a for a in wide if fake.predict_latency_ms(a) <= 0.75 * ms]
+    assert (kept.num_layers, kept.ffn_size) == max((a.num_layers, a.ffn_size) for a in under)
+    # nothing at the teacher's width fits under the margin: the deepest fitting the budget itself
+    fastest = min(fake.predict_latency_ms(a) for a in wide)
+    (fallback,) = anchor_archs(space, [fastest * 1.01], margin=0.5)
+    assert fake.predict_latency_ms(fallback) <= fastest * 1.01
+
+
+def test_anchor_margin_is_a_fraction():
+    assert any("anchor_margin" in p for p in SearchConfig(anchor_margin=1.0).check())
+    assert any("anchor_margin" in p for p in SearchConfig(anchor_margin=-0.1).check())
+    assert not any("anchor_margin" in p for p in SearchConfig(anchor_margin=0.0).check())
