@@ -64,6 +64,12 @@ class TargetConfig:
     """Latency cache and predictors dir (default `<kdnas cache>/latency`)."""
     calibrate_archs: int = 24
     """`kdnas run`: archs to measure to fit the latency predictor (0: use a saved one if any; else >= 10)."""
+    teacher_readings: int = 3
+    """`kdnas run`: the latency stage times the teacher in this many fresh workers (one before the predictor's
+    calibration, the rest after it) and takes the median reading; every budget is a fraction of it. One reading
+    is one process's luck: on 2026-12-06 a single one read mpnet-base at 229.7 ms, while the same shape in the
+    calibration read 157.9 ms and the teacher timed beside the students about 150 ms, and every budget of that
+    search was 45% too loose (its 7x anchor was 5.2x side by side)."""
     compare_rounds: int = 3
     """`kdnas run`: rounds of the side-by-side timing of teacher, baselines and students (each round one fresh
     worker timing all of them; speed-ups come from the same rounds)."""
@@ -115,6 +121,8 @@ class TargetConfig:
             out.append(
                 f"compare_slices: {self.compare_slices} must be >= 1 and compare_slice_s: {self.compare_slice_s} > 0"
             )
+        if self.teacher_readings < 1:
+            out.append(f"teacher_readings: {self.teacher_readings} must be >= 1")
         if self.compare_rounds < 1:
             out.append(f"compare_rounds: {self.compare_rounds} must be >= 1")
         if self.place_candidates < 0:

@@ -223,3 +223,23 @@ def test_a_kept_report_is_rescored_only_on_tasks_it_has_no_current_result_for() 
     assert new.results["same"].test_mean == 0.9 and new.results["topic"].test_mean == 0.5
     assert new.fidelity == {"mean_cosine": 0.5} and new.pair_similarity == {"same": {"value": 0.8}}
     assert TaskResult.from_dict(new.results["same"].to_dict()).pair_encoding == "bi"
+
+
+def test_the_teacher_latency_is_the_median_of_its_readings() -> None:
+    """One slow process does not set every budget: the readings of the AMX base run of 2026-12-06 (the first
+    read 45% slower than the other two) give the middle one, and every reading is kept beside it."""
+    from kdnas.latency.config import TargetConfig
+    from kdnas.latency.result import LatencyResult as Timed
+    from kdnas.stages.latency import median_reading
+
+    def timed(ms: float) -> Timed:
+        return Timed(ms, ms * 1.1, 1.0, 12, 0.03, "torch", "cpu", 2, 1, 128, "fp", model="teacher")
+
+    got = median_reading([timed(229.7), timed(157.9), timed(150.2)])
+    assert got.median_ms == 157.9 and got.p90_ms == pytest.approx(157.9 * 1.1)
+    assert got.extra["readings_ms"] == [229.7, 157.9, 150.2]
+    assert median_reading([timed(229.7), timed(157.9)]).median_ms == 157.9  # even count: the lower middle one
+    assert median_reading([timed(3.0)]).median_ms == 3.0
+    with pytest.raises(ValueError, match="no readings"):
+        median_reading([])
+    assert any("teacher_readings" in p for p in TargetConfig(teacher_readings=0).check())
