@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,7 +324,7 @@ class TeacherCache:
                     variances[item] = var
         if missing:
             new_arrays, new_vars = self._build(
-                teacher, info, ids, mask, entry, missing, batch_size, progress, dtype
+                teacher, info, ids, mask, entry, missing, batch_size, progress, dtype, keep=items
             )
             arrays.update(new_arrays)
             variances.update(new_vars)
@@ -345,6 +345,32 @@ class TeacherCache:
             return None
         return arr, info.get("variance")
 
+    def _make_room(self, entry: Path, need: int, *, keep: set[str]) -> int:
+        """Bytes the entry's items use once room is made for `need` more: items nobody asks for now (another
+        student's layers, cached by an earlier distillation of the run) are dropped, oldest first, until the
+        new ones fit the budget or none is left. A later run that needs them again recomputes them. Without
+        this, the second student of a run whose first filled the budget got no rows cached at all (the base
+        run of 2026-12-06: 1 of 13,440)."""
+        files = sorted(entry.glob("*.npy"), key=lambda f: f.stat().st_mtime)
+        used = sum(f.stat().st_size for f in files)
+        budget = self.budget_mb * 2**20
+        dropped: list[str] = []
+        for f in files:
+            if used + need <= budget:
+                break
+            if f.stem in keep:
+                continue
+            size = f.stat().st_size
+            f.unlink(missing_ok=True)  # a reader that mapped it keeps its mapping
+            (entry / f"{f.stem}.json").unlink(missing_ok=True)
+            used -= size
+            dropped.append(f.stem)
+        if dropped:
+            log.info(
+                "teacher cache %s: dropped %s (not needed now) to make room", entry.name, ", ".join(dropped)
+            )
+        return used
+
     def _build(
         self,
         teacher: Any,
@@ -356,13 +382,14 @@ class TeacherCache:
         batch_size: int,
         progress: bool,
         dtype: torch.dtype = torch.float32,
+        keep: Sequence[str] = (),
     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         n, s = ids.shape
         # one probe row tells the q/k/v widths (MobileBERT teachers use a bottleneck width there)
         probe = run_teacher(teacher, ids[:1], mask[:1], [i for i in items if i[0] in "qkv"], dtype=dtype)
         widths = {int(k.split(".")[1]): v.shape[-1] for k, v in probe.items()}
         row_bytes = {i: 2 * math.prod(_item_row_shape(i, info, s, widths)) for i in items}
-        used = sum(f.stat().st_size for f in entry.glob("*.npy"))
+        used = self._make_room(entry, n * sum(row_bytes.values()), keep={*keep, *items})
         free = self.budget_mb * 2**20 - used
         rows = int(max(0, min(n, free // max(1, sum(row_bytes.values())))))
         if rows < n:

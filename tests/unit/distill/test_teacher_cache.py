@@ -102,3 +102,31 @@ def test_empty_or_bad_block() -> None:
         as_block(["a text"] * 3)
     _ids, mask = as_block(torch.ones(2, 3, dtype=torch.long))
     assert mask.sum() == 6
+
+
+def test_a_full_budget_drops_items_nobody_asks_for_now(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The second student of a run needs other layers than the first: the first one's items, which filled the
+    budget, make room (oldest first) instead of leaving the second with no cached rows; items asked for now stay."""
+    t = tiny_teacher("bert")
+    block = tiny_batch(40, 16)
+    # one row of one hidden item is 16*32*2 bytes = 1 KiB: 40 rows of two items is 80 KiB of a 0.1 MB budget
+    cache = TeacherCache(tmp_path, budget_mb=0.1)
+    first = cache.prepare(t, block, TeacherNeeds(hidden=(1, 2)))
+    assert first.cached_rows == 40
+    entry = next(tmp_path.iterdir())
+    kept_mtime = (entry / "hidden.2.npy").stat().st_mtime_ns
+    caplog.set_level("INFO", logger="kdnas.distill.teacher_cache")
+    second = cache.prepare(t, block, TeacherNeeds(hidden=(0, 2)))
+    assert second.cached_rows == 40  # without making room: 20 rows of hidden.0 at most
+    assert not (entry / "hidden.1.npy").exists() and not (entry / "hidden.1.json").exists()
+    assert (entry / "hidden.2.npy").stat().st_mtime_ns == kept_mtime  # asked for again: kept, not recomputed
+    assert "dropped hidden.1" in caplog.text
+    rows = torch.tensor([0, 39])
+    live = run_teacher(t, block["input_ids"][rows], block["attention_mask"][rows], ["hidden.0"])
+    assert_close(second.fetch(rows)["hidden.0"], live["hidden.0"], rtol=2e-3, atol=2e-3)
+    # the first student again: its dropped layer is recomputed, the budget still holds
+    again = cache.prepare(t, block, TeacherNeeds(hidden=(1, 2)))
+    assert again.cached_rows == 40 and (entry / "hidden.1.npy").is_file()
+    assert sum(f.stat().st_size for f in entry.glob("*.npy")) <= 0.1 * 2**20
