@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -23,16 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _time(fn: Any, dtype: torch.dtype, n: int) -> float:
@@ -107,14 +96,14 @@ def main() -> None:
     ap.add_argument("--out", help="write the figures as JSON here")
     a = ap.parse_args()
 
+    from kdnas.latency.fingerprint import fingerprint
     from kdnas.precision import cpu_bf16_units
 
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
     units = cpu_bf16_units()
-    print(
-        f"{_cpu_name()}; bf16 units: {', '.join(units) or 'none'}; {a.threads} threads, batch {a.batch} x {a.seq}"
-    )
+    cpu = fingerprint(a.threads).cpu
+    print(f"{cpu}; bf16 units: {', '.join(units) or 'none'}; {a.threads} threads, batch {a.batch} x {a.seq}")
     if not units:
         sys.exit("this CPU has no bf16 units: kdnas keeps fp32 here (dtype: auto), nothing to compare")
     rows: dict[str, Any] = {}
@@ -132,7 +121,7 @@ def main() -> None:
             print(f"| {name} | {r['params_m']:.1f}M | {k} | {r[k]['forward_tokens_per_s']:,.0f} | "
                   f"{r[k]['step_s']:.2f} | {extra} |", flush=True)  # fmt: skip
     if a.out:
-        meta = {"cpu": _cpu_name(), "bf16_units": units, "threads": a.threads, "batch": a.batch, "seq": a.seq}
+        meta = {"cpu": cpu, "bf16_units": units, "threads": a.threads, "batch": a.batch, "seq": a.seq}
         Path(a.out).write_text(json.dumps({"meta": meta, "teachers": rows}, indent=1))
 
 

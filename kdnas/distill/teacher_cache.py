@@ -382,14 +382,15 @@ class TeacherCache:
         batch_size: int,
         progress: bool,
         dtype: torch.dtype = torch.float32,
-        keep: Sequence[str] = (),
+        *,
+        keep: Sequence[str],
     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         n, s = ids.shape
         # one probe row tells the q/k/v widths (MobileBERT teachers use a bottleneck width there)
         probe = run_teacher(teacher, ids[:1], mask[:1], [i for i in items if i[0] in "qkv"], dtype=dtype)
         widths = {int(k.split(".")[1]): v.shape[-1] for k, v in probe.items()}
         row_bytes = {i: 2 * math.prod(_item_row_shape(i, info, s, widths)) for i in items}
-        used = self._make_room(entry, n * sum(row_bytes.values()), keep={*keep, *items})
+        used = self._make_room(entry, n * sum(row_bytes.values()), keep=set(keep))
         free = self.budget_mb * 2**20 - used
         rows = int(max(0, min(n, free // max(1, sum(row_bytes.values())))))
         if rows < n:

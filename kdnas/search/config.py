@@ -82,10 +82,10 @@ class SearchConfig:
     lower held-out KD loss (1.200 vs 1.254) than the 3-layer, 256-wide student it recommended."""
     anchor_margin: float = 0.1
     """An anchor for a plain budget aims this fraction under the budget by the latency predictor (else the
-    deepest fitting the budget itself), so that the predictor's error does not put it just outside: in the base
-    run of 2026-12-06 the 7x anchor L4-H768-A12-F768, predicted inside 7x, was timed at 6.5x (the predictor's
-    held-out error is 5-10%), and the 7x budget lost its teacher-width candidate. Equal-latency bands are
-    anchored inside the band, without a margin."""
+    deepest fitting the budget itself), so that the predictor's error (held-out 5-10%) does not put it just
+    outside: in the base run of 2026-12-06 the 7x anchor L4-H768-A12-F768, predicted inside 7x, was timed at 6.5x
+    by the search (most of that miss was a slow reading of the teacher, see `target.teacher_readings`).
+    Equal-latency bands are anchored inside the band, without a margin."""
 
     def check(self) -> list[str]:
         out = []
