@@ -46,3 +46,54 @@ def test_an_unknown_loss_is_refused_with_the_known_ones() -> None:
 
         config.from_dict({"distill": {"losses": {"cosine_of_doom": 1.0}}})
     assert "hidden" in known_losses()
+
+
+def test_sentence_dense_always_adds_an_identity_dense_at_equal_width(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`sentence_dense: always`: an equal-width student gets a Dense on its pooled embedding, starting as the
+    identity (the embedding is unchanged at init), trained by the sentence loss and written as `2_Dense`."""
+    import json
+
+    import torch
+
+    from kdnas.models.pooling import Pooling
+    from kdnas.stages.distill import _write_sentence_config
+
+    teacher = tiny_teacher("bert", num_layers=4)
+    width = teacher.config.hidden_size
+    student = build_student(
+        teacher.config, Arch(num_layers=2, hidden_size=width, num_heads=2, ffn_size=32), seed=0
+    )
+    info = teacher_info(teacher)
+    pooling = Pooling(mode="mean", normalize=True)
+    losses = {"hidden": 1.0, "sentence": 10.0}
+    plain = Distiller(student, info, DistillConfig(losses=losses, relation_heads=4), pooling=pooling)
+    assert "sentence" not in plain.proj  # the default: matched as it is at equal width
+    d = Distiller(
+        student,
+        info,
+        DistillConfig(losses=losses, relation_heads=4, sentence_dense="always"),
+        pooling=pooling,
+    )
+    assert "sentence" in d.proj and d.proj["sentence"].weight.shape == (width, width)
+    g = torch.Generator().manual_seed(0)
+    last = torch.randn(3, 5, width, generator=g)
+    mask = torch.ones(3, 5, dtype=torch.long)
+    mask[0, 3:] = 0
+    torch.testing.assert_close(d.student_embedding(last, mask), plain.student_embedding(last, mask))
+    target = torch.nn.functional.normalize(torch.randn(3, width, generator=g), dim=-1)
+    loss = 1 - torch.nn.functional.cosine_similarity(d.student_embedding(last, mask), target).mean()
+    loss.backward()
+    assert d.proj["sentence"].weight.grad is not None and d.proj["sentence"].weight.grad.abs().sum() > 0
+    _write_sentence_config(d, tmp_path)
+    modules = json.loads((tmp_path / "modules.json").read_text())
+    assert any(str(m["type"]).endswith("Dense") for m in modules)
+    _write_sentence_config(plain, tmp_path / "plain")
+    modules = json.loads((tmp_path / "plain" / "modules.json").read_text())
+    assert not any(str(m["type"]).endswith("Dense") for m in modules)
+
+
+def test_sentence_dense_is_validated_by_name() -> None:
+    from kdnas import config
+
+    with pytest.raises(ConfigError, match="sentence_dense"):
+        config.load("smoke", overrides={"distill.sentence_dense": "sometimes"})
