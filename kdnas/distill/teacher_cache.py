@@ -140,6 +140,14 @@ class TeacherNeeds:
     attn: tuple[int, ...] = ()
     """Layers whose attention probabilities are needed (attention loss)."""
 
+    def __or__(self, other: TeacherNeeds) -> TeacherNeeds:
+        """Every output either asks for (what two students distilled on the same data need between them)."""
+        return TeacherNeeds(
+            hidden=tuple(sorted({*self.hidden, *other.hidden})),
+            qkv=tuple(sorted({*self.qkv, *other.qkv})),
+            attn=tuple(sorted({*self.attn, *other.attn})),
+        )
+
     def items(self, info: TeacherInfo) -> list[str]:
         """Names of the arrays to store: hidden.L, q.L, k.L, v.L, attn.L."""
         out = [f"hidden.{layer}" for layer in sorted(set(self.hidden))]
@@ -159,6 +167,18 @@ def _item_row_shape(item: str, info: TeacherInfo, seq_len: int, qkv_width: dict[
     if kind in ("q", "k", "v"):
         return (seq_len, qkv_width.get(int(layer), info.hidden_size))
     return (seq_len, info.hidden_size)
+
+
+def _qkv_widths(
+    teacher: Any, ids: Tensor, mask: Tensor, items: Sequence[str], dtype: torch.dtype = torch.float32
+) -> dict[int, int]:
+    """Layer -> width of its cached q/k/v items, from one probe row (MobileBERT teachers use a bottleneck width
+    there); empty when no such item is asked for."""
+    qkv = [i for i in items if i[0] in "qkv"]
+    if not qkv:
+        return {}
+    probe = run_teacher(teacher, ids[:1], mask[:1], qkv, dtype=dtype)
+    return {int(k.split(".")[1]): v.shape[-1] for k, v in probe.items()}
 
 
 def run_teacher(
@@ -330,6 +350,18 @@ class TeacherCache:
             variances.update(new_vars)
         return CachedTeacher(teacher, info, ids, mask, items, arrays, variances, entry, dtype)
 
+    def size_mb(self, teacher: Any, data: Any, needs: TeacherNeeds) -> float:
+        """MB the items of `needs` take on disk for every row of `data` (fp16), as `prepare` stores them."""
+        ids, mask = as_block(data)
+        info = teacher_info(teacher)
+        items = needs.items(info)
+        widths = _qkv_widths(teacher, ids, mask, items)
+        return (
+            ids.shape[0]
+            * sum(2 * math.prod(_item_row_shape(i, info, ids.shape[1], widths)) for i in items)
+            / 2**20
+        )
+
     # ------------------------------------------------------------------------------------------------------
     def _load(self, entry: Path, item: str, shape: torch.Size) -> tuple[np.ndarray, float | None] | None:
         npy, meta = entry / f"{item}.npy", entry / f"{item}.json"
@@ -386,9 +418,7 @@ class TeacherCache:
         keep: Sequence[str],
     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         n, s = ids.shape
-        # one probe row tells the q/k/v widths (MobileBERT teachers use a bottleneck width there)
-        probe = run_teacher(teacher, ids[:1], mask[:1], [i for i in items if i[0] in "qkv"], dtype=dtype)
-        widths = {int(k.split(".")[1]): v.shape[-1] for k, v in probe.items()}
+        widths = _qkv_widths(teacher, ids, mask, items, dtype)
         row_bytes = {i: 2 * math.prod(_item_row_shape(i, info, s, widths)) for i in items}
         used = self._make_room(entry, n * sum(row_bytes.values()), keep=set(keep))
         free = self.budget_mb * 2**20 - used

@@ -28,6 +28,7 @@ from kdnas.distill.distiller import Distiller, check_input_map, mlm_head, teache
 from kdnas.distill.teacher_cache import (
     CachedTeacher,
     TeacherCache,
+    TeacherNeeds,
     as_block,
     base_encoder,
     block_hash,
@@ -166,6 +167,8 @@ def _cached_teacher(
     stack: contextlib.ExitStack,
     progress: bool,
     dtype: torch.dtype = torch.float32,
+    *,
+    also: TeacherNeeds | None = None,
 ) -> CachedTeacher:
     needs = distiller.needs()
     if isinstance(cache, CachedTeacher):
@@ -187,6 +190,22 @@ def _cached_teacher(
         )
     elif not isinstance(cache, TeacherCache):
         cache = TeacherCache(cache, budget_mb=cfg.teacher_cache_mb)
+    if also is not None:
+        union = needs | also
+        if union != needs:
+            need_mb = cache.size_mb(teacher, data, union)
+            if need_mb <= cache.budget_mb:
+                log.info(
+                    "teacher cache: filling the outputs of the later distillations too (%.0f MB)", need_mb
+                )
+                cache.prepare(teacher, data, union, batch_size=cfg.batch_size, progress=progress, dtype=dtype)
+            else:
+                log.info(
+                    "teacher cache: the later distillations' outputs would need %.0f MB with this one's, over "
+                    "teacher_cache_mb=%d; each fills its own (raise it to run the teacher once for all)",
+                    need_mb,
+                    cache.budget_mb,
+                )
     return cache.prepare(teacher, data, needs, batch_size=cfg.batch_size, progress=progress, dtype=dtype)
 
 
@@ -279,6 +298,7 @@ def distill(
     progress: bool = True,
     stop_after_steps: int | None = None,
     input_map: Tensor | None = None,
+    cache_also: TeacherNeeds | None = None,
 ) -> DistillResult:
     """Distill `teacher` into `student` (trained in place) on the token block `data`.
 
@@ -292,6 +312,9 @@ def distill(
     after this many steps in total (the run can be resumed later). input_map: for a student with a trimmed
     vocabulary, LongTensor [teacher vocab] teacher id -> student id (`kdnas.space.vocab.VocabTable.input_map`):
     the teacher and its cache see `data` as it is, the student `input_map[ids]`.
+    cache_also: teacher outputs that later distillations on the same data will ask for (another student's
+    layers); when they fit the cache budget together with this student's, the one teacher pass that fills the
+    cache writes them too, so the later students never run the teacher (`TeacherCache.prepare`).
     The student is left in eval mode. A non-finite loss or gradient ends the run with `failed` set.
     Precision (`cfg.dtype`, `kdnas.precision`): with bf16 the teacher-cache forward and the student encoder's
     forward run under bf16 autocast; the student's outputs come back fp32, so the projections, the losses,
@@ -359,7 +382,7 @@ def distill(
         shared = isinstance(teacher_cache, (TeacherCache, str, Path))
         with parallel.main_first(w) if shared else contextlib.nullcontext():
             handle = _cached_teacher(
-                teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress, dtype
+                teacher, (ids, mask), distiller, cfg, teacher_cache, stack, progress, dtype, also=cache_also
             )
         setup_s = time.perf_counter() - t0
 

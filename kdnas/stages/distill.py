@@ -57,10 +57,17 @@ def distill(
     students: list[dict[str, Any]] = []
     baselines: list[dict[str, Any]] = []
     total = len(jobs) + len(twins) + len(baselines_plan)
+    plan = [(arch, ctx.run_dir / rd.STUDENTS / student_name(rec)) for arch, rec in jobs.values()]
+    plan += [(twin, ctx.run_dir / rd.STUDENTS / name) for name, twin, _ in twins]
+    plan += [(arch, ctx.run_dir / rd.BASELINES / bname) for bname, arch in baselines_plan]
+    also = _later_needs(ctx, plan, distill)
     with ctx.steps("distill: models", total, bar=False) as step:  # each distillation has its own bar
         for arch, rec in jobs.values():
             name = student_name(rec)
-            model_dir = distill_student(ctx, name, arch, ctx.run_dir / rd.STUDENTS / name, distill=distill)
+            out_dir = ctx.run_dir / rd.STUDENTS / name
+            model_dir = distill_student(
+                ctx, name, arch, out_dir, distill=distill, cache_also=also.get(out_dir)
+            )
             students.append(
                 {
                     "name": name,
@@ -77,7 +84,10 @@ def distill(
             step(f"{name} ({arch.arch_id}) distilled")
         by_name = {st["name"]: st for st in students}
         for name, twin, of in twins:
-            model_dir = distill_student(ctx, name, twin, ctx.run_dir / rd.STUDENTS / name, distill=distill)
+            out_dir = ctx.run_dir / rd.STUDENTS / name
+            model_dir = distill_student(
+                ctx, name, twin, out_dir, distill=distill, cache_also=also.get(out_dir)
+            )
             students.append(
                 {
                     **by_name[of],
@@ -93,13 +103,45 @@ def distill(
             )
             step(f"{name} ({twin.arch_id}) distilled")
         for bname, arch in baselines_plan:
-            d = distill_student(ctx, bname, arch, ctx.run_dir / rd.BASELINES / bname, distill=distill)
+            out_dir = ctx.run_dir / rd.BASELINES / bname
+            d = distill_student(ctx, bname, arch, out_dir, distill=distill, cache_also=also.get(out_dir))
             baselines.append(
                 {"name": bname, "model_dir": str(d.relative_to(ctx.run_dir)), "arch_id": arch.arch_id}
             )
             step(f"baseline {bname} ({arch.arch_id}) distilled")
     out = DistillResult(students=students, baselines=baselines)
     write_json_atomic(ctx.path(rd.SUMMARY), out.to_dict())
+    return out
+
+
+def _finished(out: Path) -> bool:
+    return (out / "result.json").exists() and (out / "model" / "config.json").exists()
+
+
+def _later_needs(ctx: RunContext, plan: list[tuple[Any, Path]], distill: DistillConfig) -> dict[Path, Any]:
+    """Out dir -> the teacher outputs that the distillations after it in `plan` (not yet finished) will read,
+    so that the first one's teacher pass fills the run's cache for all of them (`kdnas.distill.distill`'s
+    `cache_also`): with a 12-layer teacher, a second student that needs other layers otherwise runs the teacher
+    again on every row. Empty with one distillation left."""
+    from kdnas.distill import Distiller, teacher_info
+    from kdnas.distill.distiller import mlm_head, teacher_pooling
+
+    pending = [(arch, out) for arch, out in plan if not _finished(out)]
+    if len(pending) < 2:
+        return {}
+    teacher = ctx.teacher()
+    info, head, pooling = teacher_info(teacher), mlm_head(teacher), teacher_pooling(teacher)
+    builder = ctx.student_builder()
+    needs = [
+        Distiller(builder.build(arch), info, distill, teacher_head=head, pooling=pooling).needs()
+        for arch, _ in pending
+    ]
+    out: dict[Path, Any] = {}
+    for i, (_, path) in enumerate(pending[:-1]):
+        later = needs[i + 1]
+        for n in needs[i + 2 :]:
+            later = later | n
+        out[path] = later
     return out
 
 
@@ -117,15 +159,18 @@ def _vocab_twins(ctx: RunContext, jobs: dict[str, tuple[Any, dict[str, Any]]]) -
     return out
 
 
-def distill_student(ctx: RunContext, name: str, arch: Any, out: Path, *, distill: DistillConfig) -> Path:
+def distill_student(
+    ctx: RunContext, name: str, arch: Any, out: Path, *, distill: DistillConfig, cache_also: Any = None
+) -> Path:
     """Full distillation of one arch on `distill.full_tokens` into out/model (resumes from out's checkpoint after a
-    kill; a finished one is returned as it is)."""
+    kill; a finished one is returned as it is). cache_also: teacher outputs of the stage's later distillations,
+    written to the run's teacher cache in the same teacher pass when they fit its budget."""
     from kdnas.distill import distill as run_distill
     from kdnas.distill import heldout_kd_loss
     from kdnas.distill.checkpoint import has_checkpoint
 
     model_dir = out / "model"
-    if (out / "result.json").exists() and (model_dir / "config.json").exists():
+    if _finished(out):
         _same_arch(out, arch)
         return model_dir
     if distill.nproc > 1:
@@ -146,6 +191,7 @@ def distill_student(ctx: RunContext, name: str, arch: Any, out: Path, *, distill
     result = run_distill(
         ctx.teacher(), student, splits.train, distill, tokens=distill.full_tokens, mode="standard",
         teacher_cache=cache, out_dir=out, resume=resume, seed=ctx.seed, progress=ctx.progress, input_map=input_map,
+        cache_also=cache_also,
     )  # fmt: skip
     if result.failed:
         raise KdnasError(f"full distillation of {name} failed: {result.failed}; see {out}/train_log.jsonl")

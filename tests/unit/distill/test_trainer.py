@@ -243,6 +243,53 @@ def test_a_budget_below_one_epoch_caches_only_the_rows_it_reads(
     assert len(list((tmp_path / "tc").iterdir())) == 2
 
 
+def _teacher_rows(teacher: torch.nn.Module) -> list[int]:
+    """Rows of every teacher forward from now on (a forward hook on the encoder, removed with the teacher)."""
+    from kdnas.distill.teacher_cache import base_encoder
+
+    rows: list[int] = []
+    base_encoder(teacher).register_forward_hook(
+        lambda m, a, k, o: rows.append(int(k["input_ids"].shape[0])), with_kwargs=True
+    )
+    return rows
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_cache_also_fills_a_later_students_outputs_in_the_same_teacher_pass(
+    tmp_path: Path, fits: bool
+) -> None:
+    """A 3-layer student reads a teacher layer the 2-layer one does not: with `cache_also` the first
+    distillation's teacher pass caches both, and the second distillation never runs the teacher; when the two
+    do not fit the budget together, each fills its own (the second runs the teacher again)."""
+    from kdnas.distill import Distiller, teacher_info
+
+    teacher = tiny_teacher("bert", num_layers=4)
+    # uniform mapping from 4 teacher layers: the 2-layer student reads 2 and 4, the 3-layer one 1, 2 and 4; 40 rows
+    # x 12 tokens x 32 dims x 2 bytes = 30 KiB per layer: 0.07 MB holds the first's two, not all three
+    cfg = _cfg(losses={"hidden": 1.0}, mapping="uniform")
+    one = Arch(num_layers=3, hidden_size=16, num_heads=2, ffn_size=32)
+    second_needs = Distiller(_student(teacher, one), teacher_info(teacher), cfg).needs()
+    first_needs = Distiller(_student(teacher), teacher_info(teacher), cfg).needs()
+    assert set(second_needs.hidden) - set(first_needs.hidden)  # the test needs layers the first does not read
+    union = first_needs | second_needs
+    assert set(union.hidden) == set(first_needs.hidden) | set(second_needs.hidden)
+    cache = TeacherCache(tmp_path / "tc", budget_mb=1 if fits else 0.07)
+    assert cache.size_mb(teacher, BLOCK, union) == pytest.approx(len(union.hidden) * 40 * 12 * 32 * 2 / 2**20)
+    rows = _teacher_rows(teacher)
+    distill(teacher, _student(teacher), BLOCK, cfg, steps=6, teacher_cache=cache, progress=False,
+            cache_also=second_needs)  # fmt: skip
+    first_pass = sum(rows)
+    assert first_pass >= 40  # one pass over the block (plus a probe row at most)
+    rows.clear()
+    b = distill(teacher, _student(teacher, one), BLOCK, cfg, steps=6, teacher_cache=cache, progress=False)
+    if fits:
+        assert sum(rows) == 0  # every item it reads was cached by the first distillation's pass
+        ref = distill(teacher, _student(teacher, one), BLOCK, cfg, steps=6, progress=False)
+        assert b.final_loss == ref.final_loss  # the same fp16 outputs as a cache of its own
+    else:
+        assert sum(rows) > 0  # the two did not fit together: it runs the teacher for its own
+
+
 def test_bad_input(teacher: torch.nn.Module) -> None:
     deep = Arch(num_layers=6, hidden_size=16, num_heads=2, ffn_size=32)
     with pytest.raises(DistillError, match="at most 4 layers"):
