@@ -41,8 +41,7 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench/embedding", help="teacher cache and results")
     ap.add_argument("--m2v", help="dir of a saved Model2Vec static model of the same teacher")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=LOSS:W,...",
-                    help="another loss set to compare, e.g. 'sentence x10=hidden:1,relation:1,sentence:10,similarity:1'; "
-                         "'dense:1' in the set distils with distill.sentence_dense: always")  # fmt: skip
+                    help="another loss set to compare, e.g. 'sentence x10=hidden:1,relation:1,sentence:10,similarity:1'")  # fmt: skip
     ap.add_argument("--no-defaults", action="store_true", help="only the --variant loss sets")
     ap.add_argument("--out", help="write the figures as JSON here")
     a = ap.parse_args()
@@ -87,18 +86,15 @@ def main() -> None:
     for arch_id in [x for x in a.archs.split(",") if x]:
         arch = Arch.parse(arch_id)
         for label, losses in variants.items():
-            dense = "always" if losses.get("dense", 0) > 0 else cfg.distill.sentence_dense
-            dcfg = dataclasses.replace(
-                cfg.distill, losses={k: w for k, w in losses.items() if k != "dense"}, sentence_dense=dense
-            )
+            dcfg = dataclasses.replace(cfg.distill, losses=losses)
             student = inherit_student(teacher.model, arch, layer_selection=dcfg.layer_selection,
                                       importance=dcfg.importance, seed=cfg.seed)  # fmt: skip
             t0 = time.perf_counter()
             res = distill(teacher, student, splits.train, dcfg, tokens=tokens, mode="standard", teacher_cache=cache,
                           seed=cfg.seed, progress=False)  # fmt: skip
             secs = time.perf_counter() - t0
-            head = dict(res.distiller.proj.items()).get("sentence")
-            fid = embedding_fidelity(teacher.model, student, ids, mask, pooling=pooling, student_dense=head)
+            dense = dict(res.distiller.proj.items()).get("sentence")
+            fid = embedding_fidelity(teacher.model, student, ids, mask, pooling=pooling, student_dense=dense)
             row = {"model": arch.arch_id, "losses": label, "cosine": fid.mean_cosine, "cka": fid.cka,
                    "recall_at_10": fid.recall_at_10, "distill_s": round(secs, 1), "final_loss": res.final_loss}  # fmt: skip
             rows.append(row)

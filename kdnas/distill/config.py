@@ -30,12 +30,6 @@ class DistillConfig:
     """How the sentence and similarity losses pool token states: `auto` reads the teacher's
     sentence-transformers config (1_Pooling, Normalize) and turns those losses off, with a warning, for a
     teacher without one; mean / cls / max force a pooling (then no normalisation)."""
-    sentence_dense: Literal["narrower", "always"] = "narrower"
-    """Where the sentence losses map the student's pooled embedding into the teacher's space through a learned
-    Dense layer (a sentence-transformers `2_Dense` module in the export and in the ONNX graph): `narrower` only
-    for a student narrower than the teacher (at equal width the pooled output is matched as it is), `always` at
-    equal width too, starting from the identity, so the pooled state is freed from matching the teacher's
-    embedding directly (a 384 x 384 matrix on one vector per text: no measurable latency)."""
     similarity_temperature: float = 0.05
     """Softmax temperature of the similarity loss (cosines are in [-1, 1])."""
     mapping: Literal["uniform", "last", "uniform+last"] = "uniform+last"

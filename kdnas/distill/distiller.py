@@ -273,8 +273,7 @@ class Distiller(nn.Module):
 
     def student_embedding(self, last: Tensor, mask: Tensor) -> Tensor:
         """The student's sentence embedding [B, D]: pooled like the teacher, then the Dense projection (when
-        narrower than the teacher, or with `sentence_dense: always`), then normalised like the teacher. This is
-        what the export computes."""
+        narrower than the teacher), then normalised like the teacher. This is what the export computes."""
         assert self.pooling is not None
         x = pool(last, mask, dataclasses.replace(self.pooling, normalize=False))  # [B, Hs]
         if "sentence" in self.proj:

@@ -12,7 +12,6 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from kdnas.distill import losses as L
@@ -225,18 +224,9 @@ class SentenceLoss(LossTerm):
 
     def projections(self, d: Distiller, hs: int, ht: int) -> dict[str, nn.Module]:
         # the student's pooled embedding is mapped into the teacher's space by this Dense layer, which the
-        # export carries (a sentence-transformers Dense module); at equal width there is none unless
-        # `sentence_dense: always` (then it starts as the identity), so what the loss matched is exactly what the
-        # exported model outputs
-        if hs != ht:
-            return {"sentence": nn.Linear(hs, ht)}
-        if d.cfg.sentence_dense == "always":
-            lin = nn.Linear(hs, ht)
-            with torch.no_grad():
-                lin.weight.copy_(torch.eye(ht))
-                lin.bias.zero_()
-            return {"sentence": lin}
-        return {}
+        # export carries (a sentence-transformers Dense module); at equal width there is none, so what the loss
+        # matched is exactly what the exported model outputs
+        return {"sentence": nn.Linear(hs, ht)} if hs != ht else {}
 
     def __call__(self, v: StepView) -> Tensor:
         return L.sentence_cosine(*_embeddings(v))

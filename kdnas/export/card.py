@@ -190,7 +190,7 @@ def render_card(
     sentence = bool(result.files.get("sentence_transformers"))
     if sentence:
         space = (
-            " A Dense layer (`2_Dense`) after the pooling maps the student's pooled embedding into the "
+            " A Dense layer (`2_Dense`) after the pooling maps the student's narrower embedding into the "
             "teacher's embedding space, as it was trained."
             if result.files.get("dense")
             else " It has the teacher's width, so no projection is needed: the pooled output is what the "
