@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdnas import run_dir as rd
 from kdnas._io import write_json_atomic
@@ -16,6 +16,9 @@ from kdnas.errors import KdnasError
 from kdnas.evaluate.config import EvaluateConfig
 from kdnas.stages.context import RunContext
 from kdnas.stages.results import DistillResult, SearchOutcome
+
+if TYPE_CHECKING:
+    from kdnas.distill.teacher_cache import TeacherNeeds
 
 
 def student_name(rec: dict[str, Any]) -> str:
@@ -118,7 +121,9 @@ def _finished(out: Path) -> bool:
     return (out / "result.json").exists() and (out / "model" / "config.json").exists()
 
 
-def _later_needs(ctx: RunContext, plan: list[tuple[Any, Path]], distill: DistillConfig) -> dict[Path, Any]:
+def _later_needs(
+    ctx: RunContext, plan: list[tuple[Any, Path]], distill: DistillConfig
+) -> dict[Path, TeacherNeeds]:
     """Out dir -> the teacher outputs that the distillations after it in `plan` (not yet finished) will read,
     so that the first one's teacher pass fills the run's cache for all of them (`kdnas.distill.distill`'s
     `cache_also`): with a 12-layer teacher, a second student that needs other layers otherwise runs the teacher
@@ -132,15 +137,12 @@ def _later_needs(ctx: RunContext, plan: list[tuple[Any, Path]], distill: Distill
     teacher = ctx.teacher()
     info, head, pooling = teacher_info(teacher), mlm_head(teacher), teacher_pooling(teacher)
     builder = ctx.student_builder()
-    needs = [
-        Distiller(builder.build(arch), info, distill, teacher_head=head, pooling=pooling).needs()
-        for arch, _ in pending
-    ]
-    out: dict[Path, Any] = {}
-    for i, (_, path) in enumerate(pending[:-1]):
-        later = needs[i + 1]
-        for n in needs[i + 2 :]:
-            later = later | n
+    out: dict[Path, TeacherNeeds] = {}
+    later: TeacherNeeds | None = None
+    # from the last back: each out dir gets the union of what every distillation after it reads
+    for (_, path), (arch, _) in zip(reversed(pending[:-1]), reversed(pending[1:]), strict=True):
+        n = Distiller(builder.build(arch), info, distill, teacher_head=head, pooling=pooling).needs()
+        later = n if later is None else later | n
         out[path] = later
     return out
 
@@ -160,11 +162,18 @@ def _vocab_twins(ctx: RunContext, jobs: dict[str, tuple[Any, dict[str, Any]]]) -
 
 
 def distill_student(
-    ctx: RunContext, name: str, arch: Any, out: Path, *, distill: DistillConfig, cache_also: Any = None
+    ctx: RunContext,
+    name: str,
+    arch: Any,
+    out: Path,
+    *,
+    distill: DistillConfig,
+    cache_also: TeacherNeeds | None = None,
 ) -> Path:
     """Full distillation of one arch on `distill.full_tokens` into out/model (resumes from out's checkpoint after a
     kill; a finished one is returned as it is). cache_also: teacher outputs of the stage's later distillations,
-    written to the run's teacher cache in the same teacher pass when they fit its budget."""
+    written to the run's teacher cache in the same teacher pass when they fit its budget (not under torchrun,
+    `distill.nproc` > 1: each of those fills its own)."""
     from kdnas.distill import distill as run_distill
     from kdnas.distill import heldout_kd_loss
     from kdnas.distill.checkpoint import has_checkpoint

@@ -17,3 +17,39 @@ def test_a_finished_student_of_another_arch_is_refused(tmp_path):
     _same_arch(tmp_path, held)  # the same arch: reused
     with pytest.raises(KdnasError, match=f"holds a student of {held.arch_id}.*recommends {wanted.arch_id}"):
         _same_arch(tmp_path, wanted)
+
+
+def test_each_distillation_is_given_what_the_unfinished_ones_after_it_read(tmp_path):
+    """`_later_needs`: every out dir but the last pending one maps to the union of the teacher layers the pending
+    distillations after it read; a finished one neither gets nor contributes any."""
+    from kdnas.distill import DistillConfig
+    from kdnas.models.student import build_student
+    from kdnas.stages.distill import _later_needs
+    from kdnas.testing import tiny_teacher
+
+    teacher = tiny_teacher("bert", num_layers=4)
+
+    class Builder:
+        def build(self, arch):
+            return build_student(teacher.config, arch, seed=0)
+
+    class Ctx:  # what _later_needs reads of a RunContext
+        def teacher(self):
+            return teacher
+
+        def student_builder(self):
+            return Builder()
+
+    cfg = DistillConfig(losses={"hidden": 1.0}, mapping="uniform", relation_heads=4)
+    # uniform mapping from 4 teacher layers: 1 layer reads 4; 2 layers 2, 4; 3 layers 1, 2, 4; 4 layers all
+    a, b, c, d = (Arch(n, 16, 2, 32) for n in (1, 2, 3, 4))
+    done = tmp_path / "done"
+    (done / "model").mkdir(parents=True)
+    (done / "result.json").write_text("{}")
+    (done / "model" / "config.json").write_text("{}")
+    plan = [(b, tmp_path / "b"), (d, done), (c, tmp_path / "c"), (a, tmp_path / "a")]
+    got = _later_needs(Ctx(), plan, cfg)
+    assert set(got) == {tmp_path / "b", tmp_path / "c"}
+    assert got[tmp_path / "b"].hidden == (1, 2, 4)  # c and a; the finished 4-layer one adds nothing (no 3)
+    assert got[tmp_path / "c"].hidden == (4,)  # a alone
+    assert _later_needs(Ctx(), [(a, tmp_path / "a"), (d, done)], cfg) == {}  # one left: nothing to share
