@@ -59,30 +59,57 @@ def _inputs(d: Distiller, hs: tuple[Tensor, ...], mask: Tensor) -> dict[str, Ten
 
 
 @torch.no_grad()
-def fit_projections(d: Distiller, handle: CachedTeacher, batch_size: int, *, ridge: float = 1e-6) -> None:
+def fit_projections(
+    d: Distiller,
+    handle: CachedTeacher,
+    batch_size: int,
+    *,
+    ridge: float = 1e-6,
+    rows: Tensor | None = None,
+    sentence_from_tokens: bool = False,
+) -> None:
     """Set every projection of `d` to the least-squares map (with bias) from the student's states to the
-    teacher's, over the real tokens of `handle`'s rows: W = (X^T X + ridge * tr/n I)^-1 X^T Y."""
+    teacher's, over the real tokens of `handle`'s rows: W = (X^T X + ridge * tr/n I)^-1 X^T Y.
+
+    rows: which of the handle's rows to fit on (default all). sentence_from_tokens: fit the sentence Dense on
+    token pairs (the student's last hidden state -> the teacher's) instead of one pair per sentence. Pooling is
+    a mean (or one token), so the token map carries over to the pooled embeddings up to the scale the cosine
+    ignores, and it is well posed on a few batches, where a per-sentence fit would have fewer rows than the
+    student's width (`distill.proj_init: lstsq` uses it before training). The student runs in eval mode, on the
+    device its parameters are on.
+    """
     xtx: dict[str, Tensor] = {}
     xty: dict[str, Tensor] = {}
     base = base_encoder(d.student)
-    n = handle.num_rows
-    for start in range(0, n, batch_size):
-        rows = torch.arange(start, min(n, start + batch_size))
-        ids, mask = handle.input_ids[rows], handle.attention_mask[rows]
-        t_out = handle.fetch(rows)
-        hs = base(input_ids=d.student_ids(ids), attention_mask=mask, output_hidden_states=True).hidden_states
-        m = mask.bool()
-        xs, ys = _inputs(d, hs, mask), _targets(d, t_out, mask)
-        for name in d.proj:
-            rows_m = torch.ones(len(m), 1, dtype=torch.bool) if name == "sentence" else m
-            x = xs[name][rows_m].double()  # [T, Hs] (T: real tokens, or sentences for the sentence Dense)
-            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # [T, Hs + 1]
-            y = ys[name][rows_m].double()  # [T, D]
-            xtx[name] = xtx.get(name, 0) + x.T @ x
-            xty[name] = xty.get(name, 0) + x.T @ y
+    dev = next(d.student.parameters()).device
+    order = torch.arange(handle.num_rows) if rows is None else rows
+    was_training = base.training
+    base.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            sel = order[start : start + batch_size]
+            ids, mask = handle.input_ids[sel].to(dev), handle.attention_mask[sel].to(dev)
+            t_out = {k: v.to(dev) for k, v in handle.fetch(sel).items()}
+            hs = base(
+                input_ids=d.student_ids(ids), attention_mask=mask, output_hidden_states=True
+            ).hidden_states
+            m = mask.bool()
+            xs, ys = _inputs(d, hs, mask), _targets(d, t_out, mask)
+            if sentence_from_tokens and "sentence" in d.proj:
+                xs["sentence"], ys["sentence"] = hs[-1], t_out[f"hidden.{d.teacher.num_layers}"]
+            for name in d.proj:
+                per_sentence = name == "sentence" and not sentence_from_tokens
+                rows_m = torch.ones(len(m), 1, dtype=torch.bool, device=dev) if per_sentence else m
+                x = xs[name][rows_m].double()  # [T, Hs] (T: real tokens, or sentences for the sentence Dense)
+                x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=dev)], 1)  # [T, Hs + 1]
+                y = ys[name][rows_m].double()  # [T, D]
+                xtx[name] = xtx.get(name, 0) + x.T @ x
+                xty[name] = xty.get(name, 0) + x.T @ y
+    finally:
+        base.train(was_training)
     for name, lin in d.proj.items():
         a = xtx[name]
-        a = a + torch.eye(len(a), dtype=a.dtype) * ridge * (a.trace() / len(a))
+        a = a + torch.eye(len(a), dtype=a.dtype, device=a.device) * ridge * (a.trace() / len(a))
         w = torch.linalg.solve(a, xty[name])  # [Hs + 1, D]
         assert isinstance(lin, nn.Linear)
         lin.weight.copy_(w[:-1].T.to(lin.weight.dtype))

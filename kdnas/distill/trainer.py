@@ -25,6 +25,7 @@ from kdnas.distill import parallel
 from kdnas.distill.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from kdnas.distill.config import DistillConfig
 from kdnas.distill.distiller import Distiller, check_input_map, mlm_head, teacher_pooling
+from kdnas.distill.heldout import fit_projections
 from kdnas.distill.teacher_cache import (
     CachedTeacher,
     TeacherCache,
@@ -430,6 +431,13 @@ def distill(
                 log.info("resuming %s at step %d of %d", out_dir, start, steps)
             else:
                 log.warning("no checkpoint in %s: starting from step 0", out_dir)
+        if cfg.proj_init == "lstsq" and start == 0 and len(distiller.proj):
+            # the projections start as the least-squares read-out of the inherited student's states on the
+            # first two batches, not at random: a student narrower than the teacher otherwise spends its
+            # first steps (all of a short proxy's) learning a random Dense, and ranks below wider ones
+            fit_rows = torch.cat([rows_of(0), rows_of(1)]).unique()
+            fit_projections(distiller, handle, batch, rows=fit_rows, sentence_from_tokens=True)
+            parallel.broadcast_module(distiller, w)
         log_file = None
         if out_dir is not None and w.is_main:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
