@@ -47,11 +47,13 @@ class DistillConfig:
     importance: Literal["magnitude", "activation"] = "magnitude"
     """How heads, FFN neurons and hidden dims are ranked when slicing widths."""
     proj_init: Literal["random", "lstsq"] = "lstsq"
-    """How the loss projections (the hidden-state maps and the sentence Dense of a narrower student) start:
-    `lstsq` fits them by least squares from the initialised student's states to the teacher's on the first two
-    batches (seconds), `random` is nn.Linear's init. With `random` a student narrower than the teacher spends
-    a short proxy learning a random Dense, and the search ranks it below wider ones for that reason alone
-    (docs/distillation.md)."""
+    """How the loss projections start: `lstsq`, fitted to the teacher on the first batches, or `random`.
+
+    The projections are the hidden-state maps and the sentence Dense of a narrower student. `lstsq` fits them by
+    least squares from the initialised student's states to the teacher's on the first 8,192 real tokens (a
+    student forward over a few batches); `random` is nn.Linear's init. With `random` a student narrower than
+    the teacher spends a short proxy learning a random Dense, and the search ranks it below wider ones for that
+    reason alone (docs/distillation.md)."""
     batch_size: int = 32
     """Sequences per optimiser step (before accumulation)."""
     grad_accum: int = 1

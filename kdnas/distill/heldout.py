@@ -76,7 +76,8 @@ def fit_projections(
     a mean (or one token), so the token map carries over to the pooled embeddings up to the scale the cosine
     ignores, and it is well posed on a few batches, where a per-sentence fit would have fewer rows than the
     student's width (`distill.proj_init: lstsq` uses it before training). The student runs in eval mode, on the
-    device its parameters are on.
+    device its parameters are on. The projections of a term registered outside kdnas (`register_loss`) are not
+    known here and keep their init.
     """
     xtx: dict[str, Tensor] = {}
     xty: dict[str, Tensor] = {}
@@ -95,9 +96,10 @@ def fit_projections(
             ).hidden_states
             m = mask.bool()
             xs, ys = _inputs(d, hs, mask), _targets(d, t_out, mask)
+            names = [n for n in d.proj if n in xs and n in ys]  # a registered term's own maps keep their init
             if sentence_from_tokens and "sentence" in d.proj:
                 xs["sentence"], ys["sentence"] = hs[-1], t_out[f"hidden.{d.teacher.num_layers}"]
-            for name in d.proj:
+            for name in names:
                 per_sentence = name == "sentence" and not sentence_from_tokens
                 rows_m = torch.ones(len(m), 1, dtype=torch.bool, device=dev) if per_sentence else m
                 x = xs[name][rows_m].double()  # [T, Hs] (T: real tokens, or sentences for the sentence Dense)
@@ -107,7 +109,8 @@ def fit_projections(
                 xty[name] = xty.get(name, 0) + x.T @ y
     finally:
         base.train(was_training)
-    for name, lin in d.proj.items():
+    for name in xtx:
+        lin = d.proj[name]
         a = xtx[name]
         a = a + torch.eye(len(a), dtype=a.dtype, device=a.device) * ridge * (a.trace() / len(a))
         w = torch.linalg.solve(a, xty[name])  # [Hs + 1, D]

@@ -88,6 +88,11 @@ class Stage:
     flash_layer: int | None
 
 
+_FIT_TOKENS = 8192
+"""Real tokens the least-squares start of the projections is fitted on (`distill.proj_init: lstsq`): about ten
+rows per input dim at width 768, one student forward over a few batches."""
+
+
 def plan_stages(total_steps: int, num_layers: int, cfg: DistillConfig, mode: str) -> list[Stage]:
     """standard: one stage. flash: `flash_steps_per_layer` per student layer (shrunk so that at least a
     1/(L+1) share is left), then an all-layer stage with the remaining steps."""
@@ -433,10 +438,16 @@ def distill(
                 log.warning("no checkpoint in %s: starting from step 0", out_dir)
         if cfg.proj_init == "lstsq" and start == 0 and len(distiller.proj):
             # the projections start as the least-squares read-out of the inherited student's states on the
-            # first two batches, not at random: a student narrower than the teacher otherwise spends its
-            # first steps (all of a short proxy's) learning a random Dense, and ranks below wider ones
-            fit_rows = torch.cat([rows_of(0), rows_of(1)]).unique()
-            fit_projections(distiller, handle, batch, rows=fit_rows, sentence_from_tokens=True)
+            # first batches (_FIT_TOKENS real tokens), not at random: a student narrower than the teacher
+            # otherwise spends its first steps (all of a short proxy's) learning a random Dense, and ranks
+            # below wider ones for that alone
+            picked, fit_tokens = [], 0
+            for micro in range(per_epoch):
+                if fit_tokens >= _FIT_TOKENS:
+                    break
+                picked.append(rows_of(micro))
+                fit_tokens += int(mask[picked[-1]].sum())
+            fit_projections(distiller, handle, batch, rows=torch.cat(picked), sentence_from_tokens=True)
             parallel.broadcast_module(distiller, w)
         log_file = None
         if out_dir is not None and w.is_main:
