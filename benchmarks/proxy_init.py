@@ -2,8 +2,8 @@
 
 Every arch is scored by the search's own short proxy (inherit from the teacher, distil `distill.proxy_tokens`,
 held-out KD loss with the trained projections) twice in this process, on the same data and teacher cache:
-with the projections at nn.Linear's random init, and with the least-squares init (fitted on the first two
-batches). Where a table gives the archs' final outcomes (full distillation + the suite), the Kendall tau and
+with the projections at nn.Linear's random init, and with the least-squares init (fitted on the first 8,192
+real tokens). Where a table gives the archs' final outcomes (full distillation + the suite), the Kendall tau and
 top-1 regret of each against the final are printed side by side. The per-arch rows (loss, its sentence
 component, seconds) go to benchmarks/data/proxy_init-<config name>.json.
 

@@ -96,10 +96,11 @@ def fit_projections(
             ).hidden_states
             m = mask.bool()
             xs, ys = _inputs(d, hs, mask), _targets(d, t_out, mask)
-            names = [n for n in d.proj if n in xs and n in ys]  # a registered term's own maps keep their init
             if sentence_from_tokens and "sentence" in d.proj:
                 xs["sentence"], ys["sentence"] = hs[-1], t_out[f"hidden.{d.teacher.num_layers}"]
-            for name in names:
+            for name in (
+                xs.keys() & ys.keys()
+            ):  # a registered term's own maps are in neither: they keep their init
                 per_sentence = name == "sentence" and not sentence_from_tokens
                 rows_m = torch.ones(len(m), 1, dtype=torch.bool, device=dev) if per_sentence else m
                 x = xs[name][rows_m].double()  # [T, Hs] (T: real tokens, or sentences for the sentence Dense)
