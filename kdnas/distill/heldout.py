@@ -20,42 +20,8 @@ from kdnas.distill.teacher_cache import (
     ephemeral_teacher,
     teacher_info,
 )
+from kdnas.distill.terms import StepView
 from kdnas.errors import DistillError
-
-
-def _targets(d: Distiller, t_out: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
-    """Projection name -> the teacher tensor it maps to ([B, S, D]; [B, 1, D] for the sentence Dense)."""
-    out = {}
-    for name in d.proj:
-        if name.startswith("hidden_"):
-            tl = d.map[int(name.split("_")[1]) - 1]
-            out[name] = torch.cat([t_out[f"hidden.{t}"] for t in tl], -1)
-        elif name == "embedding":
-            out[name] = t_out["hidden.0"]
-        elif name == "logits":
-            out[name] = t_out[f"hidden.{d.teacher.num_layers}"]
-        elif name == "sentence":  # per sentence, not per token: [B, 1, Ht]
-            out[name] = d.teacher_embedding(t_out[f"hidden.{d.teacher.num_layers}"], mask)[:, None]
-    return out
-
-
-def _inputs(d: Distiller, hs: tuple[Tensor, ...], mask: Tensor) -> dict[str, Tensor]:
-    import dataclasses
-
-    from kdnas.models.pooling import pool
-
-    out = {}
-    for name in d.proj:
-        if name.startswith("hidden_"):
-            out[name] = hs[int(name.split("_")[1])]
-        elif name == "embedding":
-            out[name] = hs[0]
-        elif name == "logits":
-            out[name] = hs[-1]
-        elif name == "sentence":
-            assert d.pooling is not None
-            out[name] = pool(hs[-1], mask, dataclasses.replace(d.pooling, normalize=False))[:, None]
-    return out
 
 
 @torch.no_grad()
@@ -69,21 +35,23 @@ def fit_projections(
     sentence_from_tokens: bool = False,
 ) -> None:
     """Set every projection of `d` to the least-squares map (with bias) from the student's states to the
-    teacher's, over the real tokens of `handle`'s rows: W = (X^T X + ridge * tr/n I)^-1 X^T Y.
+    teacher's, over the real tokens of `handle`'s rows: W = (X^T X + ridge * tr/n I)^-1 X^T Y. Each active loss
+    term says which rows its projections map (`LossTerm.fit_pairs`); one whose term returns none keeps its init.
 
     rows: which of the handle's rows to fit on (default all). sentence_from_tokens: fit the sentence Dense on
     token pairs (the student's last hidden state -> the teacher's) instead of one pair per sentence. Pooling is
     a mean (or one token), so the token map carries over to the pooled embeddings up to the scale the cosine
     ignores, and it is well posed on a few batches, where a per-sentence fit would have fewer rows than the
     student's width (`distill.proj_init: lstsq` uses it before training). The student runs in eval mode, on the
-    device its parameters are on. The projections of a term registered outside kdnas (`register_loss`) are not
-    known here and keep their init.
+    device its parameters are on.
     """
     xtx: dict[str, Tensor] = {}
     xty: dict[str, Tensor] = {}
     base = base_encoder(d.student)
     dev = next(d.student.parameters()).device
     order = torch.arange(handle.num_rows) if rows is None else rows
+    terms = d.terms(with_flash=d.flash)  # the terms whose projections `d` built
+    layers = list(range(1, d.num_layers + 1))
     was_training = base.training
     base.eval()
     try:
@@ -94,28 +62,34 @@ def fit_projections(
             hs = base(
                 input_ids=d.student_ids(ids), attention_mask=mask, output_hidden_states=True
             ).hidden_states
-            m = mask.bool()
-            xs, ys = _inputs(d, hs, mask), _targets(d, t_out, mask)
-            if sentence_from_tokens and "sentence" in d.proj:
-                xs["sentence"], ys["sentence"] = hs[-1], t_out[f"hidden.{d.teacher.num_layers}"]
-            for name in (
-                xs.keys() & ys.keys()
-            ):  # a registered term's own maps are in neither: they keep their init
-                per_sentence = name == "sentence" and not sentence_from_tokens
-                rows_m = torch.ones(len(m), 1, dtype=torch.bool, device=dev) if per_sentence else m
-                x = xs[name][rows_m].double()  # [T, Hs] (T: real tokens, or sentences for the sentence Dense)
-                x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=dev)], 1)  # [T, Hs + 1]
-                y = ys[name][rows_m].double()  # [T, D]
-                xtx[name] = xtx.get(name, 0) + x.T @ x
-                xty[name] = xty.get(name, 0) + x.T @ y
+            view = StepView(
+                distiller=d, mask=mask, hidden=hs, attentions=None, qkv={}, teacher_out=t_out,
+                variances=handle.variances, layers=layers,
+            )  # fmt: skip
+            for term in terms:
+                for name, (x, y) in term.fit_pairs(view, per_token=sentence_from_tokens).items():
+                    if name not in d.proj:
+                        raise DistillError(
+                            f"loss term {term.name!r}: fit_pairs names {name!r}, which is not one of its "
+                            f"projections ({', '.join(d.proj) or 'none'})"
+                        )
+                    x = x.double()  # [N, Hs] (N: real tokens, or sentences)
+                    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=dev)], 1)  # [N, Hs + 1]
+                    y = y.double()  # [N, D]
+                    xtx[name] = xtx.get(name, 0) + x.T @ x
+                    xty[name] = xty.get(name, 0) + x.T @ y
     finally:
         base.train(was_training)
     for name in xtx:
         lin = d.proj[name]
+        if not isinstance(lin, nn.Linear):
+            raise DistillError(
+                f"projection {name!r} is a {type(lin).__name__}: a least-squares start needs an nn.Linear; "
+                "return no fit_pairs for it (or set distill.proj_init: random)"
+            )
         a = xtx[name]
         a = a + torch.eye(len(a), dtype=a.dtype, device=a.device) * ridge * (a.trace() / len(a))
         w = torch.linalg.solve(a, xty[name])  # [Hs + 1, D]
-        assert isinstance(lin, nn.Linear)
         lin.weight.copy_(w[:-1].T.to(lin.weight.dtype))
         lin.bias.copy_(w[-1].to(lin.bias.dtype))
 

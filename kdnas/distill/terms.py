@@ -55,7 +55,10 @@ class LossTerm(abc.ABC):
     - `teacher_needs(d)`: the teacher arrays it reads (the teacher cache stores exactly the union);
     - `projections(d, hs, ht)`: trainable modules it owns, by name, in `d.proj` (saved in checkpoints);
     - `student_attentions` / `student_qkv_layers(d)`: what the student's forward must return;
-    - `__call__(view)`: the component [scalar] for one batch.
+    - `__call__(view)`: the component [scalar] for one batch;
+    - `fit_pairs(view)`: for each projection it owns, the (student input, teacher target) rows whose
+      least-squares map starts that projection (`distill.proj_init: lstsq`) and fits held-out read-outs; a term
+      that returns nothing keeps nn.Linear's init.
     """
 
     name: ClassVar[str] = ""
@@ -71,6 +74,13 @@ class LossTerm(abc.ABC):
 
     def student_qkv_layers(self, d: Distiller) -> list[int]:
         return []
+
+    def fit_pairs(self, v: StepView, *, per_token: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+        """Projection name -> (x [N, Hs], y [N, D]): N rows of what the projection reads and what it should
+        output, from one batch's view. per_token: fit a pooled projection on token pairs (the student's and the
+        teacher's states per real token) rather than one pair per sentence, which needs more rows than a batch
+        holds to be well posed. Default: none (the projections keep their init)."""
+        return {}
 
     @abc.abstractmethod
     def __call__(self, v: StepView) -> Tensor: ...
@@ -90,6 +100,11 @@ def register_loss(term: LossTerm) -> LossTerm:
 
 def known_losses() -> list[str]:
     return list(LOSS_TERMS)
+
+
+def _real(x: Tensor, mask: Tensor) -> Tensor:
+    """[B, S, D] -> [T, D]: the states of the real tokens."""
+    return x[mask.bool()]
 
 
 def _mapped(d: Distiller, layers: list[int] | None = None) -> frozenset[int]:
@@ -117,6 +132,18 @@ class HiddenLoss(LossTerm):
             var = sum(v.variances[f"hidden.{t}"] for t in tl) / len(tl)
             terms.append(L.hidden_mse(d.proj[f"hidden_{i}"](v.hidden[i]), target, v.mask, variance=var))
         return torch.stack(terms).mean()
+
+    def fit_pairs(self, v: StepView, *, per_token: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+        import torch
+
+        d = v.distiller
+        return {
+            f"hidden_{i}": (
+                _real(v.hidden[i], v.mask),
+                _real(torch.cat([v.teacher_out[f"hidden.{t}"] for t in d.map[i - 1]], -1), v.mask),
+            )
+            for i in v.layers
+        }
 
 
 class AttentionLoss(LossTerm):
@@ -178,6 +205,9 @@ class EmbeddingLoss(LossTerm):
         pred = v.distiller.proj["embedding"](v.hidden[0])
         return L.hidden_mse(pred, v.teacher_out["hidden.0"], v.mask, variance=v.variances["hidden.0"])
 
+    def fit_pairs(self, v: StepView, *, per_token: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+        return {"embedding": (_real(v.hidden[0], v.mask), _real(v.teacher_out["hidden.0"], v.mask))}
+
 
 class LogitsLoss(LossTerm):
     """Temperature KL of MLM logits: the student's own head, or the frozen teacher head on a projected state."""
@@ -201,6 +231,13 @@ class LogitsLoss(LossTerm):
             t_logits = t_head(last)  # [B, S, V]
         s_logits = s_head(v.hidden[-1]) if s_head is not None else t_head(d.proj["logits"](v.hidden[-1]))
         return L.logit_kd(s_logits, t_logits, v.mask, temperature=d.cfg.temperature)
+
+    def fit_pairs(self, v: StepView, *, per_token: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+        d = v.distiller
+        if "logits" not in d.proj:  # the student's own head: no projection
+            return {}
+        last = v.teacher_out[f"hidden.{d.teacher.num_layers}"]
+        return {"logits": (_real(v.hidden[-1], v.mask), _real(last, v.mask))}
 
 
 def _embeddings(v: StepView) -> tuple[Tensor, Tensor]:
@@ -230,6 +267,21 @@ class SentenceLoss(LossTerm):
 
     def __call__(self, v: StepView) -> Tensor:
         return L.sentence_cosine(*_embeddings(v))
+
+    def fit_pairs(self, v: StepView, *, per_token: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+        import dataclasses
+
+        from kdnas.models.pooling import pool
+
+        d = v.distiller
+        if "sentence" not in d.proj:  # equal width: no Dense
+            return {}
+        last = v.teacher_out[f"hidden.{d.teacher.num_layers}"]
+        if per_token:  # pooling is a mean (or one token): the token map carries over up to the cosine's scale
+            return {"sentence": (_real(v.hidden[-1], v.mask), _real(last, v.mask))}
+        assert d.pooling is not None
+        x = pool(v.hidden[-1], v.mask, dataclasses.replace(d.pooling, normalize=False))  # [B, Hs], as trained
+        return {"sentence": (x, d.teacher_embedding(last, v.mask))}
 
 
 class SimilarityLoss(LossTerm):

@@ -1,13 +1,19 @@
-"""Held-out KD loss: least-squares projections, trained projections, normalisation."""
+"""Held-out KD loss: least-squares projections (for kdnas's terms and a registered one), trained projections,
+normalisation."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pytest
 import torch
+from torch import nn
 
 from kdnas.distill import DistillConfig, distill, heldout_kd_loss
+from kdnas.distill import losses as L
+from kdnas.distill.distiller import Distiller
+from kdnas.distill.terms import LOSS_TERMS, LossTerm, Needs, StepView, register_loss
 from kdnas.errors import DistillError
 from kdnas.models.student import build_student
 from kdnas.space.arch import Arch
@@ -55,7 +61,6 @@ def test_sentence_dense_fitted_on_tokens_is_the_naive_least_squares_map() -> Non
     import numpy as np
 
     from kdnas.distill import fit_projections
-    from kdnas.distill.distiller import Distiller
     from kdnas.distill.teacher_cache import ephemeral_teacher, teacher_info
 
     t = tiny_teacher("bert", num_layers=2)
@@ -99,3 +104,89 @@ def test_lstsq_init_starts_a_narrow_student_closer_to_the_teacher() -> None:
     # the step-1 loss is measured before any update: only the projections' start differs
     assert first["lstsq"]["loss_hidden"] < 0.5 * first["random"]["loss_hidden"]
     assert first["lstsq"]["loss_sentence"] < first["random"]["loss_sentence"]
+
+
+class _LastLayer(LossTerm):
+    """A term registered outside kdnas: its own projection of the student's last layer to the teacher's."""
+
+    name = "test_last_layer"
+
+    def teacher_needs(self, d: Distiller) -> Needs:
+        return Needs(hidden=frozenset({d.teacher.num_layers}))
+
+    def projections(self, d: Distiller, hs: int, ht: int) -> dict[str, nn.Module]:
+        return {self.name: nn.Linear(hs, ht)}
+
+    def _target(self, v: StepView) -> torch.Tensor:
+        return v.teacher_out[f"hidden.{v.distiller.teacher.num_layers}"]
+
+    def __call__(self, v: StepView) -> torch.Tensor:
+        pred = v.distiller.proj[self.name](v.hidden[-1])
+        return L.hidden_mse(pred, self._target(v), v.mask, variance=1.0)
+
+    def fit_pairs(
+        self, v: StepView, *, per_token: bool = False
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        m = v.mask.bool()
+        return {self.name: (v.hidden[-1][m], self._target(v)[m])}
+
+
+class _NoFit(_LastLayer):
+    name = "test_no_fit"
+
+    def fit_pairs(
+        self, v: StepView, *, per_token: bool = False
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return LossTerm.fit_pairs(self, v, per_token=per_token)  # the contract's default: keep the init
+
+
+class _WrongName(_LastLayer):
+    name = "test_wrong_name"
+
+    def fit_pairs(
+        self, v: StepView, *, per_token: bool = False
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {"hidden_1": super().fit_pairs(v)[self.name]}  # not its own projection here
+
+
+@pytest.fixture
+def registered() -> Iterator[None]:
+    terms = [_LastLayer(), _NoFit(), _WrongName()]
+    for term in terms:
+        register_loss(term)
+    yield
+    for term in terms:
+        LOSS_TERMS.pop(term.name)
+
+
+def test_a_registered_term_gets_the_least_squares_start_through_its_fit_pairs(registered: None) -> None:
+    import numpy as np
+
+    from kdnas.distill import fit_projections
+    from kdnas.distill.teacher_cache import ephemeral_teacher, teacher_info
+
+    t = tiny_teacher("bert", num_layers=2)
+    s = build_student(t.config, Arch(num_layers=1, hidden_size=16, num_heads=2, ffn_size=32), seed=0).eval()
+    cfg = DistillConfig(losses={"test_last_layer": 1.0, "test_no_fit": 1.0})
+    d = Distiller(s, teacher_info(t), cfg)
+    assert set(d.proj) == {"test_last_layer", "test_no_fit"}
+    kept = copy.deepcopy(d.proj["test_no_fit"].state_dict())
+    batch = tiny_batch(12, 12, seed=5)
+    handle = ephemeral_teacher(t, batch, d.needs(), batch_size=5)
+    fit_projections(d, handle, 5)
+
+    ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+    with torch.no_grad():
+        xs = s(input_ids=ids, attention_mask=mask.long()).last_hidden_state[mask].double().numpy()
+        ys = t(input_ids=ids, attention_mask=mask.long()).last_hidden_state[mask].double().numpy()
+        got = d.proj["test_last_layer"](torch.from_numpy(xs).float()).double().numpy()
+    x1 = np.hstack([xs, np.ones((len(xs), 1))])
+    ref, *_ = np.linalg.lstsq(x1, ys, rcond=None)
+    sse, best = ((got - ys) ** 2).sum(), ((x1 @ ref - ys) ** 2).sum()
+    assert best <= sse <= 1.01 * best
+    after = d.proj["test_no_fit"].state_dict()
+    assert all(torch.equal(kept[k], after[k]) for k in kept)  # no fit pairs: nn.Linear's init stays
+
+    bad = Distiller(s, teacher_info(t), DistillConfig(losses={"test_wrong_name": 1.0}))
+    with pytest.raises(DistillError, match=r"'test_wrong_name'.*'hidden_1'"):
+        fit_projections(bad, ephemeral_teacher(t, batch, bad.needs(), batch_size=5), 5)
