@@ -58,6 +58,7 @@ def make_evaluator(
         cache_dir=Path(run_dir) / rd.TEACHER_CACHE,
         latency_cache=latency_cache,
         vocab=vocab,
+        latency_predictor=predictor.predict_ms if predictor is not None else None,
     )
     return EvaluatorSetup(
         evaluator=evaluator,

@@ -1,0 +1,79 @@
+"""The search's candidate evaluator (`kdnas.search.proxy`): a latency reading far off the calibrated predictor is
+taken again, and the faster reading is what the search sees."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kdnas import config
+from kdnas.latency import LatencyCache, measure_arch
+from kdnas.models.teacher import load_teacher
+from kdnas.search.proxy import OUTLIER_FACTOR, ProxyEvaluator
+from kdnas.space.arch import Arch
+from kdnas.testing import save_tiny_teacher
+
+ARCH = Arch(num_layers=2, hidden_size=32, num_heads=2, ffn_size=64)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return load_teacher(save_tiny_teacher(tmp_path_factory.mktemp("t") / "teacher", "bert", num_layers=4))
+
+
+def _evaluator(teacher: Any, tmp_path: Path, predictor: Any) -> ProxyEvaluator:
+    cfg = config.load("smoke", {"teacher.name": str(teacher.path), "target.backend": "fake"})
+    block = {
+        "input_ids": torch.randint(5, 100, (8, 16)),
+        "attention_mask": torch.ones(8, 16, dtype=torch.long),
+    }
+    return ProxyEvaluator(
+        cfg=cfg, teacher=teacher, proxy=block, heldout=block, cache_dir=tmp_path / "tc",
+        latency_cache=LatencyCache(tmp_path / "lat"), latency_predictor=predictor,
+    )  # fmt: skip
+
+
+def test_a_reading_near_the_predictor_is_kept_and_one_far_off_is_taken_again(
+    teacher: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ev = _evaluator(teacher, tmp_path, None)
+    truth = measure_arch(teacher.config, ARCH, ev.cfg.target, cache=False).median_ms  # the fake's number
+    for predicted in (truth * 1.5, truth / 1.5):  # within the factor: nothing retaken
+        ev.latency_predictor = lambda a, p=predicted: p
+        lat, retake = ev.measure_latency(ARCH)
+        assert retake is None and lat.median_ms == pytest.approx(truth)
+
+    ev.latency_predictor = lambda a: truth / (3 * OUTLIER_FACTOR)  # the reading looks 6x too slow
+    with caplog.at_level(logging.WARNING, logger="kdnas.search.proxy"):
+        lat, retake = ev.measure_latency(ARCH)
+    assert retake is not None and retake["first_ms"] == pytest.approx(truth)
+    assert retake["again_ms"] == pytest.approx(truth)  # the fake is deterministic: the same again
+    assert "measured again in a fresh worker" in caplog.text and ARCH.arch_id in caplog.text
+
+    res = ev.evaluate(ARCH, fidelity="short", tokens=256)  # the trial records what was retaken
+    assert res.extra["latency_retake"]["predicted_ms"] == pytest.approx(truth / (3 * OUTLIER_FACTOR))
+
+
+def test_the_faster_of_the_two_readings_is_kept(
+    teacher: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kdnas.latency
+
+    ev = _evaluator(teacher, tmp_path, lambda a: 10.0)
+    real = measure_arch(teacher.config, ARCH, ev.cfg.target, cache=False)
+    readings = [424.0, 9.5]  # a worker that shared the cores with another job, then a quiet one
+    caches: list[Any] = []
+
+    def measure(tcfg: Any, arch: Arch, target: Any, *, cache: Any = None) -> Any:
+        caches.append(cache)
+        return dataclasses.replace(real, median_ms=readings[len(caches) - 1])
+
+    monkeypatch.setattr(kdnas.latency, "measure_arch", measure)
+    lat, retake = ev.measure_latency(ARCH)
+    assert lat.median_ms == 9.5 and retake == {"first_ms": 424.0, "again_ms": 9.5, "predicted_ms": 10.0}
+    assert caches[1] is False  # the retake is timed, never read from the cache that may hold the first
