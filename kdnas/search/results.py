@@ -231,6 +231,31 @@ def _pick(rs: Sequence[TrialRecord], loss: Any, tolerance: float) -> TrialRecord
     )
 
 
+def _why_none(b: Budget, done: Sequence[TrialRecord]) -> str:
+    """Why nothing evaluated meets `b`: for a plain budget the fastest arch is too slow; an equal-latency band
+    may also be empty because every arch is slower or far faster than the baseline, so name the nearest ones."""
+    timed = [(r.latency_ms, r) for r in done if r.latency_ms is not None]
+    if not timed:
+        return f"no evaluated arch meets {b.label} ({b.latency_ms:.3g} ms): nothing was evaluated"
+    if b.min_latency_ms is None:
+        return (
+            f"no evaluated arch meets {b.label} ({b.latency_ms:.3g} ms): the fastest evaluated arch takes "
+            f"{min(lat for lat, _ in timed):.3g} ms"
+        )
+
+    def name(lat: float, r: TrialRecord) -> str:
+        return f"{r.arch.arch_id if r.arch else r.number} at {lat:.3g} ms"
+
+    under = [(lat, r) for lat, r in timed if lat < b.min_latency_ms]
+    over = [(lat, r) for lat, r in timed if lat > b.latency_ms]
+    near = [f"the slowest under it {name(*max(under, key=lambda x: x[0]))}"] if under else []
+    near += [f"the fastest over it {name(*min(over, key=lambda x: x[0]))}"] if over else []
+    return (
+        f"no evaluated arch lands in {b.label}'s band ({b.min_latency_ms:.3g}-{b.latency_ms:.3g} ms) or just under "
+        f"it: {' and '.join(near)}"
+    )
+
+
 def recommend(
     records: Sequence[TrialRecord], budgets: Sequence[Budget], *, tolerance: float = 0.0
 ) -> list[Recommendation]:
@@ -254,17 +279,7 @@ def recommend(
     for b in budgets:
         ok = [r for r in done if r.latency_ms is not None and b.admits(r.latency_ms)]
         if not ok:
-            fastest = min((r.latency_ms for r in done if r.latency_ms is not None), default=None)
-            why = (
-                f"the fastest evaluated arch takes {fastest:.3g} ms"
-                if fastest is not None
-                else "nothing was evaluated"
-            )
-            out.append(
-                Recommendation(
-                    b, None, reason=f"no evaluated arch meets {b.label} ({b.latency_ms:.3g} ms): {why}"
-                )
-            )
+            out.append(Recommendation(b, None, reason=_why_none(b, done)))
             continue
         first = _pick(ok, lambda r: r.kd_loss_short, tolerance)
         rest = sorted((r for r in ok if r is not first), key=lambda r: r.kd_loss_short)  # type: ignore[arg-type,return-value]

@@ -144,8 +144,10 @@ def test_equal_latency_budget_recommends_only_near_the_baselines_latency():
     # the 1-layer arch has the best loss but sits far below the baseline's latency: not an equal-latency pick
     (out,) = recommend(recs, [b])
     assert out.arch.num_layers == 3
-    (none,) = recommend([_rec(0, 1, 0.30, 5.0)], [b])
-    assert none.arch is None
+    (none,) = recommend([_rec(0, 1, 0.30, 5.0), _rec(1, 6, 0.2, 16.0)], [b])
+    assert none.arch is None  # the reason names the band and its nearest archs, not a "fastest" that fits it
+    assert none.reason is not None and "band (14.2-15.8 ms)" in none.reason
+    assert "under it L1-" in none.reason and "5 ms" in none.reason and "over it L6-" in none.reason
     # just under the floor (14.25 ms) with a lower loss than everything inside: it dominates the band's archs
     (dom,) = recommend([*recs, _rec(4, 5, 0.35, 13.9)], [b])
     assert dom.arch.num_layers == 5 and "dominates" in (dom.reason or "")
