@@ -117,6 +117,9 @@ def place(
                 "timed": sorted({r.arch.arch_id for rs in near2.values() for r in rs if r.arch is not None}),
                 "rounds": timed2.rounds,
             }
+    for i, b in enumerate(placed):  # a band still empty: the best arch timed under it (`recommend`)
+        if recs[i].arch is None and b.min_latency_ms is not None:
+            recs[i] = _choose(b, _pooled(near), speedups, teacher_latency_ms, tolerance, empty_band=True)
     for b, rec in zip(placed, recs, strict=True):
         if rec.arch is None:
             rec.reason = (
@@ -197,13 +200,14 @@ def _choose(
     speedups: dict[str, float],
     teacher_latency_ms: float,
     tolerance: float,
+    empty_band: bool = False,
 ) -> Recommendation:
     moved = [
         dataclasses.replace(r, latency_ms=teacher_latency_ms / speedups[r.arch.arch_id])
         for r in near
         if r.arch is not None and speedups.get(r.arch.arch_id, 0) > 0
     ]
-    (rec,) = recommend(moved, [b], tolerance=tolerance)
+    (rec,) = recommend(moved, [b], tolerance=tolerance, empty_band=empty_band)
     return rec
 
 

@@ -4,6 +4,7 @@ Kendall tau between short and long proxies, and a recommended arch per latency b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -257,7 +258,11 @@ def _why_none(b: Budget, done: Sequence[TrialRecord]) -> str:
 
 
 def recommend(
-    records: Sequence[TrialRecord], budgets: Sequence[Budget], *, tolerance: float = 0.0
+    records: Sequence[TrialRecord],
+    budgets: Sequence[Budget],
+    *,
+    tolerance: float = 0.0,
+    empty_band: bool = True,
 ) -> list[Recommendation]:
     """Per budget, the evaluated arch with the lowest KD loss that meets it.
 
@@ -272,14 +277,25 @@ def recommend(
     the baseline's latency), but not a dominating one just under it: an arch below the floor by at most the
     band's width, with a lower short-proxy loss than every arch inside the band, is at or under the baseline's
     latency and better by the search's measure, so it is recommended instead, with a reason saying so. A band
-    with nothing inside it stays empty.
+    with nothing inside it takes the best arch under it, as a plain budget at the baseline's latency would, with
+    a reason saying so (`empty_band=False`: it stays empty, for a caller that goes looking for more archs near the
+    band first): a baseline slower than any arch the search can build (BERT-small beside a 6-layer teacher) is
+    compared with the best student that is faster than it, rather than with nothing.
     """
     done = unique_complete(records)
     out = []
     for b in budgets:
         ok = [r for r in done if r.latency_ms is not None and b.admits(r.latency_ms)]
         if not ok:
-            out.append(Recommendation(b, None, reason=_why_none(b, done)))
+            why = _why_none(b, done)
+            if b.min_latency_ms is not None and empty_band:
+                (under,) = recommend(done, [dataclasses.replace(b, min_latency_ms=None)], tolerance=tolerance)
+                if under.arch is not None:
+                    under.budget = b
+                    under.reason = f"{why}; the best arch under it instead, as a plain budget at its latency"
+                    out.append(under)
+                    continue
+            out.append(Recommendation(b, None, reason=why))
             continue
         first = _pick(ok, lambda r: r.kd_loss_short, tolerance)
         rest = sorted((r for r in ok if r is not first), key=lambda r: r.kd_loss_short)  # type: ignore[arg-type,return-value]

@@ -144,17 +144,29 @@ def test_equal_latency_budget_recommends_only_near_the_baselines_latency():
     # the 1-layer arch has the best loss but sits far below the baseline's latency: not an equal-latency pick
     (out,) = recommend(recs, [b])
     assert out.arch.num_layers == 3
-    (none,) = recommend([_rec(0, 1, 0.30, 5.0), _rec(1, 6, 0.2, 16.0)], [b])
+    outside = [_rec(0, 1, 0.30, 5.0), _rec(1, 2, 0.32, 9.0), _rec(2, 6, 0.2, 16.0)]
+    (none,) = recommend(outside, [b], empty_band=False)
     assert none.arch is None  # the reason names the band and its nearest archs, not a "fastest" that fits it
     assert none.reason is not None and "band (14.2-15.8 ms)" in none.reason
-    assert "under it L1-" in none.reason and "5 ms" in none.reason and "over it L6-" in none.reason
+    assert "under it L2-" in none.reason and "9 ms" in none.reason and "over it L6-" in none.reason
+    # by default an empty band takes the best arch under it (a plain budget at its latency), saying so
+    (under,) = recommend(outside, [b])
+    assert under.arch.num_layers == 1 and under.budget is b and under.latency_ms == 5.0
+    assert (
+        under.reason is not None
+        and under.reason.startswith(none.reason)
+        and "best arch under it" in under.reason
+    )
     # just under the floor (14.25 ms) with a lower loss than everything inside: it dominates the band's archs
     (dom,) = recommend([*recs, _rec(4, 5, 0.35, 13.9)], [b])
     assert dom.arch.num_layers == 5 and "dominates" in (dom.reason or "")
     # just under but worse, or better but further under than the band's width (1.5 ms): the band's own pick
     (same,) = recommend([*recs, _rec(4, 5, 0.41, 13.9), _rec(5, 2, 0.31, 12.5)], [b])
     assert same.arch.num_layers == 3 and same.reason is None
-    (alone,) = recommend([_rec(4, 5, 0.35, 13.9)], [b])
-    assert alone.arch is None  # nothing inside the band: no dominance to claim, the band stays empty
+    (alone,) = recommend([_rec(4, 5, 0.35, 13.9)], [b], empty_band=False)
+    assert alone.arch is None  # nothing inside the band: no dominance to claim
+    assert (
+        recommend([_rec(4, 5, 0.35, 13.9), _rec(5, 6, 0.1, 16.0)], [b])[0].arch.num_layers == 5
+    )  # not over it
     with pytest.raises(SearchError, match="speed-up"):
         equal_latency_budgets({"x": 0.0}, 30.0)
