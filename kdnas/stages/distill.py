@@ -19,6 +19,7 @@ from kdnas.stages.results import DistillResult, SearchOutcome
 
 if TYPE_CHECKING:
     from kdnas.distill.teacher_cache import TeacherNeeds
+    from kdnas.space.arch import Arch
 
 
 def student_name(rec: dict[str, Any]) -> str:
@@ -27,11 +28,29 @@ def student_name(rec: dict[str, Any]) -> str:
     return f"student-at-{label[1:]}" if label.startswith("=") else f"student-{label}"
 
 
+def student_jobs(recs: list[dict[str, Any]]) -> dict[str, tuple[Arch, dict[str, Any]]]:
+    """One distillation per distinct recommended arch (arch_id -> (arch, the recommendation that names it)).
+
+    An arch is named by the first budget that recommends it in this order: the user's own budgets before the
+    equal-latency bands, the tightest first. Not the recommendations' order: a band is re-centred on the
+    side-by-side timing after the budgets were sorted, so it may come out looser than a plain budget listed after
+    it, and an arch both recommended was distilled twice (student-3x and student-at-bert-mini, the same arch).
+    """
+    from kdnas.space.arch import Arch
+
+    jobs: dict[str, tuple[Arch, dict[str, Any]]] = {}
+    for rec in sorted(
+        recs, key=lambda r: (r["budget"].get("min_latency_ms") is not None, r["budget"]["latency_ms"])
+    ):
+        arch = Arch.from_dict(rec["arch"])
+        jobs.setdefault(arch.arch_id, (arch, rec))
+    return jobs
+
+
 def distill(
     ctx: RunContext, *, distill: DistillConfig, evaluate: EvaluateConfig, search: SearchOutcome
 ) -> DistillResult:
     """Distil each recommended student (and the TinyBERT-shape baseline) on the full training split."""
-    from kdnas.space.arch import Arch
 
     recs = search.recommended()
     if not recs:
@@ -39,12 +58,7 @@ def distill(
             "no searched arch meets any latency budget; relax target.speedups / target.budgets_ms or search "
             "longer (search.n_trials)"
         )
-    jobs: dict[str, tuple[Arch, dict[str, Any]]] = {}
-    for rec in reversed(
-        recs
-    ):  # one job per distinct arch; budgets come loosest first, so the tightest names it
-        arch = Arch.from_dict(rec["arch"])
-        jobs.setdefault(arch.arch_id, (arch, rec))
+    jobs = student_jobs(recs)
     twins = _vocab_twins(ctx, jobs) if distill.vocab_twins else []
     baselines_plan: list[tuple[str, Arch]] = []
     if evaluate.baselines:

@@ -53,3 +53,22 @@ def test_each_distillation_is_given_what_the_unfinished_ones_after_it_read(tmp_p
     assert got[tmp_path / "b"].hidden == (1, 2, 4)  # c and a; the finished 4-layer one adds nothing (no 3)
     assert got[tmp_path / "c"].hidden == (4,)  # a alone
     assert _later_needs(Ctx(), [(a, tmp_path / "a"), (d, done)], cfg) == {}  # one left: nothing to share
+
+
+def test_an_arch_two_budgets_recommend_is_distilled_once_under_the_users_budget() -> None:
+    """The recommendations as the family headline's placement left them: the BERT-mini band, re-centred on the
+    side-by-side timing, ends looser (7.04 ms) than the 3x budget (6.63 ms) listed before it, and both got the
+    same arch. One job, named after the user's own budget; the tightest budget names an arch two plain ones share."""
+    from kdnas.stages.distill import student_jobs, student_name
+
+    three, seven = Arch(3, 384, 12, 384), Arch(1, 384, 12, 768)
+
+    def rec(label: str, ms: float, arch: Arch, floor: float | None = None) -> dict:
+        return {"budget": {"label": label, "latency_ms": ms, "min_latency_ms": floor}, "arch": arch.to_dict()}
+
+    recs = [rec("3x", 6.63, three), rec("=bert-mini-L4-H256", 7.04, three, 6.37), rec("7x", 2.84, seven)]
+    jobs = student_jobs(recs)
+    assert list(jobs) == [seven.arch_id, three.arch_id]  # tightest first
+    assert student_name(jobs[three.arch_id][1]) == "student-3x"
+    plain = student_jobs([rec("12 ms", 12.0, three), rec("3x", 6.63, three)])
+    assert student_name(plain[three.arch_id][1]) == "student-3x"
