@@ -20,7 +20,7 @@ from kdnas.space.arch import Arch
 log = logging.getLogger(__name__)
 
 OUTLIER_FACTOR = 2.0
-"""A candidate's latency this many times off the calibrated predictor's (either way) is measured again."""
+"""A candidate timed this many times slower than the calibrated predictor says is measured again."""
 
 
 @dataclass
@@ -150,9 +150,10 @@ class ProxyEvaluator:
 
         A process that competed for the cores while the worker timed (a compiler, another job) can slow a
         model 20x and more: the OpenMP threads of the timed model wait on each other. Such a reading would put
-        the candidate out of every budget for the whole search. So a reading more than `OUTLIER_FACTOR` times off
-        the calibrated predictor is taken again in a fresh worker, and the faster of the two is kept: other work
-        on the machine only ever slows a model down, and the predictor errs by tens of %, not 2x.
+        the candidate out of every budget for the whole search. So a reading more than `OUTLIER_FACTOR` times
+        slower than the calibrated predictor says is taken again in a fresh worker, and the faster of the two is
+        kept: other work on the machine only ever slows a model down, and the predictor errs by tens of %, not
+        2x. A reading faster than predicted is kept as it is: a retake could only replace it with a faster one.
         """
         from kdnas.latency import measure_arch
 
@@ -160,7 +161,7 @@ class ProxyEvaluator:
         if self.latency_predictor is None:
             return lat, None
         predicted = float(self.latency_predictor(arch))
-        if predicted <= 0 or 1 / OUTLIER_FACTOR <= lat.median_ms / predicted <= OUTLIER_FACTOR:
+        if predicted <= 0 or lat.median_ms <= OUTLIER_FACTOR * predicted:
             return lat, None
         again = measure_arch(self.teacher.config, arch, self.cfg.target, cache=False)
         keep = again if again.median_ms < lat.median_ms else lat
