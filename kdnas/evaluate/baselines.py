@@ -42,14 +42,16 @@ def baseline_archs(teacher_config: PretrainedConfig, *, family: bool = False) ->
     family=False: every-other-layer and the TinyBERT shape; True: every shape of `SHAPES` as well. A shape
     wider or deeper than the teacher inherits what the teacher has and starts the rest at random. A shape that is
     the every-other-layer arch itself (MiniLM-L3-H384 of a 6-layer, 384-wide teacher such as minilm-l6) is left
-    out: built, distilled and fine-tuned from the same init it would be the same model, scored twice.
+    out: built, distilled and fine-tuned from the same init it would be the same model, scored twice. So is a
+    shape deeper than the teacher (TinyBERT's 4 layers of a 2-layer teacher): the layer-wise losses have no
+    teacher layer to match its extra layers to.
     """
     t = arch_of(teacher_config)
     out = {EVERY_OTHER_LAYER: t.replace(num_layers=len(every_other_layers(t.num_layers)))}
     for name, shape in SHAPES.items():
         if family or name == TINYBERT:
             arch = Arch(**shape, activation=t.activation)  # type: ignore[arg-type]
-            if arch.arch_id != out[EVERY_OTHER_LAYER].arch_id:
+            if arch.arch_id != out[EVERY_OTHER_LAYER].arch_id and arch.num_layers <= t.num_layers:
                 out[name] = arch
     return out
 

@@ -71,12 +71,22 @@ def distill(
                     continue  # truncated teacher weights, fine-tuned directly (DistilBERT-style), see evaluate
                 bname = "every-other-layer-kd"  # the same shape distilled on the students' budget
             baselines_plan.append((bname, arch))
+    # a baseline whose shape the search also recommended is the same model: the same arch inherits the same
+    # weights from the teacher (the builder is seeded) and trains on the same rows with the same seed, so it is
+    # distilled (and scored) once, under the student's name. One distilled apart before this rule is kept.
+    same_as = {
+        bname: student_name(jobs[arch.arch_id][1])
+        for bname, arch in baselines_plan
+        if arch.arch_id in jobs and not _finished(ctx.run_dir / rd.BASELINES / bname)
+    }
     students: list[dict[str, Any]] = []
     baselines: list[dict[str, Any]] = []
-    total = len(jobs) + len(twins) + len(baselines_plan)
+    total = len(jobs) + len(twins) + len(baselines_plan) - len(same_as)
     plan = [(arch, ctx.run_dir / rd.STUDENTS / student_name(rec)) for arch, rec in jobs.values()]
     plan += [(twin, ctx.run_dir / rd.STUDENTS / name) for name, twin, _ in twins]
-    plan += [(arch, ctx.run_dir / rd.BASELINES / bname) for bname, arch in baselines_plan]
+    plan += [
+        (arch, ctx.run_dir / rd.BASELINES / bname) for bname, arch in baselines_plan if bname not in same_as
+    ]
     also = _later_needs(ctx, plan, distill)
     with ctx.steps("distill: models", total, bar=False) as step:  # each distillation has its own bar
         for arch, rec in jobs.values():
@@ -120,6 +130,21 @@ def distill(
             )
             step(f"{name} ({twin.arch_id}) distilled")
         for bname, arch in baselines_plan:
+            if bname in same_as:
+                twin_of = by_name[same_as[bname]]
+                baselines.append(
+                    {
+                        "name": bname,
+                        "model_dir": twin_of["model_dir"],
+                        "arch_id": arch.arch_id,
+                        "same_as": twin_of["name"],
+                    }
+                )
+                ctx.say(
+                    f"  baseline {bname} ({arch.arch_id}): the searched {twin_of['name']} has its shape, so the same "
+                    "start and seed: not distilled again, its model stands for both"
+                )
+                continue
             out_dir = ctx.run_dir / rd.BASELINES / bname
             d = distill_student(ctx, bname, arch, out_dir, distill=distill, cache_also=also.get(out_dir))
             baselines.append(

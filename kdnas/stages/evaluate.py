@@ -41,6 +41,11 @@ def evaluate(
         peer = static_peer_dir(ctx)
         models.append((rd.STATIC_PEER, _dir_encoder(str(peer), rd.STATIC_PEER), peer))
 
+    # a baseline the search also recommended (`same_as`, see the distill stage) is the student's model: scored,
+    # fidelity-checked and timed once, the baseline's row a copy under its own name
+    order = [n for n, _, _ in models]
+    aliases = [(b["name"], b["same_as"]) for b in distill.baselines if b.get("same_as") in order]
+    models = [m for m in models if m[0] not in dict(aliases)]
     reports: dict[str, ModelReport] = {}
     for name, _, _ in models:
         path = ctx.path(rd.EVALUATE, f"{name}.json")
@@ -97,6 +102,11 @@ def evaluate(
                 got = ", ".join(f"{t} {v['metric']} {v['value']:.3f}" for t, v in scores.items())
                 ctx.say(f"  zero-shot pair similarity of {name}: {got or 'n/a'}")
                 write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), reports[name].to_dict())
+    for alias, of in aliases:
+        reports[alias] = dataclasses.replace(reports[of], name=alias)
+        write_json_atomic(ctx.path(rd.EVALUATE, f"{alias}.json"), reports[alias].to_dict())
+        ctx.say(f"  {alias}: the same model as {of}, its scores, fidelity and timing copied")
+    reports = {n: reports[n] for n in order}
     # every model timed in the same workers, rounds alternating the order: speed-ups are per-round ratios
     from kdnas.latency.backends import get_backend
 
@@ -117,6 +127,9 @@ def evaluate(
     latency = {n: ms for (n, _), ms in zip(timed, sbs.median_ms)}
     spread = {n: [round(lo, 3), round(hi, 3)] for (n, _), (lo, hi) in zip(timed, sbs.speedup_range)}
     ratios = {n: s for (n, _), s in zip(timed, sbs.speedup)}  # medians of per-round ratios, as placement uses
+    for alias, of in aliases:
+        if of in latency:
+            latency[alias], spread[alias], ratios[alias] = latency[of], spread[of], ratios[of]
     table = retention_table(
         reports["teacher"],
         [r for n, r in reports.items() if n != "teacher"],
@@ -128,6 +141,14 @@ def evaluate(
     if any(r.pair_similarity for r in reports.values()):
         with ctx.path(rd.RETENTION_MD).open("a") as fh:
             fh.write("\n" + pair_markdown(reports) + "\n")
+    if aliases:
+        with ctx.path(rd.RETENTION_MD).open("a") as fh:
+            for alias, of in aliases:
+                fh.write(
+                    f"\n{alias} is the same model as {of}: the search recommended the baseline's own shape, "
+                    "which inherits the same weights and trains with the same seed, so it was distilled, scored "
+                    "and timed once.\n"
+                )
     rows = table.to_dict()["rows"] if hasattr(table, "to_dict") else []
     return EvaluateResult(retention=rows, latency_ms=latency, speedup_range=spread, latency_rounds=sbs.rounds)
 

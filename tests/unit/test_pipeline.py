@@ -407,3 +407,88 @@ def test_final_distillation_under_torchrun_matches_one_process(tmp_path: Path) -
     assert results[2]["steps"] == results[1]["steps"] and results[2]["tokens"] == results[1]["tokens"]
     # float noise: another summation order across processes and threads, bf16 autocast on CPUs that have it
     assert results[2]["heldout_kd_loss"] == pytest.approx(results[1]["heldout_kd_loss"], rel=1e-3)
+
+
+# ------------------------------------------------------------------------------------- a baseline the search found
+
+
+def test_a_baseline_the_search_recommends_is_distilled_scored_and_timed_once(tmp_path: Path) -> None:
+    """A space holding only the every-other-layer shape: the search recommends it, and the family's
+    every-other-layer-kd baseline is the same model (same arch, same inherited start, same seed). It is distilled
+    once, fine-tuned once, timed once, and its row is the student's under the baseline's name."""
+    import json
+
+    import yaml
+
+    from kdnas.testing import TINY_TEXTS, save_tiny_teacher, write_tiny_corpus
+
+    teacher = save_tiny_teacher(tmp_path / "teacher", num_layers=4)  # every other layer: L2-H32-A4-F64
+    corpus = write_tiny_corpus(tmp_path / "corpus.txt", n_docs=120)
+    task = tmp_path / "task.csv"
+    rows = [f'"{TINY_TEXTS[i % len(TINY_TEXTS)]} Item {i}.",{"ab"[i % 2]}' for i in range(60)]
+    task.write_text("text,label\n" + "\n".join(rows) + "\n")
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {"base": "default", "dimensions": {"num_layers": [2], "hidden_size": [32], "ffn_ratio": [2]}}
+        )
+    )
+    cfg = config.from_dict(
+        {
+            "name": "same-as",
+            "teacher": {"name": str(teacher)},
+            "corpus": {"sources": [str(corpus)], "seq_len": 32},
+            "target": {
+                "backend": "fake",
+                "seq_lens": [32],
+                "speedups": [1.2],
+                "calibrate_archs": 0,
+                "compare_rounds": 2,
+            },
+            "distill": {"proxy_tokens": 600, "full_tokens": 800, "batch_size": 8, "relation_heads": 2},
+            "search": {
+                "space": str(space),
+                "strategy": "random",
+                "n_trials": 2,
+                "episode_size": 2,
+                "promote_fraction": 0.0,
+            },
+            "evaluate": {
+                "tasks": [str(task)],
+                "baselines": True,
+                "baseline_family": True,
+                "seeds": [0],
+                "epochs": 1,
+                "min_epochs": 1,
+                "max_len": 32,
+                "fidelity_passages": 20,
+                "static_peer": False,
+                "pair_similarity": False,
+            },
+            "export": {"onnx": False, "int8": False},
+        }
+    )
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "STAGES", [s for s in pipeline.STAGES if s.name not in ("export", "report")])
+        pipeline.run(cfg, run_dir=run, progress=False)
+    summary = json.loads((run / "summary.json").read_text())
+    (student,) = summary["students"]
+    assert student["arch_id"] == "L2-H32-A4-F64-gelu"
+    base = {b["name"]: b for b in summary["baselines"]}
+    eol = base["every-other-layer-kd"]
+    assert eol["same_as"] == student["name"] and eol["model_dir"] == student["model_dir"]
+    assert not (run / "baselines" / "every-other-layer-kd").exists()  # not distilled again
+    assert (
+        "same_as" not in base["tinybert-4L-312H"]
+        and (run / "baselines" / "tinybert-4L-312H" / "model").is_dir()
+    )
+    a, b = (
+        json.loads((run / "evaluate" / f"{n}.json").read_text())
+        for n in (student["name"], "every-other-layer-kd")
+    )
+    assert b["name"] == "every-other-layer-kd" and {**b, "name": a["name"]} == a
+    rows = {r["model"]: r for r in json.loads((run / "retention.json").read_text())["rows"]}
+    assert rows["every-other-layer-kd"]["speedup"] == rows[student["name"]]["speedup"] is not None
+    assert list(rows).index("every-other-layer-kd") < list(rows).index(student["name"])  # baselines first
+    assert "every-other-layer-kd is the same model as" in (run / "retention.md").read_text()

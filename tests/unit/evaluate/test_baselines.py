@@ -76,3 +76,12 @@ def test_a_family_shape_that_is_the_every_other_layer_arch_is_not_scored_twice()
     teacher = tiny_teacher(num_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536)
     fam = baseline_archs(teacher.config, family=True)
     assert MINILM_L3 not in fam and set(fam) == {EVERY_OTHER_LAYER, *SHAPES} - {MINILM_L3}
+
+
+def test_a_shape_deeper_than_the_teacher_is_left_out():
+    """TinyBERT's 4 layers of a 2-layer teacher: the layer-wise losses would match its layers to teacher layers
+    that do not exist (the distillation stopped with a mapping error)."""
+    from kdnas.evaluate.baselines import MINILM_L3
+
+    assert set(baseline_archs(tiny_teacher(num_layers=2).config)) == {EVERY_OTHER_LAYER}
+    assert set(baseline_archs(tiny_teacher(num_layers=3).config, family=True)) == {EVERY_OTHER_LAYER, MINILM_L3}
