@@ -131,17 +131,17 @@ def distill(
             step(f"{name} ({twin.arch_id}) distilled")
         for bname, arch in baselines_plan:
             if bname in same_as:
-                twin_of = by_name[same_as[bname]]
+                student = by_name[same_as[bname]]
                 baselines.append(
                     {
                         "name": bname,
-                        "model_dir": twin_of["model_dir"],
+                        "model_dir": student["model_dir"],
                         "arch_id": arch.arch_id,
-                        "same_as": twin_of["name"],
+                        "same_as": student["name"],
                     }
                 )
                 ctx.say(
-                    f"  baseline {bname} ({arch.arch_id}): the searched {twin_of['name']} has its shape, so the same "
+                    f"  baseline {bname} ({arch.arch_id}): the searched {student['name']} has its shape, so the same "
                     "start and seed: not distilled again, its model stands for both"
                 )
                 continue

@@ -44,8 +44,8 @@ def evaluate(
     # a baseline the search also recommended (`same_as`, see the distill stage) is the student's model: scored,
     # fidelity-checked and timed once, the baseline's row a copy under its own name
     order = [n for n, _, _ in models]
-    aliases = [(b["name"], b["same_as"]) for b in distill.baselines if b.get("same_as") in order]
-    models = [m for m in models if m[0] not in dict(aliases)]
+    aliases = {b["name"]: b["same_as"] for b in distill.baselines if b.get("same_as") in order}
+    models = [m for m in models if m[0] not in aliases]
     reports: dict[str, ModelReport] = {}
     for name, _, _ in models:
         path = ctx.path(rd.EVALUATE, f"{name}.json")
@@ -82,7 +82,6 @@ def evaluate(
             write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), report.to_dict())
             reports[name] = report
             step(f"{name} scored")
-    reports = {n: reports[n] for n, _, _ in models}  # in the models' order
     for name, _, d in models:
         if d is not None and reports[name].fidelity is None and evaluate.fidelity_passages > 0:
             reports[name].fidelity = fidelity(ctx, d, passages=evaluate.fidelity_passages)
@@ -102,11 +101,11 @@ def evaluate(
                 got = ", ".join(f"{t} {v['metric']} {v['value']:.3f}" for t, v in scores.items())
                 ctx.say(f"  zero-shot pair similarity of {name}: {got or 'n/a'}")
                 write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), reports[name].to_dict())
-    for alias, of in aliases:
+    for alias, of in aliases.items():
         reports[alias] = dataclasses.replace(reports[of], name=alias)
         write_json_atomic(ctx.path(rd.EVALUATE, f"{alias}.json"), reports[alias].to_dict())
         ctx.say(f"  {alias}: the same model as {of}, its scores, fidelity and timing copied")
-    reports = {n: reports[n] for n in order}
+    reports = {n: reports[n] for n in order}  # in the models' order, the baselines' copies among them
     # every model timed in the same workers, rounds alternating the order: speed-ups are per-round ratios
     from kdnas.latency.backends import get_backend
 
@@ -127,9 +126,8 @@ def evaluate(
     latency = {n: ms for (n, _), ms in zip(timed, sbs.median_ms)}
     spread = {n: [round(lo, 3), round(hi, 3)] for (n, _), (lo, hi) in zip(timed, sbs.speedup_range)}
     ratios = {n: s for (n, _), s in zip(timed, sbs.speedup)}  # medians of per-round ratios, as placement uses
-    for alias, of in aliases:
-        if of in latency:
-            latency[alias], spread[alias], ratios[alias] = latency[of], spread[of], ratios[of]
+    for alias, of in aliases.items():  # a student: always timed
+        latency[alias], spread[alias], ratios[alias] = latency[of], spread[of], ratios[of]
     table = retention_table(
         reports["teacher"],
         [r for n, r in reports.items() if n != "teacher"],
@@ -143,7 +141,7 @@ def evaluate(
             fh.write("\n" + pair_markdown(reports) + "\n")
     if aliases:
         with ctx.path(rd.RETENTION_MD).open("a") as fh:
-            for alias, of in aliases:
+            for alias, of in aliases.items():
                 fh.write(
                     f"\n{alias} is the same model as {of}: the search recommended the baseline's own shape, "
                     "which inherits the same weights and trains with the same seed, so it was distilled, scored "
