@@ -343,6 +343,7 @@ def measure_side_by_side(
     reference: int = 0,
     rounds: int = 3,
     slices: int | None = None,
+    bracket: int | None = None,
     statistic: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SideBySide:
@@ -352,10 +353,14 @@ def measure_side_by_side(
     machine both drift. Measuring all models in the same worker, in alternating order over rounds, and taking
     the median of per-round ratios cancels most of that drift. With `slices` > 1 (default
     `target.compare_slices`) each round visits every model `slices` times in turn, timing it for
-    `target.compare_slice_s` per visit; a round's ratio is the median of the ratios of the same visit (seconds
-    apart), which also cancels the slow spells within a round. `reference` is the index of the model every
-    speed-up is relative to (the teacher). `statistic` (default `target.compare_statistic`) is the pass time a
-    ratio is taken from: the median, or the fastest pass (`min`), which a neighbour's load can only lengthen.
+    `target.compare_slice_s` per visit (at most `target.max_time_s`), which also cancels the slow spells within
+    a round. `bracket` (default `target.compare_bracket`) times the reference again after every `bracket`
+    models of a visit, and a visit's ratio is taken against the mean of the reference's readings just before
+    and after the model, seconds apart however many models there are; 0 times the reference once per visit, and
+    a model late in a long visit is compared with a reading many seconds older. `reference` is the index of the
+    model every speed-up is relative to (the teacher). `statistic` (default `target.compare_statistic`) is the
+    pass time a ratio is taken from: the median, or the fastest pass (`min`), which a neighbour's load can only
+    lengthen.
     """
     statistic = target.compare_statistic if statistic is None else statistic
     if statistic not in COMPARE_STATISTICS:
@@ -367,33 +372,46 @@ def measure_side_by_side(
     slices = target.compare_slices if slices is None else slices
     if slices < 1:
         raise ConfigError([f"slices: {slices} must be >= 1"])
+    bracket = target.compare_bracket if bracket is None else bracket
+    if bracket < 0:
+        raise ConfigError([f"bracket: {bracket} must be >= 0"])
     shape = shapes_of(target)[0]
     timing = target
-    if slices > 1:  # a visit is timed for its slice of time, not until its CI is narrow
-        timing = dataclasses.replace(target, max_time_s=target.compare_slice_s, rel_ci=1e-6, min_repeats=3)
+    if slices > 1:
+        # a visit is timed for its slice of time, not until its CI is narrow; after the first visit the warm-up
+        # only brings the model back into the caches the others used
+        timing = dataclasses.replace(
+            target,
+            max_time_s=min(target.compare_slice_s, target.max_time_s),
+            rel_ci=1e-6,
+            min_repeats=3,
+            warmup_s=min(target.warmup_s, VISIT_WARMUP_S),
+        )
+    n = len(specs)
     per_round: list[list[float]] = []
     by_stat: dict[str, list[list[float]]] = {k: [[] for _ in specs] for k in COMPARE_STATISTICS}
     for r in range(rounds):
         if progress:
-            progress(
-                f"side-by-side latency: round {r + 1}/{rounds} ({len(specs)} models, {slices} visits each)"
-            )
-        visits: list[int] = []
-        for v in range(slices):
-            order = list(range(len(specs)))
-            if (r + v) % 2:
-                order.reverse()  # alternate the order so warm-up or drift within a round favours nobody
-            visits += order
-        res = measure_many([specs[i] for i in visits], timing, shapes=[shape], cache=False)
-        got = [_unwrap([res[(j, timing.backend, shape)]], "raise")[0] for j in range(len(visits))]
-        medians = _per_visit(got, visits, len(specs), "median")
-        per_round.append([statistics.median(v[i] for v in medians) for i in range(len(specs))])
+            progress(f"side-by-side latency: round {r + 1}/{rounds} ({n} models, {slices} visits each)")
+        seq, refs = visit_order(n, reference, slices, bracket, first=r)
+        res = measure_many([specs[i] for i in seq], timing, shapes=[shape], cache=False)
+        got = [_unwrap([res[(j, timing.backend, shape)]], "raise")[0] for j in range(len(seq))]
+        per_round.append(
+            [statistics.median(got[j].median_ms for j, i in enumerate(seq) if i == m) for m in range(n)]
+        )
         for stat, ratios in by_stat.items():
-            ms = medians if stat == "median" else _per_visit(got, visits, len(specs), stat)
-            for i in range(len(specs)):
-                ratios[i].append(statistics.median(v[reference] / v[i] for v in ms))
+            ms = [_pass_ms(g, stat) for g in got]
+            for m in range(n):
+                if m == reference:
+                    ratios[m].append(1.0)
+                    continue
+                ratios[m].append(
+                    statistics.median(
+                        statistics.fmean(ms[p] for p in refs[j]) / ms[j] for j, i in enumerate(seq) if i == m
+                    )
+                )
     ratios = by_stat[statistic]
-    med = [statistics.median(rd[i] for rd in per_round) for i in range(len(specs))]
+    med = [statistics.median(rd[i] for rd in per_round) for i in range(n)]
     return SideBySide(
         median_ms=med,
         speedup=[statistics.median(x) for x in ratios],
@@ -405,13 +423,47 @@ def measure_side_by_side(
     )
 
 
-def _per_visit(got: list[LatencyResult], visits: list[int], n: int, stat: str) -> list[list[float]]:
-    """[visit][model] pass times of one round, read by `stat` (a result without a fastest pass, as a backend
-    that does not record one returns, reads as its median rather than 0)."""
-    ms = [[0.0] * n for _ in range(len(visits) // n)]
-    for j, (i, r) in enumerate(zip(visits, got, strict=True)):
-        ms[j // n][i] = r.min_ms if stat == "min" and r.min_ms > 0 else r.median_ms
-    return ms
+VISIT_WARMUP_S = 0.1
+"""Warm-up seconds of a visit when a round visits every model several times (at most `target.warmup_s`)."""
+
+
+def visit_order(
+    n: int, reference: int, slices: int, bracket: int, *, first: int = 0
+) -> tuple[list[int], dict[int, list[int]]]:
+    """One round's timing sequence of `n` models (indexes into the list, repeats allowed) and, for every position
+    of a model other than `reference`, the positions of the reference readings its ratio is taken against.
+
+    The models are visited `slices` times, in reverse order every other visit (and every other round, `first`).
+    With `bracket` > 0 the reference is read at the start and again after every `bracket` models, and a model's
+    ratio uses the readings just before and after its group; with 0 the reference is read once per visit in its
+    place in the order (the behaviour before 2026-12-06), and a model's ratio uses that reading.
+    """
+    seq: list[int] = []
+    refs: dict[int, list[int]] = {}
+    others = [i for i in range(n) if i != reference]
+    if bracket == 0:
+        for v in range(slices):
+            order = list(range(n)) if (first + v) % 2 == 0 else list(range(n))[::-1]
+            at = len(seq) + order.index(reference)
+            refs.update({len(seq) + k: [at] for k, i in enumerate(order) if i != reference})
+            seq += order
+        return seq, refs
+    seq.append(reference)
+    for v in range(slices):
+        order = others if (first + v) % 2 == 0 else others[::-1]
+        for g in range(0, len(order), bracket):
+            before = len(seq) - 1
+            group = order[g : g + bracket]
+            after = before + len(group) + 1
+            refs.update({before + 1 + k: [before, after] for k in range(len(group))})
+            seq += [*group, reference]
+    return seq, refs
+
+
+def _pass_ms(r: LatencyResult, stat: str) -> float:
+    """A reading's pass time by `stat` (a result without a fastest pass, as a backend that does not record one
+    returns, reads as its median rather than 0)."""
+    return r.min_ms if stat == "min" and r.min_ms > 0 else r.median_ms
 
 
 def ratio_cv(ratios: Sequence[float]) -> float:

@@ -73,14 +73,19 @@ class TargetConfig:
     compare_rounds: int = 3
     """`kdnas run`: rounds of the side-by-side timing of teacher, baselines and students (each round one fresh
     worker timing all of them; speed-ups come from the same rounds)."""
-    compare_slices: int = 1
+    compare_slices: int = 4
     """Side-by-side timing: each round visits every model this many times in turn (order alternating), timing
-    it for `compare_slice_s` per visit, and a speed-up is the median of the ratios of the same visit, so a slow
+    it for `compare_slice_s` per visit, and a round's speed-up is the median of its visits' ratios, so a slow
     spell of a shared machine hits the teacher and the student alike. 1: one converged measurement per model and
-    round. Measured on a 2-core VM (benchmarks/side_by_side.py): 6 visits took 3x the time for a mean per-round CV
-    of 6.7% against 7.9%, so it is off by default."""
-    compare_slice_s: float = 0.6
-    """Timed seconds per model per visit when `compare_slices` > 1."""
+    round. Measured on a 2-core VM (benchmarks/side_by_side.py, teacher and 18 students, 3 rounds): the mean
+    per-round CV of the speed-ups was 6.2% with 1, 3.3% with 6 visits, 1.5% with 4 visits and `compare_bracket`
+    2, at 2.3x the time of 1."""
+    compare_slice_s: float = 0.4
+    """Timed seconds per model per visit when `compare_slices` > 1 (at most `max_time_s`)."""
+    compare_bracket: int = 2
+    """Side-by-side timing: the reference (the teacher) is timed again after every this many models of a visit,
+    and a model's ratio is taken against the mean of the reference's readings just before and after it. 0: the
+    reference once per visit, so in a visit of 20 models the last is compared with a reading ~10 s older."""
     compare_statistic: str = "median"
     """Side-by-side timing: the pass time a round's speed-up is taken from, `median` or `min` (each model's
     fastest pass, which a neighbour's load can only lengthen)."""
@@ -120,6 +125,10 @@ class TargetConfig:
         if self.compare_slices < 1 or self.compare_slice_s <= 0:
             out.append(
                 f"compare_slices: {self.compare_slices} must be >= 1 and compare_slice_s: {self.compare_slice_s} > 0"
+            )
+        if self.compare_bracket < 0:
+            out.append(
+                f"compare_bracket: {self.compare_bracket} must be >= 0 (0: the reference once per visit)"
             )
         if self.teacher_readings < 1:
             out.append(f"teacher_readings: {self.teacher_readings} must be >= 1")

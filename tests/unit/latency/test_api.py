@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from kdnas.errors import ArchError, ConfigError, LatencyError, MissingExtraError
@@ -181,14 +183,74 @@ def test_visits_cancel_a_slow_spell_within_a_round(monkeypatch):
         }
 
     monkeypatch.setattr(api, "measure_many", drifting)
-    sliced = api.measure_side_by_side(specs, t, rounds=2, slices=4)
+    sliced = api.measure_side_by_side(specs, t, rounds=2, slices=4, bracket=0)
     assert jobs == [8, 8]  # one worker per round, every model visited 4 times
     assert sliced.speedup[1] == pytest.approx(base[0] / base[1]) and sliced.speedup_cv[1] == pytest.approx(
         0.0
     )
-    whole = api.measure_side_by_side(specs, t, rounds=1, slices=1)
+    whole = api.measure_side_by_side(specs, t, rounds=1, slices=1, bracket=0)
     assert whole.speedup[1] == pytest.approx(base[0] / base[1] / 1.5)  # the drift is in the ratio
     assert any("compare_slices" in e for e in TargetConfig(compare_slices=0).check())
+
+
+def test_the_teacher_read_on_both_sides_cancels_drift_across_a_long_visit(monkeypatch):
+    """A machine whose every reading is 10% slower than the one before (a drift that outlasts a visit of many
+    models): with the teacher read once per visit, a model far from it in the order takes that drift into its
+    ratio; bracketed, each model's ratio is against the mean of the teacher's readings just before and after it,
+    and a steady drift cancels (exactly, for groups of one)."""
+    cfg = tiny_config()
+    archs = [
+        Arch(4, 64, 2, 256),
+        Arch(1, 32, 2, 64),
+        Arch(2, 32, 2, 64),
+        Arch(3, 64, 2, 128),
+        Arch(1, 64, 2, 64),
+    ]
+    specs = [ModelSpec.for_arch(cfg, a) for a in archs]
+    t = TargetConfig(backend="fake")
+    base = [r.median_ms for r in api.measure_archs(cfg, archs, t, cache=False)]
+    real = api.measure_many
+    jobs: list[int] = []
+
+    def drifting(sp, target, **kw):
+        jobs.append(len(sp))
+        return {k: _scaled(v, 1.0 + 0.1 * k[0]) for k, v in real(sp, target, **kw).items()}
+
+    monkeypatch.setattr(api, "measure_many", drifting)
+    once = api.measure_side_by_side(specs, t, rounds=1, slices=3, bracket=0)
+    both = api.measure_side_by_side(specs, t, rounds=1, slices=3, bracket=1)
+    assert jobs == [15, 1 + 3 * 8]  # 5 models 3 times; the teacher once more after each of the 4 students
+    exact = [base[0] / b for b in base]
+    assert both.speedup == pytest.approx(exact)
+    off = [abs(s / e - 1) for s, e in zip(once.speedup[1:], exact[1:], strict=True)]
+    assert max(off) > 0.1  # the student 4 readings away from the teacher's, 40% later
+    assert both.median_ms[0] == pytest.approx(
+        statistics.median(base[0] * (1 + 0.1 * p) for p in range(0, 25, 2))
+    )
+    with pytest.raises(ConfigError, match="bracket"):
+        api.measure_side_by_side(specs, t, bracket=-1)
+    assert any("compare_bracket" in e for e in TargetConfig(compare_bracket=-1).check())
+
+
+@pytest.mark.parametrize("bracket", [0, 1, 2, 3, 7])
+@pytest.mark.parametrize("reference", [0, 2])
+def test_a_round_visits_every_model_in_turn_and_pairs_it_with_the_nearest_reference(bracket, reference):
+    n, slices = 6, 3
+    seq, refs = api.visit_order(n, reference, slices, bracket, first=1)
+    others = [i for i in range(n) if i != reference]
+    visits = [i for i in seq if i != reference]
+    assert len(visits) == slices * len(others)
+    # every visit sees each model once, in reverse every other visit (`first` odd: the first visit)
+    for v in range(slices):
+        got = visits[v * len(others) : (v + 1) * len(others)]
+        assert got == (others[::-1] if (1 + v) % 2 else others)
+    assert set(refs) == {p for p, i in enumerate(seq) if i != reference}
+    for p, rs in refs.items():
+        assert rs and all(seq[q] == reference for q in rs)
+        if bracket:  # the readings just before and after the model's group, at most `bracket` models away
+            before, after = rs
+            assert before < p < after and after - before - 1 <= bracket
+            assert reference not in seq[before + 1 : after]
 
 
 def test_a_round_can_be_read_from_the_fastest_pass(monkeypatch):
@@ -234,4 +296,4 @@ def test_a_round_can_be_read_from_the_fastest_pass(monkeypatch):
 def _scaled(r, k):
     from dataclasses import replace
 
-    return replace(r, median_ms=r.median_ms * k) if isinstance(r, LatencyResult) else r
+    return replace(r, median_ms=r.median_ms * k, min_ms=r.min_ms * k) if isinstance(r, LatencyResult) else r
