@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pairs the finals resolve (|difference| > {a.z:g} se): {len(pairs)} of {n_pairs - unknown} with an se "
           f"({unknown} without)")  # fmt: skip
     if pairs:
-        print(f"the proxy orders {right} of them right; tau over those pairs {(2 * right - len(pairs)) / len(pairs):.3f}")
+        tau_resolved = (2 * right - len(pairs)) / len(pairs)
+        print(f"the proxy orders {right} of them right; tau over those pairs {tau_resolved:.3f}")
         for m1, m2, diff, se, agree in pairs:
             if not agree:
                 print(f"  wrong: {m1} - {m2} = {diff:+.2f} points (se {se:.2f}), proxy {proxy_of(rows, m1, proxy):.3f} "
