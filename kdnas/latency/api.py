@@ -321,7 +321,9 @@ class SideBySide:
     median_ms: list[float]
     """Per model: the median over rounds of its per-round median."""
     speedup: list[float]
-    """Per model: the median over rounds of (reference's median / model's median) within the round."""
+    """Per model: the median over rounds of the round's speed-up, the median over its visits of (the reference's
+    readings just before and after the model / the model's reading), each reading its median pass (or fastest,
+    `statistic`)."""
     speedup_range: list[tuple[float, float]]
     """Per model: the lowest and highest per-round speed-up."""
     rounds: int
