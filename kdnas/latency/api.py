@@ -398,19 +398,15 @@ def measure_side_by_side(
         seq, refs = visit_order(n, reference, slices, bracket, first=r)
         res = measure_many([specs[i] for i in seq], timing, shapes=[shape], cache=False)
         got = [_unwrap([res[(j, timing.backend, shape)]], "raise")[0] for j in range(len(seq))]
-        per_round.append(
-            [statistics.median(got[j].median_ms for j, i in enumerate(seq) if i == m) for m in range(n)]
-        )
+        at = [[j for j, i in enumerate(seq) if i == m] for m in range(n)]  # each model's positions in `seq`
+        per_round.append([statistics.median(got[j].median_ms for j in at[m]) for m in range(n)])
         for stat, ratios in by_stat.items():
             ms = [_pass_ms(g, stat) for g in got]
             for m in range(n):
-                if m == reference:
-                    ratios[m].append(1.0)
-                    continue
                 ratios[m].append(
-                    statistics.median(
-                        statistics.fmean(ms[p] for p in refs[j]) / ms[j] for j, i in enumerate(seq) if i == m
-                    )
+                    1.0
+                    if m == reference
+                    else statistics.median(statistics.fmean(ms[p] for p in refs[j]) / ms[j] for j in at[m])
                 )
     ratios = by_stat[statistic]
     med = [statistics.median(rd[i] for rd in per_round) for i in range(n)]
