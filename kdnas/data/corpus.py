@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -324,13 +324,21 @@ def _chunks(it: Iterable[Document], n: int) -> Iterator[list[Document]]:
 
 
 def heldout_passages(
-    cfg: CorpusConfig, *, seed: int, n: int = 2000, min_words: int = 5, cache_dir: str | Path | None = None
+    cfg: CorpusConfig,
+    *,
+    seed: int,
+    n: int = 2000,
+    min_words: int = 5,
+    cache_dir: str | Path | None = None,
+    split: Literal["heldout", "proxy", "train"] = "heldout",
 ) -> list[str]:
     """Up to `n` passages of the corpus's held-out documents (the split `build_corpus` keeps out of training).
 
     A passage is one sentence of at least `min_words` words, so a few hundred held-out documents give the
     thousands of passages a retrieval-agreement figure needs. Taken in document order from every source in
     turn (round robin), deterministic for a seed; fewer than `n` when the held-out split is that small.
+    `split` takes the passages of another split instead (`train`: what the student was distilled on, for the
+    gap between the fidelity it reached there and on held-out text).
     """
     per_source: list[Iterator[str]] = []
     for source in cfg.sources:
@@ -344,7 +352,7 @@ def heldout_passages(
             if corpus_split_of(
                 d.key, seed=seed, heldout_fraction=cfg.heldout_fraction, proxy_fraction=cfg.proxy_fraction
             )
-            == "heldout"
+            == split
         )
         per_source.append(s for d in held for s in split_sentences(d.text) if len(s.split()) >= min_words)
     out: list[str] = []

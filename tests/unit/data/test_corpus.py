@@ -222,6 +222,24 @@ def test_splits_are_disjoint_and_deterministic(tmp_path: Path, tok) -> None:  # 
     assert {tuple(r) for r in c.heldout.input_ids.tolist()} != rows["heldout"]
 
 
+def test_passages_of_each_split_are_its_documents(tmp_path: Path) -> None:
+    """`heldout_passages` reads the held-out documents by default and another split's when asked (the
+    train-vs-held-out fidelity check): the three sets are the splits `corpus_split_of` assigns, disjoint."""
+    from kdnas.data.corpus import heldout_passages
+    from kdnas.data.splits import corpus_split_of
+
+    p = tmp_path / "c.txt"
+    p.write_text("\n".join(unique_docs(300)) + "\n")
+    cfg = _cfg(p, mode="sentence", txt_documents="line")
+    want: dict[str, set[str]] = {"heldout": set(), "proxy": set(), "train": set()}
+    for d in iter_documents(str(p), txt_documents="line"):
+        want[corpus_split_of(d.key, seed=0, heldout_fraction=0.2, proxy_fraction=0.2)].add(d.text)
+    got = {s: heldout_passages(cfg, seed=0, n=1000, split=s) for s in want}  # type: ignore[arg-type]
+    assert {s: set(v) for s, v in got.items()} == want
+    assert heldout_passages(cfg, seed=0, n=1000) == got["heldout"]
+    assert heldout_passages(cfg, seed=0, n=5, split="train") == got["train"][:5]
+
+
 def test_packed_rows_shapes(tmp_path: Path, tok) -> None:  # type: ignore[no-untyped-def]
     p = write_tiny_corpus(tmp_path / "c.txt", 120)
     cs = build_corpus(_cfg(p, seq_len=24, mode="packed"), tok, cache_dir=tmp_path / "c")
