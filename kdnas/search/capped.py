@@ -19,9 +19,12 @@ def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float], margin: 
     with the smallest vocabulary choice whose predicted latency fits the budget, the widest FFN at that depth;
     none without a teacher-family space or a latency predictor.
 
-    `margin` (`search.anchor_margin`) keeps a plain budget's anchor that fraction under the budget by the
-    predictor, so a prediction that errs by that much still lands the anchor inside it; where nothing at the
-    teacher's width fits under the margin, the anchor is the deepest one fitting the budget itself.
+    `margin` (`search.anchor_margin`) gives a plain budget a second anchor that fraction under the budget by the
+    predictor, so a prediction that much too low still lands an anchor inside it; the deepest one fitting the
+    budget itself stays beside it, for a prediction that is too high (one run's 3x anchor under the margin was
+    timed at 4.0x beside the teacher, using two thirds of its budget). The side-by-side placement then keeps
+    whichever really fits. Where nothing at the teacher's width fits under the margin, the one anchor is the
+    deepest fitting the budget itself.
 
     An equal-latency budget with a `reference` (the baseline's arch) is anchored in predicted units: the band
     is the reference's predicted latency scaled by the budget's own band (e.g. 0.95x-1.05x), and the anchor is
@@ -53,10 +56,12 @@ def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float], margin: 
         if lo == 0.0 and margin > 0:  # a plain budget: aim under it by the margin where anything fits there
             inside = [a for a in fit if lat[a.arch_id] <= hi * (1 - margin)]
         pool = inside or fit
-        if pool:
-            best = max(pool, key=lambda a: (a.num_layers, a.ffn_size))
-            if best not in out:
-                out.append(best)
+        if not pool:
+            continue
+        deepest = [max(pool, key=lambda a: (a.num_layers, a.ffn_size))]
+        if lo == 0.0 and margin > 0:  # and the deepest fitting the budget itself: the predictor errs both ways
+            deepest.append(max(fit, key=lambda a: (a.num_layers, a.ffn_size)))
+        out.extend(a for a in dict.fromkeys(deepest) if a not in out)
     return out
 
 

@@ -227,14 +227,16 @@ def test_invalid_proposals_are_filtered_with_reason(minilm, fake):
     assert {c[0] for c in fake.calls} <= {r.arch.arch_id for r in res.records if r.state == "complete"}
 
 
-def test_a_plain_budgets_anchor_keeps_the_margin_under_it(minilm, fake):
-    """With `search.anchor_margin` the anchor is predicted at or under budget x (1 - margin): the deepest, then
-    widest-FFN, teacher-width arch there; without one it may sit at the budget's edge."""
+def test_a_plain_budgets_anchors_sit_under_the_margin_and_at_the_edge(minilm, fake):
+    """With `search.anchor_margin` a plain budget gets two anchors: the deepest, then widest-FFN, teacher-width
+    arch predicted at or under budget x (1 - margin), and the one at the budget's edge (the predictor errs both
+    ways; the side-by-side placement keeps the one that fits); without a margin only the edge one."""
     budgets = resolve_budgets(speedups=[3.0], teacher_latency_ms=fake.teacher_latency_ms)
     space = default_space(minilm).replace(latency_fn=fake.predict_latency_ms)
     ms = budgets[0].latency_ms
     (edge,) = anchor_archs(space, [ms])
-    (kept,) = anchor_archs(space, [ms], margin=0.25)
+    kept, edge2 = anchor_archs(space, [ms], margin=0.25)
+    assert edge2 == edge
     assert fake.predict_latency_ms(kept) <= 0.75 * ms < fake.predict_latency_ms(edge) <= ms
     assert (kept.hidden_size, kept.num_heads) == (384, 12)
     wide = [
@@ -248,6 +250,9 @@ def test_a_plain_budgets_anchor_keeps_the_margin_under_it(minilm, fake):
     fastest = min(fake.predict_latency_ms(a) for a in wide)
     (fallback,) = anchor_archs(space, [fastest * 1.01], margin=0.5)
     assert fake.predict_latency_ms(fallback) <= fastest * 1.01
+    # two budgets whose edge and margin anchors coincide: each arch enqueued once
+    both = anchor_archs(space, [ms, ms * 1.0001], margin=0.25)
+    assert len(both) == len(set(both)) == 2
 
 
 def test_anchor_margin_is_a_fraction():
