@@ -59,9 +59,7 @@ def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float], margin: 
         if not pool:
             continue
         deepest = [max(pool, key=lambda a: (a.num_layers, a.ffn_size))]
-        if (
-            lo == 0.0 and margin > 0
-        ):  # and the deepest fitting the budget itself: the predictor errs both ways
+        if lo == 0.0 and margin > 0:  # and the one at the budget's edge: the predictor errs both ways
             deepest.append(max(fit, key=lambda a: (a.num_layers, a.ffn_size)))
         out.extend(a for a in dict.fromkeys(deepest) if a not in out)
     return out
