@@ -9,7 +9,8 @@ tau over those pairs alone. Rows without an `se` are left out of the resolved pa
 does not assert; the issue's target is the tau over all pairs.
 
     python benchmarks/proxy_resolved.py [--finals finals-headline-family5.json]
-        [--proxy proxy_init-family5.json] [--init lstsq] [--z 2] [--leave-out bert-small-L4-H512]
+        [--proxy proxy_init-family5.json[,runs/RUN/search.db]] [--init lstsq] [--z 2]
+        [--leave-out bert-small-L4-H512]
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--finals", default="finals-headline-family5.json", help="a table under benchmarks/data")
-    ap.add_argument("--proxy", default="proxy_init-family5.json", help="proxy rows under benchmarks/data")
+    ap.add_argument(
+        "--proxy",
+        default="proxy_init-family5.json",
+        help="comma-separated proxy sources: proxy_init.py tables under benchmarks/data, or a run's search.db "
+        "(every trial's short-proxy loss, the run's own start); the first source with an arch wins",
+    )
     ap.add_argument("--init", default="lstsq", help="which start's proxy loss (random, lstsq)")
     ap.add_argument("--z", type=float, default=2.0, help="standard errors a resolved pair must differ by")
     ap.add_argument(
@@ -58,17 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
 
-    table = json.loads((DATA / a.finals).read_text())
-    scores = json.loads((DATA / a.proxy).read_text())["scores"]
+    table = json.loads(_path(a.finals).read_text())
+    proxy_all: dict[str, float] = {}
+    for src in filter(None, a.proxy.split(",")):
+        for arch_id, kd in proxy_losses(_path(src), a.init).items():
+            proxy_all.setdefault(arch_id, kd)
     out = set(filter(None, a.leave_out.split(",")))
     unknown_out = out - {r["model"] for r in table["rows"]}
     if unknown_out:
         raise SystemExit(f"--leave-out: {', '.join(sorted(unknown_out))} not in {a.finals}")
     rows = [{**r, "id": Arch.from_dict(r["arch"]).arch_id} for r in table["rows"] if r["model"] not in out]
-    missing = [r["id"] for r in rows if r["id"] not in scores]
+    missing = [r["id"] for r in rows if r["id"] not in proxy_all]
     if missing:
         raise SystemExit(f"{a.proxy}: no proxy row for {', '.join(missing)}; score them with proxy_init.py")
-    proxy = {r["id"]: float(scores[r["id"]][a.init]["kd"]) for r in rows}
+    proxy = {r["id"]: proxy_all[r["id"]] for r in rows}
 
     left = f", left out: {', '.join(sorted(out))}" if out else ""
     print(f"finals {a.finals} ({len(rows)} models{left}), proxy {a.proxy} ({a.init} start), z = {a.z}")
@@ -91,6 +100,36 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  wrong: {m1} - {m2} = {diff:+.2f} points (se {se:.2f}), proxy {proxy_of(rows, m1, proxy):.3f} "
                       f"vs {proxy_of(rows, m2, proxy):.3f}")  # fmt: skip
     return 0
+
+
+def _path(name: str) -> Path:
+    """A file under benchmarks/data by name, else the path as given."""
+    return DATA / name if (DATA / name).exists() else Path(name)
+
+
+def proxy_losses(path: Path, init: str) -> dict[str, float]:
+    """arch_id -> short-proxy KD loss from a proxy_init.py table (`scores`, the `init` start) or from a run's
+    Optuna study (`search.db`: each trial's `kd_loss_short`, the first trial of an arch)."""
+    if path.suffix == ".db":
+        import sqlite3
+
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            rows = con.execute(
+                "SELECT t.number, a.key, a.value_json FROM trials t JOIN trial_user_attributes a "
+                "ON a.trial_id = t.trial_id WHERE a.key IN ('arch_id', 'kd_loss_short') ORDER BY t.number"
+            ).fetchall()
+        by_trial: dict[int, dict[str, object]] = {}
+        for number, key, value in rows:
+            by_trial.setdefault(number, {})[key] = json.loads(value)
+        out: dict[str, float] = {}
+        for t in by_trial.values():
+            if isinstance(t.get("arch_id"), str) and isinstance(t.get("kd_loss_short"), (int, float)):
+                out.setdefault(str(t["arch_id"]), float(t["kd_loss_short"]))  # type: ignore[arg-type]
+        return out
+    doc = json.loads(path.read_text())
+    if "scores" not in doc:
+        raise SystemExit(f"--proxy {path}: neither a proxy_init.py table nor a run's search.db")
+    return {k: float(v[init]["kd"]) for k, v in doc["scores"].items() if init in v}
 
 
 def proxy_of(rows: list[dict], model: str, proxy: dict[str, float]) -> float:
