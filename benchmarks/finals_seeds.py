@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds", default="2,3", help="extra fine-tuning seeds (comma-separated; '' merges nothing)"
     )
     ap.add_argument(
+        "--models", default="", help="comma-separated model names (default: every distilled model)"
+    )
+    ap.add_argument(
         "--check", type=int, default=None, help="re-run this stored seed on the fastest model first"
     )
     ap.add_argument(
@@ -91,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{run}: its evaluate stage has not finished (no stages/evaluate.json); finish the run first"
         )
     models = distinct_models(json.loads(distill_json.read_text())["summary"])
+    if a.models:
+        wanted = [n for n in a.models.split(",") if n]
+        unknown = sorted(set(wanted) - {m["name"] for m in models})
+        if unknown:
+            raise SystemExit(
+                f"--models: {', '.join(unknown)} not among {', '.join(m['name'] for m in models)}"
+            )
+        models = [m for m in models if m["name"] in wanted]
     extra = [int(s) for s in a.seeds.split(",") if s.strip()]
     protocol = cfg.evaluate.for_students()
     clash = sorted(set(extra) & set(protocol.seeds))
