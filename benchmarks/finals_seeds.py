@@ -62,7 +62,7 @@ def per_seed_suite(results: dict[str, Any]) -> dict[int, float]:
 def main(argv: list[str] | None = None) -> int:
     from kdnas import config as kconfig
     from kdnas.evaluate.encoder import load_encoder
-    from kdnas.evaluate.results import RunResult, summarize
+    from kdnas.evaluate.results import summarize
     from kdnas.evaluate.retention import ModelReport
     from kdnas.evaluate.runner import evaluate_encoder, load_tasks
     from kdnas.space.arch import Arch
@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             res = old.results[task.name]
             if res.runs:
-                runs = [*res.runs, *(new.results[task.name].runs if new else [])]
-                runs = [RunResult(**{**dataclasses.asdict(r), "transfer": {}}) for r in runs]
-                merged[task.name] = summarize(task, runs)
+                merged[task.name] = summarize(
+                    task, [*res.runs, *(new.results[task.name].runs if new else [])]
+                )
             else:
                 merged[task.name] = res
         suite = per_seed_suite(merged)
