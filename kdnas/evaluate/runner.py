@@ -131,12 +131,32 @@ def zero_shot_result(zs: ZeroShotTask, source: TaskResult) -> TaskResult:
 
 
 def evaluate_encoder(
-    encoder: Encoder, tasks: Sequence[AnyTask], cfg: EvaluateConfig | None = None
+    encoder: Encoder,
+    tasks: Sequence[AnyTask],
+    cfg: EvaluateConfig | None = None,
+    *,
+    on_result: Callable[[ModelReport], None] | None = None,
 ) -> ModelReport:
-    """Run the protocol for `encoder` on each task; results keyed by task name in the order of `tasks`."""
+    """Run the protocol for `encoder` on each task; results keyed by task name in the order of `tasks`.
+
+    `on_result`, when given, is called after every fine-tuned source task (and its zero-shot targets) with a new
+    report holding the results so far: a caller that saves it loses at most the task in progress when the
+    process dies (the pipeline's evaluate stage does)."""
     cfg = cfg or EvaluateConfig()
     results: dict[str, TaskResult] = {}
     from kdnas.evaluate.pair_similarity import embedding_result
+
+    arch = None
+    try:
+        from kdnas.models.student import arch_of
+
+        arch = arch_of(encoder.model.config).describe()
+    except KdnasError:  # an encoder family kdnas cannot describe still gets evaluated
+        arch = None
+
+    def report() -> ModelReport:
+        done = {t.name: results[t.name] for t in tasks if t.name in results}  # in the order of `tasks`
+        return ModelReport(name=encoder.name, results=done, params=encoder.params, arch=arch)
 
     for plan in plan_sources(tasks):
         if plan.report and not plan.targets and plan.task.pair_encoding == "embedding":
@@ -144,6 +164,8 @@ def evaluate_encoder(
                 "%s on %s: the cosine of the two embeddings, no fine-tuning", encoder.name, plan.task.name
             )
             results[plan.task.name] = embedding_result(encoder, plan.task, max_len=cfg.max_len)
+            if on_result is not None:
+                on_result(report())
             continue
         what = plan.task.describe()
         if plan.targets:
@@ -155,16 +177,11 @@ def evaluate_encoder(
             results[z.name] = zero_shot_result(z, res)
         if plan.report:
             results[plan.task.name] = replace(res, runs=[replace(r, transfer={}) for r in res.runs])
-    arch = None
-    try:
-        from kdnas.models.student import arch_of
-
-        arch = arch_of(encoder.model.config).describe()
-    except KdnasError:  # an encoder family kdnas cannot describe still gets evaluated
-        arch = None
-    return ModelReport(
-        name=encoder.name, results={t.name: results[t.name] for t in tasks}, params=encoder.params, arch=arch
-    )
+        if on_result is not None:
+            on_result(report())
+    missing = [t.name for t in tasks if t.name not in results]
+    assert not missing, f"tasks without a result: {missing}"
+    return report()
 
 
 def config_with(cfg: EvaluateConfig, **changes: Any) -> EvaluateConfig:

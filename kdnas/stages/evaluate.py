@@ -73,7 +73,15 @@ def evaluate(
                     protocol = dataclasses.replace(
                         protocol, lrs=sorted({*protocol.lrs, *(10 * x for x in protocol.lrs)})
                     )
-                report = merge_reports(evaluate_encoder(make(), todo_tasks, protocol), report)
+                kept = report
+
+                def save(partial: ModelReport, name: str = name, kept: ModelReport | None = kept) -> None:
+                    # after every task: a kill loses at most the task in progress (`stale_tasks` on resume)
+                    partial = merge_reports(partial, kept)
+                    partial.name = name
+                    write_json_atomic(ctx.path(rd.EVALUATE, f"{name}.json"), partial.to_dict())
+
+                report = merge_reports(evaluate_encoder(make(), todo_tasks, protocol, on_result=save), report)
                 if cached is not None:
                     write_json_atomic(cached, report.to_dict())
             assert report is not None
