@@ -7,8 +7,11 @@ suite. Each is then scored again by every candidate fidelity, in this process, w
 teacher cache and distillation settings:
 
 - `short`: the search's proxy (distil.proxy_tokens, held-out KD loss); what the default search ranks by
+- `short_lstsq`: the same student as `short`, its held-out loss read through least-squares projections fitted on
+  the held-out split (as `flash` and `zero` are) instead of the projections trained with it
 - `long`: the promoted candidates' proxy (search.long_proxy_factor x the tokens)
 - `flash`: AutoDistill's layer-by-layer flash distillation on the same budget as `long`
+- `flash_short`: the same on the short proxy's budget (what `distill.proxy_mode: flash` searches with)
 - `recall`: held-out retrieval agreement (recall@10 vs the teacher) after the short proxy
 - `zero`: no training at all: the inherited weights' held-out KD loss with least-squares projections
 - `predictor`: leave-one-out linear fit of the final score on the arch's size (log params, layers, width)
@@ -35,8 +38,8 @@ import numpy as np
 from kdnas import config
 from kdnas.errors import KdnasError
 
-LOWER_IS_BETTER = {"short", "long", "flash", "zero"}
-KINDS = ("short", "long", "flash", "recall", "zero")
+LOWER_IS_BETTER = {"short", "short_lstsq", "long", "flash", "flash_short", "zero"}
+KINDS = ("short", "short_lstsq", "long", "flash", "flash_short", "recall", "zero")
 """The fidelities scored per arch (`predictor` is fitted afterwards from the finals)."""
 
 
@@ -70,8 +73,8 @@ def _fidelities(ctx: Any, arch: Any, tokens: int, long_tokens: int, which: set[s
     out["zero"] = heldout_kd_loss(ctx.teacher(), builder.build_student(arch), splits.heldout, cfg.distill,
                                   teacher_cache=cache)  # fmt: skip
     for name, tok, mode in (("short", tokens, "standard"), ("long", long_tokens, "standard"),
-                            ("flash", long_tokens, "flash")):  # fmt: skip
-        if name not in which and not (name == "short" and "recall" in which):
+                            ("flash", long_tokens, "flash"), ("flash_short", tokens, "flash")):  # fmt: skip
+        if name not in which and not (name == "short" and {"recall", "short_lstsq"} & which):
             continue
         student = builder.build_student(arch)
         res = distill(ctx.teacher(), student, splits.proxy, cfg.distill, tokens=tok, mode=mode,
@@ -79,7 +82,10 @@ def _fidelities(ctx: Any, arch: Any, tokens: int, long_tokens: int, which: set[s
         out[name] = heldout_kd_loss(ctx.teacher(), student, splits.heldout, cfg.distill,
                                     projections=res.distiller if mode == "standard" else None,
                                     teacher_cache=cache)  # fmt: skip
-        if name == "short":
+        if name == "short" and "short_lstsq" in which:
+            out["short_lstsq"] = heldout_kd_loss(ctx.teacher(), student, splits.heldout, cfg.distill,
+                                                 projections=None, teacher_cache=cache)  # fmt: skip
+        if name == "short" and "recall" in which:
             ids, mask = ctx.fidelity_passages(cfg.evaluate.fidelity_passages)
             pooling = teacher_pooling(ctx.teacher()) or Pooling(mode="mean")
             dense = dict(res.distiller.proj.items()).get("sentence")

@@ -10,7 +10,7 @@ does not assert; the issue's target is the tau over all pairs.
 
     python benchmarks/proxy_resolved.py [--finals finals-headline-family5.json]
         [--proxy proxy_init-family5.json[,runs/RUN/search.db]] [--init lstsq] [--z 2]
-        [--leave-out bert-small-L4-H512]
+        [--leave-out bert-small-L4-H512] [--fidelity long (with a proxy_fidelity.py table)]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
+HIGHER_IS_BETTER = {"recall", "predictor"}
 
 
 def resolved_pairs(
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         "(every trial's short-proxy loss, the run's own start); the first source with an arch wins",
     )
     ap.add_argument("--init", default="lstsq", help="which start's proxy loss (random, lstsq)")
+    ap.add_argument(
+        "--fidelity",
+        default="short",
+        help="which column of a proxy_fidelity.py table (short, long, flash, zero, recall, predictor)",
+    )
     ap.add_argument("--z", type=float, default=2.0, help="standard errors a resolved pair must differ by")
     ap.add_argument(
         "--leave-out",
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     table = json.loads(_path(a.finals).read_text())
     proxy_all: dict[str, float] = {}
     for src in filter(None, a.proxy.split(",")):
-        for arch_id, kd in proxy_losses(_path(src), a.init).items():
+        for arch_id, kd in proxy_losses(_path(src), a.init, a.fidelity).items():
             proxy_all.setdefault(arch_id, kd)
     out = set(filter(None, a.leave_out.split(",")))
     unknown_out = out - {r["model"] for r in table["rows"]}
@@ -80,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     proxy = {r["id"]: proxy_all[r["id"]] for r in rows}
 
     left = f", left out: {', '.join(sorted(out))}" if out else ""
-    print(f"finals {a.finals} ({len(rows)} models{left}), proxy {a.proxy} ({a.init} start), z = {a.z}")
+    print(
+        f"finals {a.finals} ({len(rows)} models{left}), proxy {a.proxy} ({a.init} start, fidelity {a.fidelity}), z = {a.z}"
+    )
     print(f"{'model':32} {'arch':24} {'final':>7} {'se':>6} {'proxy kd':>9}")
     for r in sorted(rows, key=lambda r: -float(r["final"])):
         se = "-" if r.get("se") is None else f"{r['se']:.2f}"
@@ -107,9 +115,10 @@ def _path(name: str) -> Path:
     return DATA / name if (DATA / name).exists() else Path(name)
 
 
-def proxy_losses(path: Path, init: str) -> dict[str, float]:
+def proxy_losses(path: Path, init: str, fidelity: str = "short") -> dict[str, float]:
     """arch_id -> short-proxy KD loss from a proxy_init.py table (`scores`, the `init` start) or from a run's
-    Optuna study (`search.db`: each trial's `kd_loss_short`, the first trial of an arch)."""
+    Optuna study (`search.db`: each trial's `kd_loss_short`, the first trial of an arch); from a
+    proxy_fidelity.py table the `fidelity` column (negated where higher is better, so lower is better always)."""
     if path.suffix == ".db":
         import sqlite3
 
@@ -127,8 +136,19 @@ def proxy_losses(path: Path, init: str) -> dict[str, float]:
                 out.setdefault(str(t["arch_id"]), float(t["kd_loss_short"]))  # type: ignore[arg-type]
         return out
     doc = json.loads(path.read_text())
+    if "rows" in doc and "scores" not in doc:  # a proxy_fidelity.py table: one fidelity of each scored model
+        from kdnas.space.arch import Arch
+
+        sign = -1.0 if fidelity in HIGHER_IS_BETTER else 1.0  # lower is better here, as for the KD losses
+        return {
+            Arch.from_dict(r["arch"]).arch_id: sign * float(r["fidelities"][fidelity])
+            for r in doc["rows"]
+            if fidelity in (r.get("fidelities") or {})
+        }
     if "scores" not in doc:
-        raise SystemExit(f"--proxy {path}: neither a proxy_init.py table nor a run's search.db")
+        raise SystemExit(
+            f"--proxy {path}: not a proxy_init.py or proxy_fidelity.py table, nor a run's search.db"
+        )
     return {k: float(v[init]["kd"]) for k, v in doc["scores"].items() if init in v}
 
 

@@ -94,9 +94,11 @@ class ProxyEvaluator:
         )
         if result.failed:
             raise DistillError(f"{arch.arch_id}: proxy distillation failed: {result.failed}")
+        # least-squares read-outs fitted on the held-out split, or the projections trained with the student
+        fitted = self.cfg.search.proxy_readout == "fitted"
         kd = heldout_kd_loss(
-            self.teacher, student, self.heldout, self.cfg.distill, projections=result.distiller,
-            teacher_cache=self._cache, input_map=input_map,
+            self.teacher, student, self.heldout, self.cfg.distill,
+            projections=None if fitted else result.distiller, teacher_cache=self._cache, input_map=input_map,
         )  # fmt: skip
         if not math.isfinite(kd):
             raise DistillError(f"{arch.arch_id}: held-out KD loss is {kd}")
