@@ -511,7 +511,7 @@ def run_search(
             "or use a new study name"
         )
     study.set_user_attr("quality", cfg.quality)
-    # a study from before `search.proxy_readout` read its candidates through the trained projections
+    # a study from before `search.proxy_readout` read its candidates through the trained projections (the default)
     readout = study.user_attrs.get("proxy_readout", "trained" if study.trials else cfg.proxy_readout)
     if readout != cfg.proxy_readout:
         raise SearchError(

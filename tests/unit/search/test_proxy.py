@@ -79,16 +79,16 @@ def test_the_faster_of_the_two_readings_is_kept(
     assert caches[1] is False  # the retake is timed, never read from the cache that may hold the first
 
 
-def test_the_proxy_reads_the_student_through_fitted_projections_unless_told_otherwise(
+def test_the_proxy_reads_the_student_through_fitted_projections_when_told_so(
     teacher: Any, tmp_path: Path
 ) -> None:
-    """`search.proxy_readout: fitted` (the default) scores a candidate's states through least-squares read-outs
-    fitted on the held-out split, the best linear map for the hidden-state MSE: lower than through the
-    projections a few proxy steps trained, most of all at another width than the teacher's."""
+    """`search.proxy_readout: fitted` scores a candidate's states through least-squares read-outs fitted on the
+    held-out split, the best linear map for the hidden-state MSE: lower than through the projections a few proxy
+    steps trained (`trained`, the default), most of all at another width than the teacher's."""
     narrow = Arch(num_layers=2, hidden_size=16, num_heads=2, ffn_size=32)  # the teacher is 32 wide
     ev = _evaluator(teacher, tmp_path, None)
-    assert ev.cfg.search.proxy_readout == "fitted"
-    fitted = ev.evaluate(narrow, fidelity="short", tokens=256).kd_loss
-    ev.cfg = dataclasses.replace(ev.cfg, search=dataclasses.replace(ev.cfg.search, proxy_readout="trained"))
+    assert ev.cfg.search.proxy_readout == "trained"
     trained = ev.evaluate(narrow, fidelity="short", tokens=256).kd_loss
+    ev.cfg = dataclasses.replace(ev.cfg, search=dataclasses.replace(ev.cfg.search, proxy_readout="fitted"))
+    fitted = ev.evaluate(narrow, fidelity="short", tokens=256).kd_loss
     assert fitted < trained

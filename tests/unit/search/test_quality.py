@@ -79,8 +79,8 @@ def test_bad_quality_settings_and_a_study_measured_otherwise(tmp_path: Path) -> 
     again = SearchConfig(strategy="random", n_trials=3, promote_fraction=0.0, quality="recall")
     with pytest.raises(SearchError, match=r"measured its candidates' quality as 'kd_loss', not 'recall'"):
         run_search(default_space(teacher), fake, again, **kw)
-    again = SearchConfig(strategy="random", n_trials=3, promote_fraction=0.0, proxy_readout="trained")
+    again = SearchConfig(strategy="random", n_trials=3, promote_fraction=0.0, proxy_readout="fitted")
     with pytest.raises(
-        SearchError, match=r"through fitted projections, not trained \(search.proxy_readout\)"
+        SearchError, match=r"through trained projections, not fitted \(search.proxy_readout\)"
     ):
         run_search(default_space(teacher), fake, again, **kw)
