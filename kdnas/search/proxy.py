@@ -94,14 +94,24 @@ class ProxyEvaluator:
         )
         if result.failed:
             raise DistillError(f"{arch.arch_id}: proxy distillation failed: {result.failed}")
-        # least-squares read-outs fitted on the held-out split, or the projections trained with the student
-        fitted = self.cfg.search.proxy_readout == "fitted"
-        kd = heldout_kd_loss(
-            self.teacher, student, self.heldout, self.cfg.distill,
-            projections=None if fitted else result.distiller, teacher_cache=self._cache, input_map=input_map,
-        )  # fmt: skip
-        if not math.isfinite(kd):
-            raise DistillError(f"{arch.arch_id}: held-out KD loss is {kd}")
+        # the projections trained with the student and/or least-squares read-outs fitted on the held-out split
+        readout = self.cfg.search.proxy_readout
+        by_readout: dict[str, float] = {}
+        for name in ("trained", "fitted") if readout == "geomean" else (readout,):
+            by_readout[name] = heldout_kd_loss(
+                self.teacher, student, self.heldout, self.cfg.distill,
+                projections=result.distiller if name == "trained" else None, teacher_cache=self._cache,
+                input_map=input_map,
+            )  # fmt: skip
+            if not math.isfinite(by_readout[name]):
+                raise DistillError(
+                    f"{arch.arch_id}: held-out KD loss ({name} read-out) is {by_readout[name]}"
+                )
+        kd = (
+            math.sqrt(by_readout["trained"] * by_readout["fitted"])
+            if readout == "geomean"
+            else by_readout[readout]
+        )
         quality: float = kd
         emb: dict[str, float | None] = {}
         if self.cfg.search.quality != "kd_loss":
@@ -120,6 +130,8 @@ class ProxyEvaluator:
             "fidelity": fidelity,
             "quality": self.cfg.search.quality,
             "heldout_kd_loss": kd,
+            "proxy_readout": readout,
+            **({f"heldout_kd_loss_{k}": v for k, v in by_readout.items()} if len(by_readout) > 1 else {}),
             **emb,
             "tokens": result.tokens,
             "steps": result.steps,

@@ -92,3 +92,8 @@ def test_the_proxy_reads_the_student_through_fitted_projections_when_told_so(
     ev.cfg = dataclasses.replace(ev.cfg, search=dataclasses.replace(ev.cfg.search, proxy_readout="fitted"))
     fitted = ev.evaluate(narrow, fidelity="short", tokens=256).kd_loss
     assert fitted < trained
+    ev.cfg = dataclasses.replace(ev.cfg, search=dataclasses.replace(ev.cfg.search, proxy_readout="geomean"))
+    both = ev.evaluate(narrow, fidelity="short", tokens=256)  # the same student again: the seed is fixed
+    assert both.extra["heldout_kd_loss_trained"] == pytest.approx(trained)
+    assert both.extra["heldout_kd_loss_fitted"] == pytest.approx(fitted)
+    assert both.kd_loss == pytest.approx((trained * fitted) ** 0.5) and fitted < both.kd_loss < trained
