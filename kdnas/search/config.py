@@ -58,17 +58,18 @@ class SearchConfig:
     candidate after its proxy distillation: the held-out KD loss, or the gap of its sentence embedding to the
     teacher's on held-out passages, 1 - mean cosine (`cosine`) or 1 - recall@10 (`recall`), computed in the
     same short distillation (the KD loss is then kept in the trial's `heldout_kd_loss`)."""
-    proxy_readout: Literal["trained", "fitted", "geomean"] = "trained"
+    proxy_readout: Literal["geomean", "trained", "fitted"] = "geomean"
     """How the held-out KD loss of a proxy distillation reads the student's states into the teacher's space:
-    `trained`, through the projections trained with it in the proxy's few steps; `fitted`, through least-squares
-    projections fitted on the held-out split (the best linear read-out); `geomean`, the geometric mean of the
-    two losses (both kept in the trial). Neither single read-out ranks every width right (docs/search.md):
-    `trained` rates students of another width than the teacher's too low (after ~20 steps their projections are
-    far from converged), `fitted` rates narrow ones too high. On 13 fully distilled models of this teacher,
-    Kendall tau against the suite 0.44 trained / 0.51 fitted / 0.64 geomean (0.61 / 0.52 / 0.73 without
-    BERT-small, wider than the teacher); in a default run `fitted` picked narrower students that kept 3.1 and
-    0.4-0.7 points less retention than `trained`'s picks. `trained` stays the default until `geomean` has been
-    checked in a search (docs/benchmarks.md, eighteenth session)."""
+    `trained`, through the projections trained with it in the proxy's few steps (kdnas before 2026-12-07);
+    `fitted`, through least-squares projections fitted on the held-out split (the best linear read-out);
+    `geomean` (default), the geometric mean of the two losses, both kept in the trial (one more held-out pass per
+    candidate). Each single read-out is wrong for one kind of width (docs/search.md): `trained` rates students
+    of another width than the teacher's too low (after ~20 steps their projections are far from converged),
+    `fitted` rates narrow ones too high. On 13 fully distilled models of minilm-l6, Kendall tau against the suite
+    0.44 trained / 0.51 fitted / 0.64 geomean (0.61 / 0.52 / 0.73 without BERT-small, wider than the teacher); in
+    default runs, for 7x, `trained` picked 1-layer students keeping 92.0-92.3%, `fitted` L1-H320-A5-F960 (91.6%),
+    `geomean` L2-H320-A10-F320 (94.8% at 7.3x); for 3x `trained` and `geomean` the same L3-H384-A12-F384
+    (98.1%), `fitted` L5-H256-A8-F512 (95.0%) (docs/benchmarks.md, eighteenth session)."""
     quality_passages: int = 300
     """Held-out passages the `cosine` / `recall` quality is measured on per candidate."""
     n_startup_trials: int = 6

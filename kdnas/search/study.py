@@ -511,13 +511,13 @@ def run_search(
             "or use a new study name"
         )
     study.set_user_attr("quality", cfg.quality)
-    # a study from before `search.proxy_readout` read its candidates through the trained projections (the default)
+    # a study from before `search.proxy_readout` read its candidates through the trained projections
     readout = study.user_attrs.get("proxy_readout", "trained" if study.trials else cfg.proxy_readout)
     if readout != cfg.proxy_readout:
         raise SearchError(
-            f"study {study_name!r} in {redact(url)} read its candidates' held-out KD loss through {readout} "
-            f"projections, not {cfg.proxy_readout} (search.proxy_readout): the losses would not compare; resume "
-            f"with search.proxy_readout: {readout} or use a new study name"
+            f"study {study_name!r} in {redact(url)} read its candidates' held-out KD loss with the {readout!r} read-out, "
+            f"not {cfg.proxy_readout!r} (search.proxy_readout): the losses would not compare; resume with "
+            f"search.proxy_readout: {readout} or use a new study name"
         )
     study.set_user_attr("proxy_readout", cfg.proxy_readout)
     if study.metric_names != list(cfg.objectives):

@@ -213,6 +213,7 @@ def vocab_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "proj_init": "random",  # the trimmed H32 arch must win the near-tie (see the xlm-roberta test)
             },
             "search": {
+                "proxy_readout": "trained",  # the same: a fitted read-out scores the full vocabulary's arch lower
                 "space": str(space),
                 "strategy": "random",
                 "n_trials": 4,
@@ -339,14 +340,14 @@ def test_xlm_roberta_teacher_runs_end_to_end_with_a_trimmed_vocabulary(tmp_path:
             "teacher": {"name": str(teacher)},
             "corpus": {"sources": [str(corpus)], "seq_len": 32},
             "target": {"backend": "fake", "seq_lens": [32], "speedups": [1.2], "calibrate_archs": 0},
-            # random projections: with fitted ones the full-vocabulary student of the tiny teacher's own shape
+            # random projections, read through the trained ones: with fitted ones the full-vocabulary student of the tiny teacher's own shape
             # scores 0.003 and its trimmed twin 0.010 (its unk tokens), no tie within the tolerance; this test
             # is about a trimmed student's plumbing, so it keeps the start under which the two tie
             "distill": {"proxy_tokens": 400, "full_tokens": 500, "batch_size": 8, "relation_heads": 2,
                         "proj_init": "random"},
             "search": {"space": str(space), "strategy": "random", "n_trials": 2, "episode_size": 2,
                        "promote_fraction": 0.0, "objectives": ["kd_loss", "latency_ms", "params_m"],
-                       "kd_loss_tolerance": 0.05},
+                       "kd_loss_tolerance": 0.05, "proxy_readout": "trained"},
             "evaluate": {"baselines": False},
             "export": {"onnx": False, "int8": False},
         }

@@ -84,10 +84,12 @@ def test_the_proxy_reads_the_student_through_fitted_projections_when_told_so(
 ) -> None:
     """`search.proxy_readout: fitted` scores a candidate's states through least-squares read-outs fitted on the
     held-out split, the best linear map for the hidden-state MSE: lower than through the projections a few proxy
-    steps trained (`trained`, the default), most of all at another width than the teacher's."""
+    steps trained (`trained`), most of all at another width than the teacher's; `geomean` (the default) is the
+    geometric mean of the two."""
     narrow = Arch(num_layers=2, hidden_size=16, num_heads=2, ffn_size=32)  # the teacher is 32 wide
     ev = _evaluator(teacher, tmp_path, None)
-    assert ev.cfg.search.proxy_readout == "trained"
+    assert ev.cfg.search.proxy_readout == "geomean"
+    ev.cfg = dataclasses.replace(ev.cfg, search=dataclasses.replace(ev.cfg.search, proxy_readout="trained"))
     trained = ev.evaluate(narrow, fidelity="short", tokens=256).kd_loss
     ev.cfg = dataclasses.replace(ev.cfg, search=dataclasses.replace(ev.cfg.search, proxy_readout="fitted"))
     fitted = ev.evaluate(narrow, fidelity="short", tokens=256).kd_loss

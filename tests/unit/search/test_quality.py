@@ -81,6 +81,6 @@ def test_bad_quality_settings_and_a_study_measured_otherwise(tmp_path: Path) -> 
         run_search(default_space(teacher), fake, again, **kw)
     again = SearchConfig(strategy="random", n_trials=3, promote_fraction=0.0, proxy_readout="fitted")
     with pytest.raises(
-        SearchError, match=r"through trained projections, not fitted \(search.proxy_readout\)"
+        SearchError, match=r"with the 'geomean' read-out, not 'fitted' \(search.proxy_readout\)"
     ):
         run_search(default_space(teacher), fake, again, **kw)
