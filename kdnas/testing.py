@@ -155,3 +155,59 @@ def tiny_pair_task(kind: str = "classification") -> Any:
     names = ["different", "same"] if kind == "classification" else []
     return Task(name=f"same-{kind}", kind=kind, label_names=names,  # type: ignore[arg-type]
                 train=split(8, 0), dev=split(20, 300), test=split(30, 600))  # fmt: skip
+
+
+def write_tiny_task(path: str | Path, labels: str = "ab", n: int = 60) -> Path:
+    """A classification task file (`text,label` CSV) over `TINY_TEXTS`, the labels cycling through `labels`."""
+    p = Path(path)
+    rows = [f'"{TINY_TEXTS[i % len(TINY_TEXTS)]} Item {i}.",{labels[i % len(labels)]}' for i in range(n)]
+    p.write_text("text,label\n" + "\n".join(rows) + "\n")
+    return p
+
+
+def tiny_run_config(
+    directory: str | Path, *, name: str, tasks: list[str], dimensions: dict[str, Any], n_trials: int = 2,
+    teacher_layers: int | None = None, evaluate: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A whole-pipeline config (a dict for `kdnas.config.from_dict`) that runs in seconds: a tiny BERT teacher
+    and corpus written under `directory`, a space of `dimensions`, the fake latency backend, a random search of
+    `n_trials`, one fine-tuning seed and epoch per task, no export files. `evaluate` updates that section."""
+    import yaml
+
+    d = Path(directory)
+    layers: dict[str, Any] = {"num_layers": teacher_layers} if teacher_layers else {}
+    teacher = save_tiny_teacher(d / "teacher", **layers)
+    corpus = write_tiny_corpus(d / "corpus.txt", n_docs=120)
+    space = d / "space.yaml"
+    space.write_text(yaml.safe_dump({"base": "default", "dimensions": dimensions}))
+    return {
+        "name": name,
+        "teacher": {"name": str(teacher)},
+        "corpus": {"sources": [str(corpus)], "seq_len": 32},
+        "target": {
+            "backend": "fake",
+            "seq_lens": [32],
+            "speedups": [1.2],
+            "calibrate_archs": 0,
+            "compare_rounds": 2,
+        },
+        "distill": {"proxy_tokens": 600, "full_tokens": 800, "batch_size": 8, "relation_heads": 2},
+        "search": {
+            "space": str(space),
+            "strategy": "random",
+            "n_trials": n_trials,
+            "episode_size": n_trials,
+            "promote_fraction": 0.0,
+        },
+        "evaluate": {
+            "tasks": tasks,
+            "seeds": [0],
+            "epochs": 1,
+            "min_epochs": 1,
+            "max_len": 32,
+            "static_peer": False,
+            "pair_similarity": False,
+            **(evaluate or {}),
+        },
+        "export": {"onnx": False, "int8": False},
+    }

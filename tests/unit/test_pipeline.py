@@ -419,56 +419,16 @@ def test_a_baseline_the_search_recommends_is_distilled_scored_and_timed_once(tmp
     once, fine-tuned once, timed once, and its row is the student's under the baseline's name."""
     import json
 
-    import yaml
+    from kdnas.testing import tiny_run_config, write_tiny_task
 
-    from kdnas.testing import TINY_TEXTS, save_tiny_teacher, write_tiny_corpus
-
-    teacher = save_tiny_teacher(tmp_path / "teacher", num_layers=4)  # every other layer: L2-H32-A4-F64
-    corpus = write_tiny_corpus(tmp_path / "corpus.txt", n_docs=120)
-    task = tmp_path / "task.csv"
-    rows = [f'"{TINY_TEXTS[i % len(TINY_TEXTS)]} Item {i}.",{"ab"[i % 2]}' for i in range(60)]
-    task.write_text("text,label\n" + "\n".join(rows) + "\n")
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        yaml.safe_dump(
-            {"base": "default", "dimensions": {"num_layers": [2], "hidden_size": [32], "ffn_ratio": [2]}}
-        )
-    )
     cfg = config.from_dict(
-        {
-            "name": "same-as",
-            "teacher": {"name": str(teacher)},
-            "corpus": {"sources": [str(corpus)], "seq_len": 32},
-            "target": {
-                "backend": "fake",
-                "seq_lens": [32],
-                "speedups": [1.2],
-                "calibrate_archs": 0,
-                "compare_rounds": 2,
-            },
-            "distill": {"proxy_tokens": 600, "full_tokens": 800, "batch_size": 8, "relation_heads": 2},
-            "search": {
-                "space": str(space),
-                "strategy": "random",
-                "n_trials": 2,
-                "episode_size": 2,
-                "promote_fraction": 0.0,
-            },
-            "evaluate": {
-                "tasks": [str(task)],
-                "baselines": True,
-                "baseline_family": True,
-                "seeds": [0],
-                "epochs": 1,
-                "min_epochs": 1,
-                "max_len": 32,
-                "fidelity_passages": 20,
-                "static_peer": False,
-                "pair_similarity": False,
-            },
-            "export": {"onnx": False, "int8": False},
-        }
-    )
+        tiny_run_config(
+            tmp_path, name="same-as", tasks=[str(write_tiny_task(tmp_path / "task.csv"))],
+            teacher_layers=4,  # every other layer: L2-H32-A4-F64
+            dimensions={"num_layers": [2], "hidden_size": [32], "ffn_ratio": [2]},
+            evaluate={"baselines": True, "baseline_family": True, "fidelity_passages": 20},
+        )
+    )  # fmt: skip
     run = tmp_path / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline, "STAGES", [s for s in pipeline.STAGES if s.name not in ("export", "report")])

@@ -20,58 +20,16 @@ JOB = Path(__file__).with_name("_evaluate_job.py")
 
 def _tiny_run_to_distill(tmp: Path) -> Path:
     """A tiny run (tiny BERT teacher, fake latency, two classification tasks) up to its distill stage."""
-    import yaml
+    from kdnas.testing import tiny_run_config, write_tiny_task
 
-    from kdnas.testing import TINY_TEXTS, save_tiny_teacher, write_tiny_corpus
-
-    teacher = save_tiny_teacher(tmp / "teacher")
-    corpus = write_tiny_corpus(tmp / "corpus.txt", n_docs=120)
-    tasks = []
-    for name, k in (("first", 2), ("second", 3)):
-        task = tmp / f"{name}.csv"
-        rows = [f'"{TINY_TEXTS[i % len(TINY_TEXTS)]} Item {i}.",{"abc"[i % k]}' for i in range(60)]
-        task.write_text("text,label\n" + "\n".join(rows) + "\n")
-        tasks.append(str(task))
-    space = tmp / "space.yaml"
-    space.write_text(
-        yaml.safe_dump(
-            {"base": "default", "dimensions": {"num_layers": [1], "hidden_size": [32], "ffn_ratio": [2]}}
-        )
-    )
+    tasks = [str(write_tiny_task(tmp / "first.csv", "ab")), str(write_tiny_task(tmp / "second.csv", "abc"))]
     cfg = config.from_dict(
-        {
-            "name": "evaluate-kill",
-            "teacher": {"name": str(teacher)},
-            "corpus": {"sources": [str(corpus)], "seq_len": 32},
-            "target": {
-                "backend": "fake",
-                "seq_lens": [32],
-                "speedups": [1.2],
-                "calibrate_archs": 0,
-                "compare_rounds": 2,
-            },
-            "distill": {"proxy_tokens": 600, "full_tokens": 800, "batch_size": 8, "relation_heads": 2},
-            "search": {
-                "space": str(space),
-                "strategy": "random",
-                "n_trials": 1,
-                "episode_size": 1,
-                "promote_fraction": 0.0,
-            },
-            "evaluate": {
-                "tasks": tasks,
-                "baselines": False,
-                "seeds": [0],
-                "epochs": 1,
-                "min_epochs": 1,
-                "max_len": 32,
-                "fidelity_passages": 0,
-                "static_peer": False,
-                "pair_similarity": False,
-            },
-            "export": {"onnx": False, "int8": False},
-        }
-    )
+        tiny_run_config(
+            tmp, name="evaluate-kill", tasks=tasks, n_trials=1,
+            dimensions={"num_layers": [1], "hidden_size": [32], "ffn_ratio": [2]},
+            evaluate={"baselines": False, "fidelity_passages": 0},
+        )
+    )  # fmt: skip
     run = tmp / "run"
     pipeline.run(cfg, run_dir=run, until="distill", progress=False)
     return run
