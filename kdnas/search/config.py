@@ -68,8 +68,9 @@ class SearchConfig:
     `fitted` rates narrow ones too high. On 13 fully distilled models of minilm-l6, Kendall tau against the suite
     0.44 trained / 0.51 fitted / 0.64 geomean (0.61 / 0.52 / 0.73 without BERT-small, wider than the teacher); in
     default runs, for 7x, `trained` picked 1-layer students keeping 92.0-92.3%, `fitted` L1-H320-A5-F960 (91.6%),
-    `geomean` L2-H320-A10-F320 (94.8%; 7.3-7.4x in the placement and the export, 6.5x in the final table's timing); for 3x `trained` and `geomean` the same L3-H384-A12-F384
-    (98.1%), `fitted` L5-H256-A8-F512 (95.0%) (docs/benchmarks.md, eighteenth session)."""
+    `geomean` L2-H320-A10-F320 (94.8%; 7.3-7.4x in the placement and the export, 6.5x in the final table's
+    timing); for 3x `trained` and `geomean` the same L3-H384-A12-F384 (98.1%), `fitted` L5-H256-A8-F512 (95.0%)
+    (docs/benchmarks.md, eighteenth session)."""
     quality_passages: int = 300
     """Held-out passages the `cosine` / `recall` quality is measured on per candidate."""
     n_startup_trials: int = 6

@@ -94,7 +94,8 @@ class ProxyEvaluator:
         )
         if result.failed:
             raise DistillError(f"{arch.arch_id}: proxy distillation failed: {result.failed}")
-        # the projections trained with the student and/or least-squares read-outs fitted on the held-out split
+        # the projections trained with the student and/or least-squares read-outs fitted on the held-out split;
+        # the loss is the geometric mean of the read-outs taken (the one loss itself for a single read-out)
         readout = self.cfg.search.proxy_readout
         by_readout: dict[str, float] = {}
         for name in ("trained", "fitted") if readout == "geomean" else (readout,):
@@ -107,11 +108,7 @@ class ProxyEvaluator:
                 raise DistillError(
                     f"{arch.arch_id}: held-out KD loss ({name} read-out) is {by_readout[name]}"
                 )
-        kd = (
-            math.sqrt(by_readout["trained"] * by_readout["fitted"])
-            if readout == "geomean"
-            else by_readout[readout]
-        )
+        kd = math.prod(by_readout.values()) ** (1 / len(by_readout))
         quality: float = kd
         emb: dict[str, float | None] = {}
         if self.cfg.search.quality != "kd_loss":

@@ -503,23 +503,20 @@ def run_search(
             f"{list(cfg.objectives)}: use the same objectives to resume, or a new study name"
         )
     study.set_user_attr("objectives", list(cfg.objectives))
-    quality = study.user_attrs.get("quality", "kd_loss" if study.trials else cfg.quality)
-    if quality != cfg.quality:
-        raise SearchError(
-            f"study {study_name!r} in {redact(url)} measured its candidates' quality as {quality!r}, not "
-            f"{cfg.quality!r} (search.quality): the losses would not compare; resume with search.quality: {quality} "
-            "or use a new study name"
-        )
-    study.set_user_attr("quality", cfg.quality)
-    # a study from before `search.proxy_readout` read its candidates through the trained projections
-    readout = study.user_attrs.get("proxy_readout", "trained" if study.trials else cfg.proxy_readout)
-    if readout != cfg.proxy_readout:
-        raise SearchError(
-            f"study {study_name!r} in {redact(url)} read its candidates' held-out KD loss with the {readout!r} read-out, "
-            f"not {cfg.proxy_readout!r} (search.proxy_readout): the losses would not compare; resume with "
-            f"search.proxy_readout: {readout} or use a new study name"
-        )
-    study.set_user_attr("proxy_readout", cfg.proxy_readout)
+    # how a candidate's loss is measured: losses under two settings do not compare (a study from before a key was
+    # recorded measured it the old way)
+    for key, legacy, how in (
+        ("quality", "kd_loss", "measured its candidates' quality as {!r}"),
+        ("proxy_readout", "trained", "read its candidates' held-out KD loss with the {!r} read-out"),
+    ):
+        want = getattr(cfg, key)
+        had = study.user_attrs.get(key, legacy if study.trials else want)
+        if had != want:
+            raise SearchError(
+                f"study {study_name!r} in {redact(url)} {how.format(had)}, not {want!r} (search.{key}): the losses "
+                f"would not compare; resume with search.{key}: {had} or use a new study name"
+            )
+        study.set_user_attr(key, want)
     if study.metric_names != list(cfg.objectives):
         with quiet_optuna():  # set_metric_names is marked experimental; optuna-dashboard shows the names
             study.set_metric_names(list(cfg.objectives))

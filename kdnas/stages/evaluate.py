@@ -73,9 +73,8 @@ def evaluate(
                     protocol = dataclasses.replace(
                         protocol, lrs=sorted({*protocol.lrs, *(10 * x for x in protocol.lrs)})
                     )
-                kept = report
 
-                def save(partial: ModelReport, name: str = name, kept: ModelReport | None = kept) -> None:
+                def save(partial: ModelReport, name: str = name, kept: ModelReport | None = report) -> None:
                     # after every task: a kill loses at most the task in progress (`stale_tasks` on resume)
                     partial = merge_reports(partial, kept)
                     partial.name = name
