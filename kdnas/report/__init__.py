@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdnas.report.data import (
+    BudgetCheck,
     RecommendationRow,
     RefPoint,
     ReportData,
@@ -53,6 +54,7 @@ def write_report(data: ReportData, out_dir: str | Path) -> dict[str, Path]:
 
 __all__ = [
     "REPORT_FILES",
+    "BudgetCheck",
     "RecommendationRow",
     "RefPoint",
     "ReportData",

@@ -86,6 +86,8 @@ class RecommendationRow:
     """The trial that evaluated it."""
     reason: str | None = None
     """Why nothing was recommended."""
+    budget_speedup: float | None = None
+    """The budget as a speed-up over the teacher, when it was given as one (`7x`)."""
 
 
 @dataclass
@@ -110,12 +112,30 @@ class RetentionEntry:
     """teacher, student (a recommendation of the search), baseline (hand-picked) or peer (the static model)."""
     fidelity: dict[str, Any] | None = None
     """Label-free fidelity to the teacher (mean_cosine, cka, recall_at_10), if measured."""
+    budget_label: str | None = None
+    """The budget a student was recommended for (`7x`); None for every other model."""
 
     @property
     def suite_avg(self) -> float | None:
         """Mean test score over the tasks (main metric each), the suite average of the headline."""
         vals = [v for v in self.scores.values() if v is not None]
         return sum(vals) / len(vals) if vals else None
+
+
+@dataclass
+class BudgetCheck:
+    """A recommended student's budget read against the final table's timing, not only the search's."""
+
+    model: str
+    budget_label: str
+    chosen_speedup: float | None
+    """The speed-up the recommendation showed when the search chose it (its latency / the teacher's)."""
+    final_speedup: float | None
+    """The speed-up of the final table, timed side by side with every scored model after fine-tuning."""
+    met: bool | None
+    """Whether the final timing keeps the budget (None: not timed)."""
+    shortfall: float
+    """How far the final timing misses the budget, as a fraction (0 when met)."""
 
 
 @dataclass
@@ -164,6 +184,29 @@ class ReportData:
 
         mask = pareto_mask(np.array([[value(t, o) for o in objectives] for t in done], dtype=np.float64))
         return sorted((t for t, m in zip(done, mask) if m), key=lambda t: (t.latency_ms, t.kd_loss))
+
+    def budget_checks(self) -> list[BudgetCheck]:
+        """Each recommended student's budget against the final table's timing. The search places students by a
+        timing taken side by side with their rivals; the final table re-times every model later, and on a shared
+        host the two can differ by ~10% (docs/latency.md), so a student chosen at 7.3x may read 6.5x there."""
+        recs = {r.budget_label: r for r in self.recommendations}
+        t_lat = self.teacher.latency_ms if self.teacher else None
+        out = []
+        for e in self.retention:
+            r = recs.get(e.budget_label or "")
+            if r is None:
+                continue
+            chosen = t_lat / r.latency_ms if t_lat and r.latency_ms else None
+            met: bool | None = None
+            short = 0.0
+            if r.budget_speedup and e.speedup:
+                met = e.speedup >= r.budget_speedup
+                short = max(0.0, 1 - e.speedup / r.budget_speedup)
+            elif e.latency_ms and _finite(r.budget_ms):
+                met = e.latency_ms <= r.budget_ms
+                short = max(0.0, e.latency_ms / r.budget_ms - 1)
+            out.append(BudgetCheck(e.model, r.budget_label, chosen, e.speedup, met, short))
+        return out
 
     def budget_label(self, budget_ms: float) -> str:
         for r in self.recommendations:
@@ -248,7 +291,8 @@ def load_report_data(run_dir: str | Path) -> ReportData:
     if ret_path.is_file():
         table = read_json(ret_path)
         tasks = list(table.get("tasks", []))
-        students = {s.get("name") for s in _summary_students(run)}
+        budgets = {s.get("name"): s.get("budget_label") for s in _summary_students(run)}
+        students = set(budgets)
         for r in table.get("rows", []):
             name = r["model"]
             role = ("teacher" if name == table.get("teacher") else "student" if name in students
@@ -256,7 +300,7 @@ def load_report_data(run_dir: str | Path) -> ReportData:
             retention.append(RetentionEntry(
                 model=name, scores=r.get("scores", {}), retention=r.get("retention", {}),
                 avg_retention=r.get("avg_retention"), latency_ms=r.get("latency_ms"), speedup=r.get("speedup"),
-                params=r.get("params"), role=role, fidelity=r.get("fidelity"),
+                params=r.get("params"), role=role, fidelity=r.get("fidelity"), budget_label=budgets.get(name),
             ))  # fmt: skip
         # baselines named in the retention table but absent from baselines.json still get a point when timed
         known = {b.name for b in baselines} | {table.get("teacher")}
@@ -316,4 +360,5 @@ def _recommendation(r: dict[str, Any]) -> RecommendationRow:
         params_m=r.get("params_m"),
         trial=r.get("trial"),
         reason=r.get("reason"),
+        budget_speedup=b.get("speedup"),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from kdnas.report.data import ReportData
+from kdnas.report.data import BudgetCheck, ReportData
 
 CSV_COLUMNS = (
     "number", "state", "arch_id", "latency_ms", "kd_loss", "kd_loss_long", "params_m", "vocab_size", "on_front",
@@ -44,6 +44,20 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
         "|" + "---|" * len(header),
         *("| " + " | ".join(r) + " |" for r in rows),
     ]
+
+
+BUDGET_NOTE = (
+    "The search chose each student by a timing taken side by side with its rivals; the final table re-times every "
+    "model after fine-tuning. On a shared host the two timings can differ by ~10% (docs/latency.md), so read a "
+    "miss of a few percent as the host's drift between the two, and re-time the exported model where it will serve."
+)
+
+
+def budget_verdict(c: BudgetCheck) -> str:
+    """`kept`, `missed by 7.4%` or `not timed` for one student's budget in the final table."""
+    if c.met is None:
+        return "not timed"
+    return "kept" if c.met else f"missed by {100 * c.shortfall:.1f}%"
 
 
 def summary_markdown(data: ReportData, *, files: dict[str, str] | None = None) -> str:
@@ -113,6 +127,15 @@ def summary_markdown(data: ReportData, *, files: dict[str, str] | None = None) -
             rows.append(cells)
         lines += _table(["model", *tasks, "avg retention", "speed-up", "latency ms"], rows)
         lines.append("")
+    checks = data.budget_checks()
+    if checks:
+        lines += ["## Budgets in the final timing", ""]
+        rows = [[c.model, c.budget_label, _f(c.chosen_speedup, ".2f") + "x", _f(c.final_speedup, ".2f") + "x",
+                 budget_verdict(c)] for c in checks]  # fmt: skip
+        lines += _table(
+            ["student", "budget", "speed-up when chosen", "speed-up in the final table", "verdict"], rows
+        )
+        lines += ["", BUDGET_NOTE, ""]
     failed = [t for t in data.trials if t.state == "failed"]
     if failed:
         lines += ["## Failed trials", ""]

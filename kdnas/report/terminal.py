@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kdnas.report.data import ReportData
+from kdnas.report.tables import BUDGET_NOTE, budget_verdict
 
 
 def _f(x: float | None, spec: str) -> str:
@@ -67,3 +68,11 @@ def print_summary(data: ReportData, console: Any = None) -> None:
             avg = _f(None if e.avg_retention is None else 100 * e.avg_retention, ".1f") + "%"
             tab.add_row(e.model, *cells, avg, _f(e.speedup, ".2f") + "x")
         con.print(tab)
+    missed = [c for c in data.budget_checks() if c.met is False]
+    for c in missed:
+        con.print(
+            f"[yellow]{c.model}: {budget_verdict(c)} of its {c.budget_label} budget in the final table "
+            f"({_f(c.final_speedup, '.2f')}x; {_f(c.chosen_speedup, '.2f')}x when the search chose it)[/yellow]"
+        )
+    if missed:
+        con.print(BUDGET_NOTE)

@@ -11,7 +11,14 @@ import pytest
 from rich.console import Console
 
 from kdnas.cli import main
-from kdnas.report import ReportData, ReportError, load_report_data, print_summary, write_report
+from kdnas.report import (
+    RecommendationRow,
+    ReportData,
+    ReportError,
+    load_report_data,
+    print_summary,
+    write_report,
+)
 
 from .conftest import FRONT, synthetic_data
 
@@ -203,3 +210,48 @@ def test_suite_plot_places_every_role_and_draws_the_searched_front(tmp_path: Pat
     assert html is not None and "searched front" in html.read_text() and "m2v" in html.read_text()
     assert suite_png(ReportData(trials=[], retention=[rows[-1]]), tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_budgets_read_against_the_final_table(tmp_path: Path) -> None:
+    """A student the search chose at 8x that the final table times at 6.5x misses its 7x budget, and the summary,
+    the terminal and the report data all say so; one that stays over its budget is `kept`."""
+    run = tmp_path / "run"
+    _write_run(run)
+    table = json.loads((run / "retention.json").read_text())
+    teacher_row = table["rows"][0]
+    for name, speedup in (("student-7x", 6.5), ("student-3x", 3.1)):
+        table["rows"].append({**teacher_row, "model": name, "speedup": speedup, "latency_ms": 36.0 / speedup})
+    (run / "retention.json").write_text(json.dumps(table))
+    (run / "summary.json").write_text(json.dumps({"students": [
+        {"name": "student-7x", "budget_label": "7x"}, {"name": "student-3x", "budget_label": "3x"},
+    ]}))  # fmt: skip
+    d = load_report_data(run)
+    assert [(e.model, e.budget_label) for e in d.retention if e.role == "student"] == [
+        ("student-7x", "7x"), ("student-3x", "3x"),
+    ]  # fmt: skip
+    checks = {c.model: c for c in d.budget_checks()}
+    assert set(checks) == {"student-7x", "student-3x"}
+    seven = checks["student-7x"]
+    assert seven.met is False and seven.chosen_speedup == pytest.approx(36.0 / 4.5)
+    assert seven.shortfall == pytest.approx(1 - 6.5 / 7.0)
+    assert checks["student-3x"].met is True and checks["student-3x"].shortfall == 0.0
+    summary = write_report(d, tmp_path / "out")["summary"].read_text()
+    assert "## Budgets in the final timing" in summary
+    assert "| student-7x | 7x | 8.00x | 6.50x | missed by 7.1% |" in summary
+    assert "| student-3x | 3x | 3.27x | 3.10x | kept |" in summary
+    con = Console(record=True, width=200)
+    print_summary(d, con)
+    text = con.export_text()
+    assert "student-7x: missed by 7.1% of its 7x budget in the final table" in text
+    assert "student-3x: " not in text
+
+
+def test_a_budget_in_ms_is_read_in_ms() -> None:
+    d = synthetic_data()
+    d.recommendations = [RecommendationRow("12 ms", 12.0, "L5-H128-A4-F512-gelu", 11.0, 0.15, 6.0)]
+    d.retention[1].budget_label = "12 ms"
+    d.retention[1].latency_ms = 13.2
+    (check,) = d.budget_checks()
+    assert check.met is False and check.shortfall == pytest.approx(0.1)
+    d.retention[1].latency_ms = 11.9
+    assert d.budget_checks()[0].met is True
