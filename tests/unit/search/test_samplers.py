@@ -111,6 +111,44 @@ def test_kdnas_controller_spreads_episodes_over_budget_bands(minilm, fake):
     assert len([x for x in picks(()) if x > budgets[0] * 1.1]) < len(loose)
 
 
+def test_budgets_within_the_margin_share_a_band() -> None:
+    """The family headline's budgets (ms, 2026-12-07): 3x beside BERT-mini's, TinyBERT's beside the truncated
+    teacher's. Six bands, two of them thinner than the margin, become four."""
+    from kdnas.search.controller import latency_bands
+
+    bands = latency_bands([2.58, 6.03, 6.63, 8.82, 9.68, 21.5], 0.1)
+    assert [round(hi, 3) for _, hi in bands] == [2.838, 7.293, 10.648, 23.65]
+    assert [round(lo, 3) for lo, _ in bands] == [0.0, 2.838, 7.293, 10.648]
+    assert len(latency_bands([2.58, 6.03, 6.64, 21.5], 0.1)) == 4  # 10.1% apart: bands of their own
+
+
+def test_every_band_gets_its_turn_when_bands_outnumber_slots(minilm, fake):
+    """Six well-spaced budgets, four slots per episode: 12 trials give every band two slots. Rotating by the
+    episode index alone gave the tightest band one slot in three episodes and the middle ones three."""
+    import optuna
+
+    t_ms = fake.teacher_latency_ms
+    budgets = [t_ms / s for s in (12.0, 8.0, 5.0, 3.2, 2.0, 1.25)]
+    space = default_space(minilm).replace(latency_fn=fake.predict_latency_ms)
+    sampler = KDNASSampler(space=space, episode_size=4, epsilon=0.5, seed=0, budgets_ms=budgets)
+    assert len(sampler.bands) == 6
+    study = optuna.create_study(sampler=sampler)
+    counts = [0] * len(sampler.bands)
+    for _ in range(12):
+        t = study.ask()
+        arch = space.suggest(t)
+        lat = fake.predict_latency_ms(arch)
+        counts[next(i for i, (lo, hi) in enumerate(sampler.bands) if lo < lat <= hi or i == 5)] += 1
+        t.set_user_attr("arch_id", arch.arch_id)
+        t.set_user_attr("arch", arch.to_dict())
+        t.set_user_attr("reward", 1.0 / lat)
+        study.tell(t, 0.0)
+    assert counts == [2, 2, 2, 2, 2, 2]
+    # two budgets (the default run): the rotation is the one before this change, the first slot alternating
+    two = KDNASSampler(space=space, episode_size=4, seed=0, budgets_ms=budgets[:2])
+    assert [two._band_start(i) % 2 for i in range(4)] == [0, 1, 0, 1]
+
+
 def test_a_registered_strategy_is_configurable_and_runs(minilm, fake):
     """One factory signature for every strategy: a new one is a `SpaceSampler` with `next_arch` and one
     `register_strategy` call; the config accepts its name, the search runs it like a built-in one."""
