@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kdnas.distill.config import DistillConfig
     from kdnas.distill.distiller import Distiller, mlm_head
-    from kdnas.distill.heldout import fit_projections, heldout_kd_loss
+    from kdnas.distill.heldout import fit_projections, heldout_kd_loss, heldout_kd_losses
     from kdnas.distill.mapping import capture_qkv, layer_map
     from kdnas.distill.teacher_cache import CachedTeacher, TeacherCache, TeacherNeeds, teacher_info
     from kdnas.distill.trainer import DistillResult, distill
@@ -23,6 +23,7 @@ _EXPORTS = {
     "mlm_head": "kdnas.distill.distiller",
     "fit_projections": "kdnas.distill.heldout",
     "heldout_kd_loss": "kdnas.distill.heldout",
+    "heldout_kd_losses": "kdnas.distill.heldout",
     "capture_qkv": "kdnas.distill.mapping",
     "layer_map": "kdnas.distill.mapping",
     "CachedTeacher": "kdnas.distill.teacher_cache",
@@ -48,6 +49,7 @@ __all__ = [
     "distill",
     "fit_projections",
     "heldout_kd_loss",
+    "heldout_kd_losses",
     "layer_map",
     "mlm_head",
     "register_loss",

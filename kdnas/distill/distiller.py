@@ -245,24 +245,41 @@ class Distiller(nn.Module):
         """input_ids, attention_mask: [B, S]; teacher_out: items from the teacher cache for these rows
         (hidden.L [B, S, Ht], q.L/k.L/v.L [B, S, Dt], attn.L [B, At, S, S]); variances: hidden.L -> the
         teacher variance. flash_layer: only that student layer's hidden + attention losses (flash mode)."""
-        weights = self.phase_weights(flash_layer)
+        view = self.student_view(input_ids, attention_mask, teacher_out, variances, flash_layer=flash_layer)
+        return self.loss(view, flash_layer=flash_layer)
+
+    def student_view(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        teacher_out: dict[str, Tensor],
+        variances: dict[str, float],
+        *,
+        flash_layer: int | None = None,
+    ) -> StepView:
+        """The student's forward on one batch as the loss terms read it: its hidden states, and the attentions
+        and q/k/v the active terms need. One view serves every distiller of the same student and losses
+        (`dataclasses.replace(view, distiller=other, memo={})`: the held-out read-outs share a forward)."""
+        terms = self.terms(self.phase_weights(flash_layer))
         layers = [flash_layer] if flash_layer is not None else list(range(1, self.num_layers + 1))
-        mask = attention_mask
-        terms = self.terms(weights)
         qkv_layers = sorted({i for t in terms for i in t.student_qkv_layers(self)})
         base = base_encoder(self.student)
         with capture_qkv(base, qkv_layers) as cap:
             out = base(
                 input_ids=self.student_ids(input_ids),
-                attention_mask=mask,
+                attention_mask=attention_mask,
                 output_hidden_states=True,
                 output_attentions=any(t.student_attentions for t in terms),
             )
-        view = StepView(
-            distiller=self, mask=mask, hidden=out.hidden_states, attentions=out.attentions, qkv=cap,
+        return StepView(
+            distiller=self, mask=attention_mask, hidden=out.hidden_states, attentions=out.attentions, qkv=cap,
             teacher_out=teacher_out, variances=variances, layers=layers,
         )  # fmt: skip
-        comps = {t.name: t(view) for t in terms}
+
+    def loss(self, view: StepView, *, flash_layer: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted loss and its components on a `student_view`, through this distiller's projections."""
+        weights = self.phase_weights(flash_layer)
+        comps = {t.name: t(view) for t in self.terms(weights)}
         return L.combine(comps, weights), comps
 
     def teacher_embedding(self, last: Tensor, mask: Tensor) -> Tensor:

@@ -75,7 +75,7 @@ class ProxyEvaluator:
         return self.builder.build(arch)
 
     def evaluate(self, arch: Arch, *, fidelity: Fidelity, tokens: int) -> CandidateResult:
-        from kdnas.distill import distill, heldout_kd_loss
+        from kdnas.distill import distill, heldout_kd_losses
         from kdnas.space.cost import param_count
 
         t0 = time.perf_counter()
@@ -97,17 +97,15 @@ class ProxyEvaluator:
         # the projections trained with the student and/or least-squares read-outs fitted on the held-out split;
         # the loss is the geometric mean of the read-outs taken (the one loss itself for a single read-out)
         readout = self.cfg.search.proxy_readout
-        by_readout: dict[str, float] = {}
-        for name in ("trained", "fitted") if readout == "geomean" else (readout,):
-            by_readout[name] = heldout_kd_loss(
-                self.teacher, student, self.heldout, self.cfg.distill,
-                projections=result.distiller if name == "trained" else None, teacher_cache=self._cache,
-                input_map=input_map,
-            )  # fmt: skip
-            if not math.isfinite(by_readout[name]):
-                raise DistillError(
-                    f"{arch.arch_id}: held-out KD loss ({name} read-out) is {by_readout[name]}"
-                )
+        names = ("trained", "fitted") if readout == "geomean" else (readout,)
+        by_readout = heldout_kd_losses(
+            self.teacher, student, self.heldout, self.cfg.distill,
+            readouts={n: result.distiller if n == "trained" else None for n in names}, teacher_cache=self._cache,
+            input_map=input_map,
+        )  # fmt: skip
+        for name, value in by_readout.items():
+            if not math.isfinite(value):
+                raise DistillError(f"{arch.arch_id}: held-out KD loss ({name} read-out) is {value}")
         kd = math.prod(by_readout.values()) ** (1 / len(by_readout))
         quality: float = kd
         emb: dict[str, float | None] = {}

@@ -190,3 +190,41 @@ def test_a_registered_term_gets_the_least_squares_start_through_its_fit_pairs(re
     bad = Distiller(s, teacher_info(t), DistillConfig(losses={"test_wrong_name": 1.0}))
     with pytest.raises(DistillError, match=r"'test_wrong_name'.*'hidden_1'"):
         fit_projections(bad, ephemeral_teacher(t, batch, bad.needs(), batch_size=5), 5)
+
+
+def test_read_outs_scored_together_are_those_scored_one_at_a_time() -> None:
+    """The search's geomean read-out scores the trained and the fitted projections of one student: together
+    they share one student pass over the held-out rows (2 passes, not 3) and give the same losses and components
+    as one read-out at a time, the sentence term (which memoises embeddings per view) included."""
+    from kdnas.distill import heldout_kd_losses
+    from kdnas.distill.teacher_cache import base_encoder
+
+    t = tiny_teacher("bert", num_layers=4)
+    s = build_student(t.config, Arch(num_layers=2, hidden_size=16, num_heads=2, ffn_size=32), seed=0)
+    cfg = DistillConfig(
+        batch_size=8, losses={"hidden": 1.0, "relation": 1.0, "sentence": 1.0}, relation_heads=4, pooling="mean"
+    )
+    res = distill(t, s, tiny_batch(40, 12), cfg, steps=10, progress=False)
+    calls = []
+    hook = base_encoder(s).register_forward_hook(lambda *_: calls.append(1))
+    try:
+        one: dict[str, dict[str, float]] = {"trained": {}, "fitted": {}}
+        trained = heldout_kd_loss(t, s, HELDOUT, cfg, projections=res.distiller, components=one["trained"])
+        fitted = heldout_kd_loss(t, s, HELDOUT, cfg, components=one["fitted"])
+        apart = len(calls)
+        calls.clear()
+        both: dict[str, dict[str, float]] = {}
+        got = heldout_kd_losses(
+            t, s, HELDOUT, cfg, readouts={"trained": res.distiller, "fitted": None}, components=both
+        )
+    finally:
+        hook.remove()
+    batches = -(-len(HELDOUT["input_ids"]) // cfg.batch_size)
+    assert apart == 3 * batches and len(calls) == 2 * batches
+    assert got == {"trained": pytest.approx(trained, rel=1e-6), "fitted": pytest.approx(fitted, rel=1e-6)}
+    assert trained != pytest.approx(fitted, rel=1e-3)
+    assert set(both) == {"trained", "fitted"} and set(both["fitted"]) == {"hidden", "relation", "sentence"}
+    for name in both:
+        assert both[name] == {k: pytest.approx(v, rel=1e-6) for k, v in one[name].items()}
+    with pytest.raises(DistillError, match="no read-out"):
+        heldout_kd_losses(t, s, HELDOUT, cfg, readouts={})
