@@ -103,9 +103,9 @@ class ProxyEvaluator:
             readouts={n: result.distiller if n == "trained" else None for n in names}, teacher_cache=self._cache,
             input_map=input_map,
         )  # fmt: skip
-        for name, value in by_readout.items():
-            if not math.isfinite(value):
-                raise DistillError(f"{arch.arch_id}: held-out KD loss ({name} read-out) is {value}")
+        for name, loss in by_readout.items():
+            if not math.isfinite(loss):
+                raise DistillError(f"{arch.arch_id}: held-out KD loss ({name} read-out) is {loss}")
         kd = math.prod(by_readout.values()) ** (1 / len(by_readout))
         quality: float = kd
         emb: dict[str, float | None] = {}

@@ -202,7 +202,10 @@ def test_read_outs_scored_together_are_those_scored_one_at_a_time() -> None:
     t = tiny_teacher("bert", num_layers=4)
     s = build_student(t.config, Arch(num_layers=2, hidden_size=16, num_heads=2, ffn_size=32), seed=0)
     cfg = DistillConfig(
-        batch_size=8, losses={"hidden": 1.0, "relation": 1.0, "sentence": 1.0}, relation_heads=4, pooling="mean"
+        batch_size=8,
+        losses={"hidden": 1.0, "relation": 1.0, "sentence": 1.0},
+        relation_heads=4,
+        pooling="mean",
     )
     res = distill(t, s, tiny_batch(40, 12), cfg, steps=10, progress=False)
     calls = []
