@@ -88,6 +88,8 @@ class RecommendationRow:
     """Why nothing was recommended."""
     budget_speedup: float | None = None
     """The budget as a speed-up over the teacher, when it was given as one (`7x`)."""
+    budget_min_ms: float | None = None
+    """An equal-latency budget (`=tinybert-4L-312H`): the low end of its band, the high end being `budget_ms`."""
 
 
 @dataclass
@@ -136,6 +138,11 @@ class BudgetCheck:
     """Whether the final timing keeps the budget (None: not timed)."""
     shortfall: float
     """How far the final timing misses the budget, as a fraction (0 when met)."""
+    floor: float | None = None
+    """The lowest final speed-up that keeps the budget (None for a budget in ms)."""
+    reference: str | None = None
+    """An equal-latency budget: the baseline whose speed-up in the same final table sets `floor` (its speed-up
+    less the band's tolerance), so both sides of the comparison come from one timing."""
 
 
 @dataclass
@@ -190,6 +197,7 @@ class ReportData:
         timing taken side by side with their rivals; the final table re-times every model later, and on a shared
         host the two can differ by ~10% (docs/latency.md), so a student chosen at 7.3x may read 6.5x there."""
         recs = {r.budget_label: r for r in self.recommendations}
+        final = {e.model: e.speedup for e in self.retention}
         t_lat = self.teacher.latency_ms if self.teacher else None
         out = []
         for e in self.retention:
@@ -199,13 +207,19 @@ class ReportData:
             chosen = t_lat / r.latency_ms if t_lat and r.latency_ms else None
             met: bool | None = None
             short = 0.0
-            if r.budget_speedup and e.speedup:
-                met = e.speedup >= r.budget_speedup
-                short = max(0.0, 1 - e.speedup / r.budget_speedup)
+            floor, ref = r.budget_speedup, None
+            if r.budget_min_ms is not None and r.budget_speedup:  # at a baseline's latency, within a band
+                tol = (r.budget_ms - r.budget_min_ms) / (r.budget_ms + r.budget_min_ms)
+                name = r.budget_label.removeprefix("=")
+                ref = name if final.get(name) else None
+                floor = (final[name] if ref else r.budget_speedup) / (1 + tol)  # type: ignore[operator]
+            if floor and e.speedup:
+                met = e.speedup >= floor
+                short = max(0.0, 1 - e.speedup / floor)
             elif e.latency_ms and _finite(r.budget_ms):
                 met = e.latency_ms <= r.budget_ms
                 short = max(0.0, e.latency_ms / r.budget_ms - 1)
-            out.append(BudgetCheck(e.model, r.budget_label, chosen, e.speedup, met, short))
+            out.append(BudgetCheck(e.model, r.budget_label, chosen, e.speedup, met, short, floor, ref))
         return out
 
     def budget_label(self, budget_ms: float) -> str:
@@ -361,4 +375,5 @@ def _recommendation(r: dict[str, Any]) -> RecommendationRow:
         trial=r.get("trial"),
         reason=r.get("reason"),
         budget_speedup=b.get("speedup"),
+        budget_min_ms=b.get("min_latency_ms"),
     )

@@ -15,10 +15,12 @@ from kdnas.report import (
     RecommendationRow,
     ReportData,
     ReportError,
+    RetentionEntry,
     load_report_data,
     print_summary,
     write_report,
 )
+from kdnas.report.tables import summary_markdown
 
 from .conftest import FRONT, synthetic_data
 
@@ -237,8 +239,8 @@ def test_budgets_read_against_the_final_table(tmp_path: Path) -> None:
     assert checks["student-3x"].met is True and checks["student-3x"].shortfall == 0.0
     summary = write_report(d, tmp_path / "out")["summary"].read_text()
     assert "## Budgets in the final timing" in summary
-    assert "| student-7x | 7x | 8.00x | 6.50x | missed by 7.1% |" in summary
-    assert "| student-3x | 3x | 3.27x | 3.10x | kept |" in summary
+    assert "| student-7x | 7x | 8.00x | 6.50x | >= 7.00x | missed by 7.1% |" in summary
+    assert "| student-3x | 3x | 3.27x | 3.10x | >= 3.00x | kept |" in summary
     con = Console(record=True, width=200)
     print_summary(d, con)
     text = con.export_text()
@@ -255,3 +257,28 @@ def test_a_budget_in_ms_is_read_in_ms() -> None:
     assert check.met is False and check.shortfall == pytest.approx(0.1)
     d.retention[1].latency_ms = 11.9
     assert d.budget_checks()[0].met is True
+
+
+def test_an_equal_latency_budget_is_read_against_its_baseline_in_the_same_table() -> None:
+    """A student placed at BERT-mini's latency (chosen at 2.91x beside BERT-mini's 2.86x) is judged against
+    BERT-mini's speed-up in the final table, less the band's 5%: at 3.19x there, 2.91x misses by 4.2%; had the
+    baseline stayed at 2.95x it would be kept. Without the baseline's row the budget's own speed-up is used."""
+    d = synthetic_data()
+    ms = 36.0 / 2.86
+    d.recommendations = [
+        RecommendationRow("=bert-mini", ms * 1.05, "L2-H384-A12-F1536-gelu", 36.0 / 2.91, 3.1, 15.6,
+                          budget_speedup=2.86, budget_min_ms=ms * 0.95),
+    ]  # fmt: skip
+    student = d.retention[1]
+    student.model, student.budget_label, student.speedup = "student-at-bert-mini", "=bert-mini", 2.91
+    mini = RetentionEntry("bert-mini", {}, {}, None, 36.0 / 3.19, 3.19)
+    d.retention.append(mini)
+    (check,) = d.budget_checks()
+    assert check.reference == "bert-mini" and check.floor == pytest.approx(3.19 / 1.05)
+    assert check.met is False and check.shortfall == pytest.approx(1 - 2.91 * 1.05 / 3.19)
+    assert "| >= 3.04x (bert-mini in the same table, less the band) | missed by 4.2% |" in summary_markdown(d)
+    mini.speedup = 2.95
+    assert d.budget_checks()[0].met is True
+    d.retention.remove(mini)
+    (alone,) = d.budget_checks()
+    assert alone.reference is None and alone.floor == pytest.approx(2.86 / 1.05) and alone.met is True
