@@ -211,8 +211,9 @@ class ReportData:
             if r.budget_min_ms is not None and r.budget_speedup:  # at a baseline's latency, within a band
                 tol = (r.budget_ms - r.budget_min_ms) / (r.budget_ms + r.budget_min_ms)
                 name = r.budget_label.removeprefix("=")
-                ref = name if final.get(name) else None
-                floor = (final[name] if ref else r.budget_speedup) / (1 + tol)  # type: ignore[operator]
+                base = final.get(name)
+                ref = name if base else None
+                floor = (base or r.budget_speedup) / (1 + tol)
             if floor and e.speedup:
                 met = e.speedup >= floor
                 short = max(0.0, 1 - e.speedup / floor)
