@@ -171,9 +171,8 @@ def heldout_kd_losses(
     check_input_map(student, ids, input_map)
     ds: dict[str, Distiller] = {}
     for name, projections in readouts.items():
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # the throw-away projection init must not move the caller's RNG
+        # the throw-away projection init must not move the caller's RNG
+        with torch.random.fork_rng(devices=[]):
             d = Distiller(
                 student, info, cfg, teacher_head=mlm_head(teacher), input_map=input_map,
                 pooling=teacher_pooling(teacher),
