@@ -22,15 +22,18 @@ from pathlib import Path
 
 
 def final_table_models(run: Path, *, peer: bool) -> list[tuple[str, Path]]:
-    """The models a run's evaluate stage timed, in its order: baselines, students, the static peer."""
+    """The models a run's evaluate stage timed, in its order: baselines, students, the static peer; a baseline
+    the search recommended (its model dir a student's) is timed once, as the evaluate stage does."""
+    from kdnas import run_dir as rd
+
     summary = json.loads((run / "summary.json").read_text())
-    out = []
-    eol = run / "baselines" / "every-other-layer"
+    out: list[tuple[str, Path]] = []
+    eol = run / rd.BASELINES / "every-other-layer" / "model"
     if (eol / "config.json").is_file():
         out.append(("every-other-layer", eol))
     for m in [*summary.get("baselines", []), *summary.get("students", [])]:
         d = run / m["model_dir"]
-        if (d / "config.json").is_file():
+        if (d / "config.json").is_file() and all(d.resolve() != x.resolve() for _, x in out):
             out.append((m["name"], d))
     static = run / "peers" / "model2vec-static"
     if peer and (static / "config.json").is_file():
