@@ -90,10 +90,12 @@ def _run(args: argparse.Namespace) -> int:
         parallel.shutdown()  # a failing process leaves at once; torchrun then stops the others
         raise
     # rank 0 still scores and saves after the other processes are done: every process waits for it here, so
-    # all of them tear the process group down together. Rank 1 tearing it down and exiting while rank 0 still
-    # held it is the likely cause of a rank-1 SIGABRT seen twice in CI at the end of a finished run.
+    # all of them tear the process group down together, and then leave without the interpreter's teardown, where
+    # gloo's threads aborted a finished run's rank 1 (parallel.leave).
     parallel.barrier(w)
     parallel.shutdown()
+    if w.size > 1:
+        parallel.leave(code)
     return code
 
 

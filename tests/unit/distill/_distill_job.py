@@ -60,6 +60,8 @@ def main() -> None:
                "tokens": res.tokens, "world": w.size}  # fmt: skip
         with open(a.out_json, "w") as f:
             json.dump(out, f)
+    if w.size > 1:
+        parallel.leave(0)  # as `kdnas distill` does under torchrun
 
 
 if __name__ == "__main__":

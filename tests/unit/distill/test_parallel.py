@@ -60,6 +60,23 @@ def test_a_run_of_two_processes_resumes_in_one(tmp_path: Path) -> None:
     assert [json.loads(x)["step"] for x in lines] == list(range(1, 7))
 
 
+def test_a_worker_leaves_with_its_code_and_its_output_flushed(tmp_path: Path) -> None:
+    """`parallel.leave` skips the interpreter's teardown (where gloo aborted finished runs) but nothing written is
+    lost: stdout to a pipe is block-buffered, and a plain os._exit would drop it."""
+    log = tmp_path / "worker.log"
+    script = (
+        "import logging, sys; from kdnas.distill import parallel; "
+        "logging.basicConfig(filename=sys.argv[1], level=logging.INFO); logging.info('saved'); "
+        "print('done', end=''); parallel.leave(3)"
+    )
+    buffered = {k: v for k, v in _env().items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(log)], env=buffered, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 3 and proc.stdout == "done", proc.stderr[-2000:]
+    assert "saved" in log.read_text()
+
+
 def test_grad_accum_must_be_a_multiple_of_the_processes(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match=r"distill.grad_accum is 1, not a multiple of the 2 processes"):
         _run(tmp_path, "bad", "--grad-accum", "1", procs=2)
