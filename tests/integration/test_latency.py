@@ -21,7 +21,9 @@ def test_teacher_student_and_dir_on_torch(minilm_dir, tmp_path):
     teacher = measure_teacher(minilm_dir, t, cache=cache)
     (student,) = measure_archs(minilm_dir, [Arch(2, 128, 2, 512)], t, cache=cache)
     assert teacher.model == "bert:L6-H384-A12-F1536-gelu" and student.model == "L2-H128-A2-F512-gelu"
-    assert teacher.median_ms > student.median_ms > 0  # ~25x fewer FLOPs
+    # no order between the two: they are timed in separate workers, and on a loaded host (a CI run beside a
+    # benchmark) the student once read 224 ms against the teacher's 133 ms; tests never assert speed
+    assert teacher.median_ms > 0 and student.median_ms > 0 and not student.cached
     assert measure_teacher(minilm_dir, t, cache=cache).cached
     real = measure_model_dir(minilm_dir, t, cache=cache)
     # the trained weights of a model dir are measured too (no timing comparison: tests never assert speed)
@@ -49,4 +51,4 @@ def test_cli_speedup_table(minilm_dir, tmp_path, capsys):
     )
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert rc == 0 and len(rows) == 2 and rows[0]["name"].startswith("teacher")
-    assert rows[0]["median_ms"] > rows[1]["median_ms"]
+    assert rows[1]["name"] == "L=2,H=128,A=2,F=512" and all(r["median_ms"] > 0 for r in rows)  # no order

@@ -119,7 +119,7 @@ def test_the_torch_backend_times_a_static_peer_and_onnx_refuses_it(tmp_path: Pat
     assert ModelSpec.from_dict(spec.to_dict()) == spec  # travels to a worker as JSON
     fast = TimingSettings(warmup_s=0.01, min_repeats=3, rel_ci=0.5, max_time_s=0.2)
     r = TorchBackend(threads=1, settings=fast).measure(spec, Shape(1, 16))
-    assert 0 < r.median_ms < 50 and r.model == "peer"
+    assert r.median_ms > 0 and r.model == "peer" and r.repeats >= 3
     pytest.importorskip("onnxruntime")
     from kdnas.latency.onnx_backend import OnnxRuntimeBackend
 
