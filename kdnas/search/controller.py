@@ -174,6 +174,7 @@ class KDNASSampler(SpaceSampler):
         self.reward_attr = reward_attr
         self.hidden_size, self.train_steps = hidden_size, train_steps
         self._queue: list[Arch] = []
+        self._why: list[dict[str, Any]] = []  # beside `_queue`: how each queued arch was picked
         self.episodes: list[Episode] = []
 
     def observations(self, study: Study) -> tuple[list[Arch], np.ndarray]:
@@ -221,6 +222,8 @@ class KDNASSampler(SpaceSampler):
             ep.train_loss = pred.train_loss
         taken: set[int] = set()
         chosen, fill = [], []
+        why_chosen: list[dict[str, Any]] = []
+        why_fill: list[dict[str, Any]] = []
         for j in range(k):  # the first k - n_random slots by predicted reward, the rest at random
             free = [i for i in range(len(pool)) if i not in taken]
             band = bands[j]
@@ -229,17 +232,21 @@ class KDNASSampler(SpaceSampler):
                 free = inside or free  # an empty band: any arch rather than none
             if not free:
                 break
+            why = {"episode": index, "band_ms": None if band is None else list(band)}
             if scores is not None and j < k - n_random:
                 i = max(free, key=lambda i: scores[i])
                 chosen.append(pool[i])
                 ep.predicted.append(float(scores[i]))
+                why_chosen.append({**why, "pick": "predicted", "predicted_reward": float(scores[i])})
             else:
                 i = free[int(self._rng.integers(len(free)))]
                 fill.append(pool[i])
+                why_fill.append({**why, "pick": "random"})
             taken.add(i)
         ep.top = [a.arch_id for a in chosen]
         ep.random = [a.arch_id for a in fill]
         self._queue.extend(chosen + fill)
+        self._why.extend(why_chosen + why_fill)
         self.episodes.append(ep)
         return ep
 
@@ -253,9 +260,13 @@ class KDNASSampler(SpaceSampler):
         return index * k + (index if k % n == 0 else 0)
 
     def next_arch(self, study: Study, trial: FrozenTrial) -> Arch:
-        """The next arch of the current episode's plan (a new episode is planned when it is used up)."""
+        """The next arch of the current episode's plan (a new episode is planned when it is used up). The trial's
+        `controller` user attr says how it was picked: its episode, its band (ms) and `predicted` (with the
+        predicted reward) or `random`, so a search can be read afterwards (which slots went where, and why)."""
         if not self._queue:
             self.plan_episode(study)
         if not self._queue:  # every arch of the space has been tried: repeat one
             self._queue.extend(self._space.sample_many(1, self._rng))
+            self._why.append({"pick": "repeat"})
+        study._storage.set_trial_user_attr(trial._trial_id, "controller", self._why.pop(0))
         return self._queue.pop(0)

@@ -73,6 +73,16 @@ def test_kdnas_controller_plans_top_k_and_decays_epsilon(minilm):
     assert sum(len(e.top) for e in eps[1:]) >= 9  # mostly exploitation once trained
     ids = [t.user_attrs["arch_id"] for t in study.trials]
     assert len(set(ids)) == 16  # never proposes an arch twice
+    # each trial says how it was picked, as the episodes planned it (top by predicted reward, then at random)
+    why = [t.user_attrs["controller"] for t in study.trials]
+    assert [w["episode"] for w in why] == [e.index for e in eps for _ in range(4)]
+    assert [w["pick"] for w in why] == [
+        p for e in eps for p in ["predicted"] * len(e.top) + ["random"] * len(e.random)
+    ]
+    assert [w["predicted_reward"] for w in why if w["pick"] == "predicted"] == [
+        r for e in eps for r in e.predicted
+    ]
+    assert all(w["band_ms"] is None for w in why)  # no budgets, no bands
     first = _synthetic_reward(space, [space.arch(t.params) for t in study.trials[:4]]).mean()
     last = _synthetic_reward(space, [space.arch(t.params) for t in study.trials[-4:]]).mean()
     assert last > first
@@ -102,6 +112,10 @@ def test_kdnas_controller_spreads_episodes_over_budget_bands(minilm, fake):
             # the KD-NAS reward favours fast archs: unbanded, the controller crowds the tightest budget
             t.set_user_attr("reward", 1.0 / lat[-1])
             study.tell(t, 0.0)
+        bands = [
+            t.user_attrs["controller"]["band_ms"] for t in study.trials
+        ]  # what each slot was planned for
+        assert all(b is None if not budgets_ms else b[0] < x <= b[1] for b, x in zip(bands, lat, strict=True))
         return lat
 
     banded = picks(budgets)
