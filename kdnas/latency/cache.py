@@ -16,7 +16,12 @@ from kdnas.latency.result import LatencyResult
 
 
 def default_dir() -> Path:
-    """`<kdnas cache>/latency`: kdnas.zoo.cache_dir() when the zoo is there, else $KDNAS_CACHE or ~/.cache/kdnas."""
+    """$KDNAS_LATENCY_CACHE when set, else `<kdnas cache>/latency`: kdnas.zoo.cache_dir() when the zoo is there,
+    else $KDNAS_CACHE or ~/.cache/kdnas. The test suite points it at a temp dir of its own: tests cache whatever
+    a loaded machine measures, and such readings must not reach the user's cache."""
+    env_latency = os.environ.get("KDNAS_LATENCY_CACHE")
+    if env_latency:
+        return Path(env_latency).expanduser()
     try:
         from kdnas.cache import cache_dir
 
