@@ -173,8 +173,7 @@ class KDNASSampler(SpaceSampler):
         self.epsilon, self.epsilon_decay = epsilon, epsilon_decay
         self.reward_attr = reward_attr
         self.hidden_size, self.train_steps = hidden_size, train_steps
-        self._queue: list[Arch] = []
-        self._why: list[dict[str, Any]] = []  # beside `_queue`: how each queued arch was picked
+        self._queue: list[tuple[Arch, dict[str, Any]]] = []  # planned archs, each with how it was picked
         self.episodes: list[Episode] = []
 
     def observations(self, study: Study) -> tuple[list[Arch], np.ndarray]:
@@ -192,7 +191,7 @@ class KDNASSampler(SpaceSampler):
         archs, rewards = self.observations(study)
         index = len(archs) // self.episode_size
         eps = self.epsilon * self.epsilon_decay**index
-        seen = seen_arch_ids(study) | {a.arch_id for a in self._queue}
+        seen = seen_arch_ids(study) | {a.arch_id for a, _ in self._queue}
         k = self.episode_size
         ep = Episode(index=index, epsilon=eps, n_observed=len(archs))
         if len(archs) < 2 or len(set(rewards.tolist())) < 2:
@@ -221,9 +220,8 @@ class KDNASSampler(SpaceSampler):
             scores = pred.predict(self._space.encode_many(pool))
             ep.train_loss = pred.train_loss
         taken: set[int] = set()
-        chosen, fill = [], []
-        why_chosen: list[dict[str, Any]] = []
-        why_fill: list[dict[str, Any]] = []
+        chosen: list[tuple[Arch, dict[str, Any]]] = []
+        fill: list[tuple[Arch, dict[str, Any]]] = []
         for j in range(k):  # the first k - n_random slots by predicted reward, the rest at random
             free = [i for i in range(len(pool)) if i not in taken]
             band = bands[j]
@@ -235,18 +233,15 @@ class KDNASSampler(SpaceSampler):
             why = {"episode": index, "band_ms": None if band is None else list(band)}
             if scores is not None and j < k - n_random:
                 i = max(free, key=lambda i: scores[i])
-                chosen.append(pool[i])
                 ep.predicted.append(float(scores[i]))
-                why_chosen.append({**why, "pick": "predicted", "predicted_reward": float(scores[i])})
+                chosen.append((pool[i], {**why, "pick": "predicted", "predicted_reward": float(scores[i])}))
             else:
                 i = free[int(self._rng.integers(len(free)))]
-                fill.append(pool[i])
-                why_fill.append({**why, "pick": "random"})
+                fill.append((pool[i], {**why, "pick": "random"}))
             taken.add(i)
-        ep.top = [a.arch_id for a in chosen]
-        ep.random = [a.arch_id for a in fill]
+        ep.top = [a.arch_id for a, _ in chosen]
+        ep.random = [a.arch_id for a, _ in fill]
         self._queue.extend(chosen + fill)
-        self._why.extend(why_chosen + why_fill)
         self.episodes.append(ep)
         return ep
 
@@ -266,7 +261,7 @@ class KDNASSampler(SpaceSampler):
         if not self._queue:
             self.plan_episode(study)
         if not self._queue:  # every arch of the space has been tried: repeat one
-            self._queue.extend(self._space.sample_many(1, self._rng))
-            self._why.append({"pick": "repeat"})
-        study._storage.set_trial_user_attr(trial._trial_id, "controller", self._why.pop(0))
-        return self._queue.pop(0)
+            self._queue.extend((a, {"pick": "repeat"}) for a in self._space.sample_many(1, self._rng))
+        arch, why = self._queue.pop(0)
+        study._storage.set_trial_user_attr(trial._trial_id, "controller", why)
+        return arch
