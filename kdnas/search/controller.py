@@ -41,7 +41,10 @@ def latency_bands(budgets_ms: Sequence[float], margin: float) -> list[tuple[floa
 class RewardPredictor:
     """An MLP `encoding -> reward`, retrained from scratch on every observation (there are few; it is cheap).
 
-    Rewards are standardised before fitting; `predict` returns rewards on the original scale.
+    Positive rewards are fitted in log space (the KD-NAS reward is `exp(-kd_loss)` times a power of latency, so
+    its log is linear in both, and rewards spanning orders of magnitude do not leave the poor archs
+    indistinguishable near zero); rewards are standardised before fitting; `predict` returns rewards on the
+    original scale.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class RewardPredictor:
         self.seed = seed
         self._net: Any = None
         self._mean, self._std = 0.0, 1.0
+        self._log = False
         self.train_loss: float | None = None
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> RewardPredictor:
@@ -85,6 +89,10 @@ class RewardPredictor:
         with torch.no_grad():
             for p in net.parameters():  # seeded init without touching the global torch RNG
                 p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1])))
+        y = np.asarray(y, dtype=np.float64)
+        self._log = bool(np.all(y > 0))
+        if self._log:
+            y = np.log(y)
         self._mean = float(np.mean(y))
         self._std = float(np.std(y)) or 1.0
         xt = torch.as_tensor(x, dtype=torch.float32)  # [N, dim]
@@ -107,7 +115,8 @@ class RewardPredictor:
             raise RuntimeError("RewardPredictor.predict before fit")
         with torch.no_grad(), _one_thread(torch):
             out = self._net(torch.as_tensor(x, dtype=torch.float32)).squeeze(-1).numpy()
-        return out * self._std + self._mean
+        out = out.astype(np.float64) * self._std + self._mean
+        return np.exp(out) if self._log else out
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from kdnas.search.base import seen_arch_ids
 from kdnas.search.candidate import CandidateEvaluator, CandidateResult, Fidelity
 from kdnas.search.capped import anchor_archs, prepare_space
 from kdnas.search.config import SearchConfig
-from kdnas.search.objectives import Budget, constraint_values, kdnas_reward, objective_values, reward_loss
+from kdnas.search.objectives import Budget, constraint_values, kdnas_reward, objective_values
 from kdnas.search.results import (
     SearchResult,
     TrialRecord,
@@ -142,7 +142,7 @@ class _Search:
 
     def reward(self, kd_loss: float, latency_ms: float) -> float:
         return kdnas_reward(
-            reward_loss(kd_loss),
+            kd_loss,
             latency_ms,
             self.teacher_latency_ms,
             alpha=self.cfg.reward_alpha,

@@ -12,28 +12,31 @@ from kdnas.search.objectives import (
     kdnas_reward,
     objective_values,
     resolve_budgets,
-    reward_loss,
 )
 
 
 def test_reward_formula():
-    # R = max(0.01, 1 - L) * (lat_s / (beta * lat_t)) ** alpha
-    assert kdnas_reward(0.3, 25.0, 100.0, alpha=-0.5, beta=0.25) == pytest.approx(
-        0.7
-    )  # at the target: factor 1
-    assert kdnas_reward(0.3, 12.5, 100.0, alpha=-0.5, beta=0.25) == pytest.approx(0.7 * math.sqrt(2))
-    assert kdnas_reward(0.2, 40.0, 80.0, alpha=-1.0, beta=0.5) == pytest.approx(0.8)
-    assert kdnas_reward(1.7, 25.0, 100.0) == pytest.approx(0.01)  # floor
+    # R = exp(-kd) * (lat_s / (beta * lat_t)) ** alpha: KD-NAS's (1 - L) with L = 1 - exp(-kd)
+    assert kdnas_reward(0.3, 25.0, 100.0, alpha=-0.5, beta=0.25) == pytest.approx(math.exp(-0.3))  # factor 1
+    assert kdnas_reward(0.3, 12.5, 100.0, alpha=-0.5, beta=0.25) == pytest.approx(
+        math.exp(-0.3) * math.sqrt(2)
+    )
+    assert kdnas_reward(0.2, 40.0, 80.0, alpha=-1.0, beta=0.5) == pytest.approx(math.exp(-0.2))
+    assert kdnas_reward(0.01, 25.0, 100.0) == pytest.approx(1 - 0.01, rel=1e-3)  # 1 - L for small losses
     assert kdnas_reward(0.1, 10, 100) > kdnas_reward(0.1, 20, 100) > kdnas_reward(0.2, 20, 100)
 
 
-def test_reward_loss_keeps_large_kd_losses_apart():
-    assert reward_loss(0.0) == 0.0
-    assert reward_loss(0.01) == pytest.approx(0.01, rel=0.01)  # = the loss for small losses
-    good, bad = kdnas_reward(reward_loss(1.6), 5.0, 25.0), kdnas_reward(reward_loss(2.7), 5.0, 25.0)
-    assert good > 2.5 * bad > 0.01  # neither hits the floor: quality still counts
-    with pytest.raises(SearchError):
-        reward_loss(float("nan"))
+def test_reward_ranks_large_kd_losses_by_quality_not_speed_alone():
+    # the twentieth session's family search: a loss-7.2 student at 2.0 ms outscored the loss-4.5 anchor at
+    # 2.8 ms while the old floor max(0.01, .) held both quality factors at 0.01
+    anchor, tiny = kdnas_reward(4.55, 2.81, 23.2), kdnas_reward(7.21, 1.99, 23.2)
+    assert anchor > 10 * tiny > 0
+    # each halving of latency is worth 0.35 of KD loss at alpha -0.5
+    assert kdnas_reward(5.0, 5.0, 23.2) == pytest.approx(kdnas_reward(5.0 - 0.5 * math.log(2), 10.0, 23.2))
+    with pytest.raises(SearchError, match="KD loss"):
+        kdnas_reward(float("nan"), 5.0, 23.2)
+    with pytest.raises(SearchError, match="KD loss"):
+        kdnas_reward(-0.1, 5.0, 23.2)
 
 
 def test_reward_rejects_bad_parameters():

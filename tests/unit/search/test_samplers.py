@@ -52,6 +52,31 @@ def test_reward_predictor_top_k_beats_random(minilm):
     assert true[top].mean() > true.mean() + 0.3
 
 
+def test_reward_predictor_tells_poor_archs_apart_when_rewards_span_orders_of_magnitude(minilm):
+    # KD-NAS rewards are exp(-kd) x latency factor: proxy losses 0.5-8 span 3 orders of magnitude, and the
+    # predictor fits their log, so the poor half of the pool (the fast end) is still ranked by quality
+    from scipy.stats import spearmanr
+
+    space = default_space(minilm)
+    train = space.sample_many(40, 0)
+    pool = space.sample_many(120, 1, exclude={a.arch_id for a in train})
+
+    def reward(archs):
+        kd = 8.0 - 7.5 * (_synthetic_reward(space, archs) - 0.2) / 1.9  # in about [0.5, 8]
+        return np.exp(-kd)
+
+    y = reward(train)
+    assert y.max() / y.min() > 100
+    pred = RewardPredictor(space.encoding_dim, seed=0).fit(space.encode_many(train), y)
+    got, true = pred.predict(space.encode_many(pool)), reward(pool)
+    assert (got > 0).all()  # rewards on the original scale
+    poor = true < np.median(true)
+    assert spearmanr(got[poor], true[poor]).statistic > 0.6
+    # non-positive rewards (another reward attr) are fitted as they are
+    lin = RewardPredictor(space.encoding_dim, seed=0).fit(space.encode_many(train), np.log(y))
+    assert spearmanr(lin.predict(space.encode_many(pool)), true).statistic > 0.6
+
+
 def test_kdnas_controller_plans_top_k_and_decays_epsilon(minilm):
     import optuna
 
