@@ -113,6 +113,32 @@ def test_kdnas_controller_plans_top_k_and_decays_epsilon(minilm):
     assert last > first
 
 
+def test_kdnas_controller_first_episode_after_the_anchors_is_random(minilm):
+    # anchors (all at the teacher's width) are observations but not an episode: a predictor fitted on them alone
+    # has seen no width vary, so the controller explores at random before it exploits
+    import optuna
+
+    space = default_space(minilm)
+    sampler = KDNASSampler(space=space, episode_size=4, pool_factor=8, epsilon=0.5, epsilon_decay=0.5, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    wide = [a for a in space.sample_many(400, 3) if a.hidden_size == minilm.hidden_size][:6]
+    assert len(wide) == 6
+    for a in wide:
+        study.enqueue_trial(space.params_of(a), user_attrs={"anchor": True})
+    for _ in range(6 + 8):
+        t = study.ask()
+        arch = space.suggest(t)
+        t.set_user_attr("arch_id", arch.arch_id)
+        t.set_user_attr("arch", arch.to_dict())
+        t.set_user_attr("reward", float(_synthetic_reward(space, [arch])[0]))
+        study.tell(t, 0.0)
+    eps = sampler.episodes
+    assert [t.user_attrs.get("anchor", False) for t in study.trials[:6]] == [True] * 6
+    assert [e.index for e in eps] == [0, 1]
+    assert eps[0].n_observed == 6 and eps[0].random and not eps[0].top  # six anchors seen, still all random
+    assert eps[1].top  # then it exploits, from anchors and its own episode
+
+
 def test_kdnas_controller_spreads_episodes_over_budget_bands(minilm, fake):
     import optuna
 
