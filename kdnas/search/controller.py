@@ -201,18 +201,22 @@ class KDNASSampler(SpaceSampler):
         # Episodes count the controller's own observations, not the anchors (`search.anchors`): the anchors are all
         # at the teacher's width, so a predictor fitted on them alone has seen no width vary and extrapolates at
         # will (in the twenty-first session's family search it predicted 0.37 for L6-H64-A2-F256, above every
-        # anchor's reward, and the trial scored 0.0011). The first episode after them is all random, as without.
+        # anchor's reward, and the trial scored 0.0011). So the controller explores at random until it has seen
+        # one of its own trials. The index is also at least the number of episodes this sampler planned: the
+        # search asks a round of trials before it tells them, so an episode is often planned before the one
+        # before it has finished, and counting finished trials alone gave the same index (all random) twice.
         n_anchors = sum(
             1
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("anchor")
         )
-        index = max(0, len(archs) - n_anchors) // self.episode_size
+        n_own = max(0, len(archs) - n_anchors)
+        index = max(n_own // self.episode_size, len(self.episodes))
         eps = self.epsilon * self.epsilon_decay**index
         seen = seen_arch_ids(study) | {a.arch_id for a, _ in self._queue}
         k = self.episode_size
         ep = Episode(index=index, epsilon=eps, n_observed=len(archs))
-        if index == 0 or len(archs) < 2 or len(set(rewards.tolist())) < 2:
+        if n_own == 0 or len(archs) < 2 or len(set(rewards.tolist())) < 2:
             n_random = k
         else:
             frac = eps * k

@@ -125,18 +125,23 @@ def test_kdnas_controller_first_episode_after_the_anchors_is_random(minilm):
     assert len(wide) == 6
     for a in wide:
         study.enqueue_trial(space.params_of(a), user_attrs={"anchor": True})
-    for _ in range(6 + 8):
-        t = study.ask()
-        arch = space.suggest(t)
-        t.set_user_attr("arch_id", arch.arch_id)
-        t.set_user_attr("arch", arch.to_dict())
-        t.set_user_attr("reward", float(_synthetic_reward(space, [arch])[0]))
-        study.tell(t, 0.0)
+    for _ in range(
+        4
+    ):  # 6 anchors and 10 trials, in rounds of four asked before they are told, as the search does
+        trials = [study.ask() for _ in range(4)]
+        for t in trials:
+            arch = space.suggest(t)
+            t.set_user_attr("arch_id", arch.arch_id)
+            t.set_user_attr("arch", arch.to_dict())
+            t.set_user_attr("reward", float(_synthetic_reward(space, [arch])[0]))
+        for t in trials:
+            study.tell(t, 0.0)
     eps = sampler.episodes
     assert [t.user_attrs.get("anchor", False) for t in study.trials[:6]] == [True] * 6
-    assert [e.index for e in eps] == [0, 1]
-    assert eps[0].n_observed == 6 and eps[0].random and not eps[0].top  # six anchors seen, still all random
-    assert eps[1].top  # then it exploits, from anchors and its own episode
+    assert [e.index for e in eps] == [0, 1, 2]
+    assert eps[0].n_observed == 4 and eps[0].random and not eps[0].top  # anchors seen, still all random
+    # planned while its first two trials ran: the index moves on, and it exploits from anchors and those two
+    assert eps[1].n_observed == 8 and eps[1].top
 
 
 def test_kdnas_controller_spreads_episodes_over_budget_bands(minilm, fake):
