@@ -185,19 +185,20 @@ class KDNASSampler(SpaceSampler):
         self._queue: list[tuple[Arch, dict[str, Any]]] = []  # planned archs, each with how it was picked
         self.episodes: list[Episode] = []
 
-    def observations(self, study: Study) -> tuple[list[Arch], np.ndarray]:
-        """(archs, rewards) of the completed trials that carry a reward."""
-        archs, rewards = [], []
+    def observations(self, study: Study) -> tuple[list[Arch], np.ndarray, int]:
+        """(archs, rewards, how many of them are anchors) of the completed trials that carry a reward."""
+        archs, rewards, n_anchors = [], [], 0
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             r = t.user_attrs.get(self.reward_attr)
             if r is None or "arch" not in t.user_attrs or not math.isfinite(r):
                 continue
             archs.append(Arch.from_dict(t.user_attrs["arch"]))
             rewards.append(float(r))
-        return archs, np.asarray(rewards, dtype=np.float64)
+            n_anchors += bool(t.user_attrs.get("anchor"))
+        return archs, np.asarray(rewards, dtype=np.float64), n_anchors
 
     def plan_episode(self, study: Study) -> Episode:
-        archs, rewards = self.observations(study)
+        archs, rewards, n_anchors = self.observations(study)
         # Episodes count the controller's own observations, not the anchors (`search.anchors`): the anchors are all
         # at the teacher's width, so a predictor fitted on them alone has seen no width vary and extrapolates at
         # will (in the twenty-first session's family search it predicted 0.37 for L6-H64-A2-F256, above every
@@ -205,12 +206,7 @@ class KDNASSampler(SpaceSampler):
         # one of its own trials. The index is also at least the number of episodes this sampler planned: the
         # search asks a round of trials before it tells them, so an episode is often planned before the one
         # before it has finished, and counting finished trials alone gave the same index (all random) twice.
-        n_anchors = sum(
-            1
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("anchor")
-        )
-        n_own = max(0, len(archs) - n_anchors)
+        n_own = len(archs) - n_anchors
         index = max(n_own // self.episode_size, len(self.episodes))
         eps = self.epsilon * self.epsilon_decay**index
         seen = seen_arch_ids(study) | {a.arch_id for a, _ in self._queue}

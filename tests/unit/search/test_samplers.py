@@ -125,9 +125,8 @@ def test_kdnas_controller_first_episode_after_the_anchors_is_random(minilm):
     assert len(wide) == 6
     for a in wide:
         study.enqueue_trial(space.params_of(a), user_attrs={"anchor": True})
-    for _ in range(
-        4
-    ):  # 6 anchors and 10 trials, in rounds of four asked before they are told, as the search does
+    # 6 anchors and 10 trials, in rounds of four asked before they are told, as the search does
+    for _ in range(4):
         trials = [study.ask() for _ in range(4)]
         for t in trials:
             arch = space.suggest(t)
@@ -168,9 +167,8 @@ def test_kdnas_controller_spreads_episodes_over_budget_bands(minilm, fake):
             # the KD-NAS reward favours fast archs: unbanded, the controller crowds the tightest budget
             t.set_user_attr("reward", 1.0 / lat[-1])
             study.tell(t, 0.0)
-        bands = [
-            t.user_attrs["controller"]["band_ms"] for t in study.trials
-        ]  # what each slot was planned for
+        # what each slot was planned for
+        bands = [t.user_attrs["controller"]["band_ms"] for t in study.trials]
         assert all(b is None if not budgets_ms else b[0] < x <= b[1] for b, x in zip(bands, lat, strict=True))
         return lat
 
