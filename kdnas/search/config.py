@@ -8,6 +8,9 @@ from typing import Literal
 STRATEGIES = ("kdnas", "bo", "tpe", "nsga2", "random")
 """The built-in strategies; `kdnas.search.samplers.register_strategy` adds more."""
 OBJECTIVES = ("kd_loss", "latency_ms", "params_m")
+STATES_LOSS_SCALE = 4.4
+"""Median ratio of the full held-out KD loss to its state terms' part over 25 proxy-distilled archs of
+minilm-l6 (docs/benchmarks.md, twenty-second session): `reward_loss_scale`'s default under `proxy_loss: states`."""
 
 
 @dataclass
@@ -32,6 +35,12 @@ class SearchConfig:
     """KD-NAS reward exponent on the latency ratio (negative: faster is better)."""
     reward_beta: float = 0.25
     """KD-NAS reward latency target as a fraction of the teacher's latency."""
+    reward_loss_scale: float | None = None
+    """The KD-NAS reward's quality factor is `exp(-scale x kd_loss)`. None: 4.4 when the search ranks by the
+    state terms (`proxy_loss: states`, `quality: kd_loss`), else 1. The state terms' loss is 4.4x smaller than
+    the full objective's (median over 25 archs of minilm-l6, 3.5-6.2x), so unscaled it would weigh a quality gap
+    4.4x less against the latency factor: in the 7x band the fastest, narrowest archs (L1-H64, L1-H192) got the
+    highest rewards. The scale keeps the trade-off the controller had with the full loss."""
     max_params_m: float | None = None
     """Candidates with more parameters (millions) are never distilled."""
     promote_fraction: float = 0.25
@@ -71,6 +80,17 @@ class SearchConfig:
     `geomean` L2-H320-A10-F320 (94.8%; 7.3-7.4x in the placement and the export, 6.5x in the final table's
     timing); for 3x `trained` and `geomean` the same L3-H384-A12-F384 (98.1%), `fitted` L5-H256-A8-F512 (95.0%)
     (docs/benchmarks.md, eighteenth session)."""
+    proxy_loss: Literal["states", "full"] = "states"
+    """Which terms of the held-out KD loss the search ranks by (`quality: kd_loss`): `states` (default), the
+    terms on the student's token states (hidden, relation, attention, embedding, logits: those of `distill.losses`
+    that pool nothing), or `full`, the whole distillation objective with the sentence-embedding terms (sentence,
+    similarity; kdnas before 2026-12-07). Both are kept in the trial. The sentence terms rank students of
+    one latency badly: their read-out differs by width (a student narrower than the teacher is read through a
+    Dense layer, fitted on the held-out sentences themselves by the `fitted` read-out; one at the teacher's width
+    through none), and they weigh 10 of the loss's ~4. In the 7x band of minilm-l6 (8 students fully distilled
+    and fine-tuned, docs/benchmarks.md, twenty-second session) `full` ranked them against their suite scores with
+    Kendall tau -0.43 (the lowest proxy loss, L1-H320-A10-F1280, scored last), the hidden-state term alone +0.62;
+    `full` led the default run to a 1-layer 7x student 0.8-1.3 points below two 2-layer ones of the band."""
     quality_passages: int = 300
     """Held-out passages the `cosine` / `recall` quality is measured on per candidate."""
     n_startup_trials: int = 6
@@ -101,6 +121,12 @@ class SearchConfig:
     `target.teacher_readings`); in a family headline the 3x anchor under the margin was timed at 4.0x. 0: one
     anchor, at the edge. Equal-latency bands are anchored inside the band, without a margin."""
 
+    def loss_scale(self) -> float:
+        """The reward's scale on the loss (`reward_loss_scale`, its None resolved)."""
+        if self.reward_loss_scale is not None:
+            return self.reward_loss_scale
+        return STATES_LOSS_SCALE if self.proxy_loss == "states" and self.quality == "kd_loss" else 1.0
+
     def check(self) -> list[str]:
         out = []
         if self.strategy not in STRATEGIES:  # the registry is read only then (it imports optuna)
@@ -125,6 +151,8 @@ class SearchConfig:
             out.append("epsilon: must be in [0, 1] and epsilon_decay in (0, 1]")
         if self.reward_alpha >= 0:
             out.append(f"reward_alpha: {self.reward_alpha} must be negative (faster students score higher)")
+        if self.reward_loss_scale is not None and self.reward_loss_scale <= 0:
+            out.append(f"reward_loss_scale: {self.reward_loss_scale} must be > 0 (or null)")
         if self.reward_beta <= 0:
             out.append(f"reward_beta: {self.reward_beta} must be > 0")
         if self.max_params_m is not None and self.max_params_m <= 0:

@@ -23,6 +23,16 @@ OUTLIER_FACTOR = 2.0
 """A candidate timed this many times slower than the calibrated predictor says is measured again."""
 
 
+def states_loss(components: dict[str, float], weights: dict[str, float]) -> float | None:
+    """`search.proxy_loss: states`: the weighted held-out loss of the active terms on token states (those of
+    `distill.losses` that pool no sentence embedding), from one read-out's per-term values; None when no such
+    term is active (the config check refuses that for `quality: kd_loss`)."""
+    from kdnas.distill.terms import LOSS_TERMS
+
+    on = [k for k, w in weights.items() if w > 0 and k in components and not LOSS_TERMS[k].needs_pooling]
+    return sum(weights[k] * components[k] for k in on) if on else None
+
+
 @dataclass
 class ProxyEvaluator:
     """Scores one arch: proxy distillation + held-out KD loss + measured latency (see the module docstring).
@@ -98,15 +108,21 @@ class ProxyEvaluator:
         # the loss is the geometric mean of the read-outs taken (the one loss itself for a single read-out)
         readout = self.cfg.search.proxy_readout
         names = ("trained", "fitted") if readout == "geomean" else (readout,)
-        by_readout = heldout_kd_losses(
+        comps: dict[str, dict[str, float]] = {}
+        full = heldout_kd_losses(
             self.teacher, student, self.heldout, self.cfg.distill,
             readouts={n: result.distiller if n == "trained" else None for n in names}, teacher_cache=self._cache,
-            input_map=input_map,
+            input_map=input_map, components=comps,
         )  # fmt: skip
-        for name, loss in by_readout.items():
+        for name, loss in full.items():
             if not math.isfinite(loss):
                 raise DistillError(f"{arch.arch_id}: held-out KD loss ({name} read-out) is {loss}")
+        states = {n: states_loss(comps[n], self.cfg.distill.losses) for n in full}
+        by_readout: dict[str, float] = full
+        if self.cfg.search.proxy_loss == "states" and all(v is not None for v in states.values()):
+            by_readout = {n: v for n, v in states.items() if v is not None}
         kd = math.prod(by_readout.values()) ** (1 / len(by_readout))
+        kd_full = math.prod(full.values()) ** (1 / len(full))
         quality: float = kd
         emb: dict[str, float | None] = {}
         if self.cfg.search.quality != "kd_loss":
@@ -126,7 +142,10 @@ class ProxyEvaluator:
             "quality": self.cfg.search.quality,
             "heldout_kd_loss": kd,
             "proxy_readout": readout,
+            "proxy_loss": self.cfg.search.proxy_loss,
             **({f"heldout_kd_loss_{k}": v for k, v in by_readout.items()} if len(by_readout) > 1 else {}),
+            "heldout_kd_loss_full": kd_full,
+            "heldout_components": comps,
             **emb,
             "tokens": result.tokens,
             "steps": result.steps,

@@ -142,7 +142,7 @@ class _Search:
 
     def reward(self, kd_loss: float, latency_ms: float) -> float:
         return kdnas_reward(
-            kd_loss,
+            kd_loss * self.cfg.loss_scale(),
             latency_ms,
             self.teacher_latency_ms,
             alpha=self.cfg.reward_alpha,
@@ -508,6 +508,7 @@ def run_search(
     for key, legacy, how in (
         ("quality", "kd_loss", "measured its candidates' quality as {!r}"),
         ("proxy_readout", "trained", "read its candidates' held-out KD loss with the {!r} read-out"),
+        ("proxy_loss", "full", "ranked its candidates by the {!r} held-out KD loss"),
     ):
         want = getattr(cfg, key)
         had = study.user_attrs.get(key, legacy if study.trials else want)

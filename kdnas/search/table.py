@@ -196,7 +196,10 @@ def replay(
         if r.state in ("complete", "failed"):
             curve.append(hypervolume_2d(np.array(pts), reference) if pts else 0.0)
 
-    cfg = SearchConfig(strategy=strategy, n_trials=n_evals, promote_fraction=0.0, **search_kw)
+    # a table records the whole held-out KD loss (`search.proxy_loss: full`), so the reward reads it unscaled
+    cfg = SearchConfig(
+        strategy=strategy, n_trials=n_evals, promote_fraction=0.0, **{"proxy_loss": "full", **search_kw}
+    )
     evaluator = TableEvaluator(table)
     run_search(
         table.space(),

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from kdnas import config
+from kdnas.errors import ConfigError
 from kdnas.latency import LatencyCache, measure_arch
 from kdnas.models.teacher import load_teacher
 from kdnas.search.proxy import OUTLIER_FACTOR, ProxyEvaluator
@@ -99,3 +100,46 @@ def test_the_proxy_reads_the_student_through_fitted_projections_when_told_so(
     assert both.extra["heldout_kd_loss_trained"] == pytest.approx(trained)
     assert both.extra["heldout_kd_loss_fitted"] == pytest.approx(fitted)
     assert both.kd_loss == pytest.approx((trained * fitted) ** 0.5) and fitted < both.kd_loss < trained
+
+
+def test_the_proxy_ranks_by_the_losses_on_token_states_and_keeps_the_full_one(
+    teacher: Any, tmp_path: Path
+) -> None:
+    """`search.proxy_loss: states` (the default) ranks a candidate by the held-out terms on its token states,
+    leaving out the sentence-embedding terms, whose read-out differs by width; `full` by the whole objective.
+    The trial keeps both, and the per-term values they are summed from."""
+    import math
+
+    ev = _evaluator(teacher, tmp_path, None)
+    # a teacher with a pooling: the sentence and similarity terms are on, weighing as in the default
+    ev.cfg = dataclasses.replace(ev.cfg, distill=dataclasses.replace(ev.cfg.distill, pooling="mean"))
+    assert ev.cfg.search.proxy_loss == "states"
+    w = ev.cfg.distill.losses
+    assert w["sentence"] > 0 and w["hidden"] > 0
+    states = ev.evaluate(ARCH, fidelity="short", tokens=256)
+    comps = states.extra["heldout_components"]
+    assert set(comps) == {"trained", "fitted"} and {"sentence", "similarity", "hidden"} <= set(
+        comps["trained"]
+    )
+    per = {}
+    for n, c in comps.items():
+        per[n] = sum(w[k] * c[k] for k in c if k not in ("sentence", "similarity") and w.get(k, 0) > 0)
+        full_n = sum(w[k] * c[k] for k in c if w.get(k, 0) > 0)
+        assert states.extra[f"heldout_kd_loss_{n}"] == pytest.approx(per[n])
+        assert full_n > per[n] + 1e-6  # the sentence terms are really left out
+    assert states.kd_loss == pytest.approx(math.sqrt(per["trained"] * per["fitted"]))
+    assert states.extra["proxy_loss"] == "states"
+
+    ev.cfg = dataclasses.replace(ev.cfg, search=dataclasses.replace(ev.cfg.search, proxy_loss="full"))
+    full = ev.evaluate(ARCH, fidelity="short", tokens=256)  # the same student again: the seed is fixed
+    assert full.kd_loss == pytest.approx(states.extra["heldout_kd_loss_full"])
+    assert full.kd_loss == pytest.approx(full.extra["heldout_kd_loss_full"]) and full.kd_loss > states.kd_loss
+
+
+def test_a_config_with_only_sentence_losses_must_rank_by_the_full_loss() -> None:
+    with pytest.raises(ConfigError, match=r"search\.proxy_loss: 'states' .* only sentence-embedding ones"):
+        config.from_dict({"distill": {"losses": {"sentence": 1.0}}})
+    cfg = config.from_dict({"distill": {"losses": {"sentence": 1.0}}, "search": {"proxy_loss": "full"}})
+    assert cfg.search.proxy_loss == "full"
+    with pytest.raises(ConfigError, match=r"search\.proxy_loss: 'bleu' is not one of 'states', 'full'"):
+        config.from_dict({"search": {"proxy_loss": "bleu"}})

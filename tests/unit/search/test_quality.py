@@ -84,3 +84,8 @@ def test_bad_quality_settings_and_a_study_measured_otherwise(tmp_path: Path) -> 
         SearchError, match=r"with the 'geomean' read-out, not 'fitted' \(search.proxy_readout\)"
     ):
         run_search(default_space(teacher), fake, again, **kw)
+    again = SearchConfig(strategy="random", n_trials=3, promote_fraction=0.0, proxy_loss="full")
+    with pytest.raises(
+        SearchError, match=r"ranked its candidates by the 'states' held-out KD loss, not 'full'"
+    ):
+        run_search(default_space(teacher), fake, again, **kw)

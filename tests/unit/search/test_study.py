@@ -259,3 +259,30 @@ def test_anchor_margin_is_a_fraction():
     assert any("anchor_margin" in p for p in SearchConfig(anchor_margin=1.0).check())
     assert any("anchor_margin" in p for p in SearchConfig(anchor_margin=-0.1).check())
     assert not any("anchor_margin" in p for p in SearchConfig(anchor_margin=0.0).check())
+
+
+@pytest.mark.parametrize(
+    ("kw", "scale"),
+    [
+        ({}, 4.4),
+        ({"proxy_loss": "full"}, 1.0),
+        ({"quality": "recall"}, 1.0),
+        ({"reward_loss_scale": 2.0}, 2.0),
+    ],
+)
+def test_the_reward_weighs_the_state_loss_as_the_full_one(minilm, fake, tmp_path, kw, scale):
+    """Ranked by the state terms (4.4x smaller than the whole objective), the KD-NAS reward scales the loss back,
+    so that a quality gap weighs as much against latency as it did under the full loss; under the full loss, a
+    1 - recall quality or an explicit scale it reads that."""
+    from kdnas.search.objectives import kdnas_reward
+
+    cfg = SearchConfig(strategy="random", n_trials=3, episode_size=3, promote_fraction=0.0, **kw)
+    assert cfg.loss_scale() == scale
+    _run(minilm, fake, cfg, run_dir=tmp_path)
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    done = [t for t in study.trials if "reward" in t.user_attrs]
+    assert len(done) == 3
+    for t in done:
+        kd, ms = t.values[0], t.user_attrs["latency_ms"]
+        assert t.user_attrs["reward"] == pytest.approx(kdnas_reward(scale * kd, ms, fake.teacher_latency_ms))
+    assert any("reward_loss_scale" in p for p in SearchConfig(reward_loss_scale=0.0).check())
