@@ -87,10 +87,11 @@ class SearchConfig:
     similarity; kdnas before 2026-12-07). Both are kept in the trial. The sentence terms rank students of
     one latency badly: their read-out differs by width (a student narrower than the teacher is read through a
     Dense layer, fitted on the held-out sentences themselves by the `fitted` read-out; one at the teacher's width
-    through none), and they weigh 10 of the loss's ~4. In the 7x band of minilm-l6 (8 students fully distilled
+    through none), and they weigh 2-4 of a loss of 3-4.5. In the 7x band of minilm-l6 (8 students fully distilled
     and fine-tuned, docs/benchmarks.md, twenty-second session) `full` ranked them against their suite scores with
-    Kendall tau -0.43 (the lowest proxy loss, L1-H320-A10-F1280, scored last), the hidden-state term alone +0.62;
-    `full` led the default run to a 1-layer 7x student 0.8-1.3 points below two 2-layer ones of the band."""
+    Kendall tau -0.07 (its lowest loss, L1-H320-A10-F1280, scored last), `states` with 0.57; over the 19 finals
+    inside the search space 0.66 and 0.84. `full` led a default run to a 1-layer 7x student 0.8-1.3 points below
+    two 2-layer ones of the band."""
     quality_passages: int = 300
     """Held-out passages the `cosine` / `recall` quality is measured on per candidate."""
     n_startup_trials: int = 6
