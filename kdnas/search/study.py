@@ -510,6 +510,8 @@ def run_search(
         ("proxy_readout", "trained", "read its candidates' held-out KD loss with the {!r} read-out"),
         ("proxy_loss", "full", "ranked its candidates by the {!r} held-out KD loss"),
     ):
+        if key == "proxy_loss" and cfg.quality != "kd_loss":
+            continue  # a 1 - recall / 1 - cosine quality does not read the KD loss
         want = getattr(cfg, key)
         had = study.user_attrs.get(key, legacy if study.trials else want)
         if had != want:
