@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from proxy_terms import short_proxy  # benchmarks/proxy_terms.py, next to this script
 
 DATA = Path(__file__).parent / "data"
 
@@ -35,22 +36,6 @@ def task_scores(report: dict[str, Any]) -> dict[str, float]:
 
     rep = ModelReport.from_dict(report)
     return {t: 100 * r.test_mean for t, r in rep.results.items()}
-
-
-def proxy_losses(ctx: Any, arch: Any) -> dict[str, float]:
-    """The search's short proxy of `arch` (the same student, data and steps as a search trial) read both ways."""
-    from kdnas.distill import distill, heldout_kd_losses
-
-    cfg = ctx.cfg
-    ev = ctx.evaluator_like()
-    student = ev.build_student(arch)
-    imap = ev.input_map(arch)
-    res = distill(ctx.teacher(), student, ev.proxy, cfg.distill, tokens=cfg.distill.proxy_tokens,
-                  teacher_cache=ev._cache, seed=cfg.seed, progress=False, input_map=imap)  # fmt: skip
-    got = heldout_kd_losses(ctx.teacher(), student, ev.heldout, cfg.distill,
-                            readouts={"trained": res.distiller, "fitted": None}, teacher_cache=ev._cache,
-                            input_map=imap)  # fmt: skip
-    return {**got, "geomean": math.sqrt(got["trained"] * got["fitted"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             r["proxy"] = json.loads(cached.read_text())
         if "proxy" not in r:
             print(f"{r['arch_id']}: short proxy ...", file=sys.stderr, flush=True)
-            r["proxy"] = proxy_losses(ctx, arch)
+            r["proxy"] = short_proxy(ctx, arch)[0]
             cached.write_text(json.dumps(r["proxy"], indent=1) + "\n")
 
     out = Path(a.out) if a.out else DATA / f"band_finals-{run.name}.json"

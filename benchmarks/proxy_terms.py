@@ -31,10 +31,25 @@ STATES = ("hidden", "relation")
 WEIGHTS = {"hidden": 1.0, "relation": 1.0, "sentence": 10.0, "similarity": 0.1}
 
 
+def short_proxy(ctx: Any, arch: Any) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The search's short proxy of `arch` on the run `ctx` (its student, data and steps): the held-out loss per
+    read-out and their geometric mean, and every term (unweighted) per read-out."""
+    from kdnas.distill import distill, heldout_kd_losses
+
+    cfg, ev = ctx.cfg, ctx.evaluator_like()
+    student, imap = ev.build_student(arch), ev.input_map(arch)
+    res = distill(ctx.teacher(), student, ev.proxy, cfg.distill, tokens=cfg.distill.proxy_tokens,
+                  teacher_cache=ev._cache, seed=cfg.seed, progress=False, input_map=imap)  # fmt: skip
+    comps: dict[str, dict[str, float]] = {}
+    got = heldout_kd_losses(ctx.teacher(), student, ev.heldout, cfg.distill,
+                            readouts={"trained": res.distiller, "fitted": None}, teacher_cache=ev._cache,
+                            input_map=imap, components=comps)  # fmt: skip
+    return {**got, "geomean": math.sqrt(got["trained"] * got["fitted"])}, comps
+
+
 def score(run: Path, archs: list[str], table: Path) -> list[dict[str, Any]]:
     """Short proxy of each arch missing from `table`, every term per read-out; the table is written per arch."""
     from kdnas import config
-    from kdnas.distill import distill, heldout_kd_losses
     from kdnas.space.arch import Arch
     from kdnas.stages import RunContext
 
@@ -44,22 +59,16 @@ def score(run: Path, archs: list[str], table: Path) -> list[dict[str, Any]]:
     if cfg.distill.losses != WEIGHTS:
         raise SystemExit(f"{run}: distill.losses {cfg.distill.losses} is not the default {WEIGHTS}")
     ctx = RunContext(cfg=cfg, run_dir=run, progress=False)
-    ev = ctx.evaluator_like()
     for aid in archs:
         if aid in have:
             continue
         arch = Arch.parse(aid)
         print(f"{aid}: short proxy ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        student, imap = ev.build_student(arch), ev.input_map(arch)
-        res = distill(ctx.teacher(), student, ev.proxy, cfg.distill, tokens=cfg.distill.proxy_tokens,
-                      teacher_cache=ev._cache, seed=cfg.seed, progress=False, input_map=imap)  # fmt: skip
-        comps: dict[str, dict[str, float]] = {}
-        got = heldout_kd_losses(ctx.teacher(), student, ev.heldout, cfg.distill,
-                                readouts={"trained": res.distiller, "fitted": None}, teacher_cache=ev._cache,
-                                input_map=imap, components=comps)  # fmt: skip
-        rows.append({"arch_id": aid, **got, "geomean": math.sqrt(got["trained"] * got["fitted"]),
-                     "components": comps, "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
+        got, comps = short_proxy(ctx, arch)
+        rows.append(
+            {"arch_id": aid, **got, "components": comps, "seconds": round(time.perf_counter() - t0, 1)}
+        )
         meta = {"what": "short-proxy held-out KD loss of each arch per read-out, and every term (unweighted)",
                 "run": str(run), "teacher": cfg.teacher.name, "proxy_tokens": cfg.distill.proxy_tokens,
                 "seed": cfg.seed, "weights": WEIGHTS}  # fmt: skip

@@ -93,10 +93,10 @@ class RunConfig:
         if self.seed < 0:
             out.append(f"seed: {self.seed} must be >= 0")
         if self.search.proxy_loss == "states" and self.search.quality == "kd_loss":
-            from kdnas.distill.terms import LOSS_TERMS
+            from kdnas.distill.terms import LOSS_TERMS, state_terms
 
             on = [k for k, w in self.distill.losses.items() if w > 0 and k in LOSS_TERMS]
-            if on and all(LOSS_TERMS[k].needs_pooling for k in on):
+            if on and not state_terms(self.distill.losses):
                 out.append(
                     f"search.proxy_loss: 'states' ranks by the losses on token states, but distill.losses has only "
                     f"sentence-embedding ones ({', '.join(on)}); use search.proxy_loss: full, or add e.g. hidden"

@@ -102,6 +102,12 @@ def known_losses() -> list[str]:
     return list(LOSS_TERMS)
 
 
+def state_terms(weights: dict[str, float]) -> list[str]:
+    """The active terms of `distill.losses` on token states: those that pool no sentence embedding (what
+    `search.proxy_loss: states` ranks by)."""
+    return [k for k, w in weights.items() if w > 0 and k in LOSS_TERMS and not LOSS_TERMS[k].needs_pooling]
+
+
 def _real(x: Tensor, mask: Tensor) -> Tensor:
     """[B, S, D] -> [T, D]: the states of the real tokens."""
     return x[mask.bool()]

@@ -23,16 +23,6 @@ OUTLIER_FACTOR = 2.0
 """A candidate timed this many times slower than the calibrated predictor says is measured again."""
 
 
-def states_loss(components: dict[str, float], weights: dict[str, float]) -> float | None:
-    """`search.proxy_loss: states`: the weighted held-out loss of the active terms on token states (those of
-    `distill.losses` that pool no sentence embedding), from one read-out's per-term values; None when no such
-    term is active (the config check refuses that for `quality: kd_loss`)."""
-    from kdnas.distill.terms import LOSS_TERMS
-
-    on = [k for k, w in weights.items() if w > 0 and k in components and not LOSS_TERMS[k].needs_pooling]
-    return sum(weights[k] * components[k] for k in on) if on else None
-
-
 @dataclass
 class ProxyEvaluator:
     """Scores one arch: proxy distillation + held-out KD loss + measured latency (see the module docstring).
@@ -86,6 +76,7 @@ class ProxyEvaluator:
 
     def evaluate(self, arch: Arch, *, fidelity: Fidelity, tokens: int) -> CandidateResult:
         from kdnas.distill import distill, heldout_kd_losses
+        from kdnas.distill.terms import state_terms
         from kdnas.space.cost import param_count
 
         t0 = time.perf_counter()
@@ -117,10 +108,11 @@ class ProxyEvaluator:
         for name, loss in full.items():
             if not math.isfinite(loss):
                 raise DistillError(f"{arch.arch_id}: held-out KD loss ({name} read-out) is {loss}")
-        states = {n: states_loss(comps[n], self.cfg.distill.losses) for n in full}
-        by_readout: dict[str, float] = full
-        if self.cfg.search.proxy_loss == "states" and all(v is not None for v in states.values()):
-            by_readout = {n: v for n, v in states.items() if v is not None}
+        # `search.proxy_loss: states`: the state terms alone (none active: the config check refuses that for a
+        # kd_loss quality, and another quality does not read this loss)
+        w = self.cfg.distill.losses
+        terms = state_terms(w) if self.cfg.search.proxy_loss == "states" else []
+        by_readout = {n: sum(w[k] * comps[n][k] for k in terms) for n in full} if terms else full
         kd = math.prod(by_readout.values()) ** (1 / len(by_readout))
         kd_full = math.prod(full.values()) ** (1 / len(full))
         quality: float = kd
