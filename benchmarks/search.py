@@ -72,6 +72,8 @@ def make_table(
         "tokens_long": int(cfg.distill.proxy_tokens * cfg.search.long_proxy_factor),
         "target": f"{cfg.target.device}-{cfg.target.backend}-b{cfg.target.batch_size}-s{cfg.target.seq_lens[0]}",
         "sample_seed": seed,
+        # which held-out loss the kd_loss columns hold; the replay reads them with the same reward scale
+        "proxy_loss": cfg.search.proxy_loss,
     }
     print(f"wrote {write_table(out, rows, meta)}")
 

@@ -39,6 +39,15 @@ class Table:
             raise SearchError("the table header has no teacher_latency_ms; re-record it with --make-table")
         return float(self.meta["teacher_latency_ms"])
 
+    @property
+    def proxy_loss(self) -> str:
+        """Which held-out loss the table's `kd_loss_*` columns hold (`search.proxy_loss`): its header's
+        `proxy_loss`, else `full` (tables recorded before the key existed hold the whole loss)."""
+        value = self.meta.get("proxy_loss", "full")
+        if value not in ("states", "full"):
+            raise SearchError(f"the table header's proxy_loss={value!r} is not states or full; re-record it")
+        return value
+
     def space(self) -> SearchSpace:
         """The smallest head_dim/ffn_ratio space that holds every arch of the table, restricted to them."""
         archs = self.archs
@@ -196,9 +205,13 @@ def replay(
         if r.state in ("complete", "failed"):
             curve.append(hypervolume_2d(np.array(pts), reference) if pts else 0.0)
 
-    # a table records the whole held-out KD loss (`search.proxy_loss: full`), so the reward reads it unscaled
+    # the reward reads the table's losses as the search that recorded them would (its `search.proxy_loss` sets
+    # the loss scale of the KD-NAS reward)
     cfg = SearchConfig(
-        strategy=strategy, n_trials=n_evals, promote_fraction=0.0, **{"proxy_loss": "full", **search_kw}
+        strategy=strategy,
+        n_trials=n_evals,
+        promote_fraction=0.0,
+        **{"proxy_loss": table.proxy_loss, **search_kw},
     )
     evaluator = TableEvaluator(table)
     run_search(

@@ -58,3 +58,41 @@ def test_replay_gives_monotone_hypervolume(table, strategy):
 def test_missing_table_says_how_to_record(tmp_path):
     with pytest.raises(SearchError, match="--make-table"):
         read_table(tmp_path / "none.csv")
+
+
+def test_table_header_says_which_loss(minilm, fake, tmp_path):
+    archs = default_space(minilm).sample_many(40, 0)
+    rows = record_table(archs, fake, tokens=100, long_every=4)
+    tables = {
+        pl: read_table(
+            write_table(
+                tmp_path / f"{pl}.csv",
+                rows,
+                {"teacher_latency_ms": fake.teacher_latency_ms, "proxy_loss": pl},
+            )
+        )
+        for pl in ("full", "states")
+    }
+    legacy = read_table(
+        write_table(tmp_path / "old.csv", rows, {"teacher_latency_ms": fake.teacher_latency_ms})
+    )
+    assert legacy.proxy_loss == "full"  # recorded before the key: the whole loss
+    assert tables["states"].proxy_loss == "states"
+    ref = (max(r["kd_loss_short"] for r in rows), max(r["latency_ms"] for r in rows))
+
+    def curves(strategy: str) -> dict[str, np.ndarray]:
+        return {
+            pl: replay(t, strategy, seed=0, n_evals=16, reference=ref, episode_size=4, n_startup_trials=4)
+            for pl, t in tables.items()
+        }
+
+    # the controller ranks by the KD-NAS reward, whose loss scale follows the header (4.4 for state losses);
+    # random search reads no reward
+    kdnas = curves("kdnas")
+    assert not np.allclose(kdnas["full"], kdnas["states"])
+    rand = curves("random")
+    assert np.allclose(rand["full"], rand["states"])
+
+    bad = write_table(tmp_path / "bad.csv", rows, {"teacher_latency_ms": 1.0, "proxy_loss": "hidden"})
+    with pytest.raises(SearchError, match="proxy_loss='hidden'"):
+        _ = read_table(bad).proxy_loss
