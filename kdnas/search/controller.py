@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -148,8 +148,9 @@ class Episode:
 class KDNASSampler(SpaceSampler):
     """KD-NAS controller over a `SearchSpace`.
 
-    Episode e (after the first, all random): fit the reward predictor on every completed trial's `reward` user
-    attr, sample `pool_factor * episode_size` unseen valid archs, take the top `episode_size - n_random` by
+    Episode e (after the first, all random): fit the reward predictor on every completed trial's reward (its
+    short proxy loss and latency scored by `reward_fn`, the search's current reward; without one, the trial's
+    `reward` user attr), sample `pool_factor * episode_size` unseen valid archs, take the top `episode_size - n_random` by
     predicted reward and fill `n_random` at random, where `n_random` is `epsilon * epsilon_decay**e *
     episode_size` (stochastically rounded). Each trial takes the next arch of the current episode's plan.
 
@@ -168,6 +169,7 @@ class KDNASSampler(SpaceSampler):
         epsilon: float = 0.5,
         epsilon_decay: float = 0.7,
         reward_attr: str = "reward",
+        reward_fn: Callable[[float, float], float] | None = None,
         hidden_size: int = 32,
         train_steps: int = 200,
         seed: int | None = None,
@@ -181,6 +183,7 @@ class KDNASSampler(SpaceSampler):
         self.episode_size, self.pool_factor = episode_size, pool_factor
         self.epsilon, self.epsilon_decay = epsilon, epsilon_decay
         self.reward_attr = reward_attr
+        self.reward_fn = reward_fn
         self.hidden_size, self.train_steps = hidden_size, train_steps
         self._queue: list[tuple[Arch, dict[str, Any]]] = []  # planned archs, each with how it was picked
         self.episodes: list[Episode] = []
@@ -189,7 +192,14 @@ class KDNASSampler(SpaceSampler):
         """(archs, rewards, how many of them are anchors) of the completed trials that carry a reward."""
         archs, rewards, n_anchors = [], [], 0
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            r = t.user_attrs.get(self.reward_attr)
+            a = t.user_attrs
+            # the recorded reward is the one of the search that ran the trial; a study resumed under another
+            # reward (alpha, beta, loss scale, formula) would otherwise mix two scales in one fit
+            r: float | None
+            if self.reward_fn is not None and "kd_loss_short" in a and "latency_ms" in a:
+                r = self.reward_fn(float(a["kd_loss_short"]), float(a["latency_ms"]))
+            else:
+                r = a.get(self.reward_attr)
             if r is None or "arch" not in t.user_attrs or not math.isfinite(r):
                 continue
             archs.append(Arch.from_dict(t.user_attrs["arch"]))

@@ -56,6 +56,9 @@ class StrategyArgs:
     budgets_ms: Sequence[float] = ()
     """The latency budgets recommendations are made for (the kdnas controller spreads its episodes over one
     latency band per budget; the other strategies explore the budget-capped space as a whole)."""
+    reward: Callable[[float, float], float] | None = None
+    """The search's reward `(kd_loss, latency_ms) -> reward`; a reward-driven strategy (kdnas) scores every
+    observed trial with it rather than reading the reward recorded when the trial ran."""
 
 
 SamplerFactory = Callable[[StrategyArgs], BaseSampler]
@@ -76,6 +79,7 @@ def _kdnas(a: StrategyArgs) -> BaseSampler:
     return KDNASSampler(
         space=a.space, episode_size=c.episode_size, pool_factor=c.pool_factor, epsilon=c.epsilon,
         epsilon_decay=c.epsilon_decay, seed=a.seed, budgets_ms=a.budgets_ms, latency_margin=c.latency_margin,
+        reward_fn=a.reward,
     )  # fmt: skip
 
 
@@ -161,9 +165,12 @@ def make_sampler(
     cfg: SearchConfig,
     seed: int | None = None,
     budgets_ms: Sequence[float] = (),
+    reward: Callable[[float, float], float] | None = None,
 ) -> BaseSampler:
     """The Optuna sampler of strategy `name` over `space` (SearchError for an unknown name)."""
     strategy = STRATEGIES.get(name)
     if strategy is None:
         raise SearchError(f"unknown search strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return strategy.factory(StrategyArgs(space=space, cfg=cfg, seed=seed, budgets_ms=tuple(budgets_ms)))
+    return strategy.factory(
+        StrategyArgs(space=space, cfg=cfg, seed=seed, budgets_ms=tuple(budgets_ms), reward=reward)
+    )

@@ -80,6 +80,16 @@ def _evaluate(
     return res, None
 
 
+def search_reward(cfg: SearchConfig, teacher_latency_ms: float) -> Callable[[float, float], float]:
+    """The KD-NAS reward of this search, `(kd_loss, latency_ms) -> reward`: its loss scale, alpha and beta."""
+    scale, alpha, beta = cfg.loss_scale(), cfg.reward_alpha, cfg.reward_beta
+
+    def reward(kd_loss: float, latency_ms: float) -> float:
+        return kdnas_reward(kd_loss * scale, latency_ms, teacher_latency_ms, alpha=alpha, beta=beta)
+
+    return reward
+
+
 @dataclass
 class _Pending:
     trial: optuna.Trial
@@ -141,13 +151,7 @@ class _Search:
         )
 
     def reward(self, kd_loss: float, latency_ms: float) -> float:
-        return kdnas_reward(
-            kd_loss * self.cfg.loss_scale(),
-            latency_ms,
-            self.teacher_latency_ms,
-            alpha=self.cfg.reward_alpha,
-            beta=self.cfg.reward_beta,
-        )
+        return search_reward(self.cfg, self.teacher_latency_ms)(kd_loss, latency_ms)
 
     def complete(self, trial: optuna.Trial, latency_ms: float, params_m: float, kd_loss: float) -> None:
         cons = constraint_values(
@@ -475,8 +479,15 @@ def run_search(
     shared = bool(url and is_shared_url(url) and cfg.heartbeat_interval > 0)
     if shared:  # workers with one seed would propose the same archs in the same order
         seed += 1000 * (os.getpid() % 100_000 + 1)
+    # the controller re-scores every observed trial with this search's reward, so a study resumed under another
+    # reward (its alpha, beta, loss scale or formula) is read consistently, not as a mix of two
     sampler = make_sampler(
-        cfg.strategy, space=space, cfg=cfg, seed=seed, budgets_ms=[b.latency_ms for b in budgets]
+        cfg.strategy,
+        space=space,
+        cfg=cfg,
+        seed=seed,
+        budgets_ms=[b.latency_ms for b in budgets],
+        reward=search_reward(cfg, teacher_latency_ms),
     )
     if shared:
         assert url is not None

@@ -286,3 +286,37 @@ def test_the_reward_weighs_the_state_loss_as_the_full_one(minilm, fake, tmp_path
         kd, ms = t.values[0], t.user_attrs["latency_ms"]
         assert t.user_attrs["reward"] == pytest.approx(kdnas_reward(scale * kd, ms, fake.teacher_latency_ms))
     assert any("reward_loss_scale" in p for p in SearchConfig(reward_loss_scale=0.0).check())
+
+
+def test_a_resumed_study_is_scored_with_the_current_reward(minilm, fake, tmp_path, monkeypatch):
+    """The controller fits its predictor on rewards recomputed from each trial's loss and latency with the search's
+    reward of now: resumed under another alpha, the trials run before are not read on the old reward's scale."""
+    from kdnas.search import study as study_mod
+    from kdnas.search.objectives import kdnas_reward
+
+    made = []
+
+    def capture(*a, **kw):
+        made.append(sampler := make_sampler(*a, **kw))
+        return sampler
+
+    make_sampler = study_mod.make_sampler
+    monkeypatch.setattr(study_mod, "make_sampler", capture)
+    first = SearchConfig(strategy="kdnas", n_trials=4, episode_size=4, promote_fraction=0.0, anchors=False)
+    _run(minilm, fake, first, run_dir=tmp_path)
+    again = SearchConfig(
+        strategy="kdnas", n_trials=8, episode_size=4, promote_fraction=0.0, anchors=False, reward_alpha=-1.0
+    )
+    _run(minilm, fake, again, run_dir=tmp_path)
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    archs, rewards, _ = made[-1].observations(study)
+    assert len(archs) == 8
+    by_arch = {t.user_attrs["arch_id"]: t for t in study.trials if "reward" in t.user_attrs}
+    scale = again.loss_scale()
+    for arch, r in zip(archs, rewards, strict=True):
+        a = by_arch[arch.arch_id].user_attrs
+        now = kdnas_reward(scale * a["kd_loss_short"], a["latency_ms"], fake.teacher_latency_ms, alpha=-1.0)
+        assert r == pytest.approx(now)
+    # the first four were recorded under alpha -0.5, and read under -1 now
+    old = [t for t in study.trials if t.number < 4]
+    assert all(t.user_attrs["reward"] != pytest.approx(r) for t, r in zip(old, rewards[:4], strict=True))
