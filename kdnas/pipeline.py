@@ -81,7 +81,7 @@ STAGES: list[Stage] = [
         distill,
         "distil the recommended students and baselines",
         reads=("distill", "evaluate"),
-        needs=("search",),
+        needs=("search", "latency"),
         result=res.DistillResult,
     ),
     Stage(

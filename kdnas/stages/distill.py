@@ -3,6 +3,7 @@ training split, saved as HF + sentence-transformers folders."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from kdnas.distill.config import DistillConfig
 from kdnas.errors import KdnasError
 from kdnas.evaluate.config import EvaluateConfig
 from kdnas.stages.context import RunContext
-from kdnas.stages.results import DistillResult, SearchOutcome
+from kdnas.stages.results import DistillResult, LatencyResult, SearchOutcome
 
 if TYPE_CHECKING:
     from kdnas.distill.teacher_cache import TeacherNeeds
@@ -47,8 +48,35 @@ def student_jobs(recs: list[dict[str, Any]]) -> dict[str, tuple[Arch, dict[str, 
     return jobs
 
 
+def student_tokens(
+    distill: DistillConfig, arch_id: str, recs: list[dict[str, Any]], teacher_latency_ms: float | None
+) -> int:
+    """Full-distillation tokens of the student of `arch_id`: `distill.fast_tokens` when a user budget that
+    recommends it is at least `distill.fast_speedup` x faster than the teacher (the larger of the two budgets),
+    else `distill.full_tokens`; an equal-latency band always counts as `full_tokens`."""
+    from kdnas.space.arch import Arch
+
+    if distill.fast_tokens is None:
+        return distill.full_tokens
+    for r in recs:
+        b = r["budget"]
+        if Arch.from_dict(r["arch"]).arch_id != arch_id or b.get("min_latency_ms") is not None:
+            continue
+        speedup = b.get("speedup")
+        if speedup is None and teacher_latency_ms:
+            speedup = teacher_latency_ms / b["latency_ms"]
+        if speedup is not None and speedup >= distill.fast_speedup - 1e-9:
+            return max(distill.fast_tokens, distill.full_tokens)
+    return distill.full_tokens
+
+
 def distill(
-    ctx: RunContext, *, distill: DistillConfig, evaluate: EvaluateConfig, search: SearchOutcome
+    ctx: RunContext,
+    *,
+    distill: DistillConfig,
+    evaluate: EvaluateConfig,
+    search: SearchOutcome,
+    latency: LatencyResult | None = None,
 ) -> DistillResult:
     """Distil each recommended student (and the TinyBERT-shape baseline) on the full training split."""
 
@@ -92,8 +120,16 @@ def distill(
         for arch, rec in jobs.values():
             name = student_name(rec)
             out_dir = ctx.run_dir / rd.STUDENTS / name
+            tokens = student_tokens(
+                distill, arch.arch_id, recs, latency.teacher_latency_ms if latency else None
+            )
             model_dir = distill_student(
-                ctx, name, arch, out_dir, distill=distill, cache_also=also.get(out_dir)
+                ctx,
+                name,
+                arch,
+                out_dir,
+                distill=dataclasses.replace(distill, full_tokens=tokens),
+                cache_also=also.get(out_dir),
             )
             students.append(
                 {
@@ -102,6 +138,7 @@ def distill(
                     "arch_id": arch.arch_id,
                     "budget_label": rec["budget"]["label"],
                     "budget_ms": rec["budget"]["latency_ms"],
+                    "tokens": tokens,
                     "kd_loss": rec.get("kd_loss"),
                     "search_latency_ms": rec.get("latency_ms"),
                     "params_m": rec.get("params_m"),
@@ -112,8 +149,10 @@ def distill(
         by_name = {st["name"]: st for st in students}
         for name, twin, of in twins:
             out_dir = ctx.run_dir / rd.STUDENTS / name
+            # on its student's budget: the twin shows what the vocabulary alone changes
+            twin_cfg = dataclasses.replace(distill, full_tokens=by_name[of]["tokens"])
             model_dir = distill_student(
-                ctx, name, twin, out_dir, distill=distill, cache_also=also.get(out_dir)
+                ctx, name, twin, out_dir, distill=twin_cfg, cache_also=also.get(out_dir)
             )
             students.append(
                 {

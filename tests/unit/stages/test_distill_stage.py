@@ -72,3 +72,41 @@ def test_an_arch_two_budgets_recommend_is_distilled_once_under_the_users_budget(
     assert student_name(jobs[three.arch_id][1]) == "student-3x"
     plain = student_jobs([rec("12 ms", 12.0, three), rec("3x", 6.63, three)])
     assert student_name(plain[three.arch_id][1]) == "student-3x"
+
+
+def test_students_of_fast_budgets_get_the_fast_token_budget() -> None:
+    """`distill.fast_tokens` goes to a student whose user budget is at least `fast_speedup` x faster than the
+    teacher (a budget in ms by the teacher's latency); equal-latency bands and slower budgets keep `full_tokens`."""
+    from kdnas.distill import DistillConfig
+    from kdnas.stages.distill import student_tokens
+
+    three, seven, band = Arch(3, 384, 12, 384), Arch(2, 256, 8, 256), Arch(4, 256, 4, 1024)
+
+    def rec(
+        arch: Arch, label: str, ms: float, speedup: float | None = None, floor: float | None = None
+    ) -> dict:
+        budget = {"label": label, "latency_ms": ms, "speedup": speedup, "min_latency_ms": floor}
+        return {"budget": budget, "arch": arch.to_dict()}
+
+    cfg = DistillConfig(full_tokens=600_000, fast_tokens=1_800_000, fast_speedup=5.0)
+    recs = [rec(three, "3x", 7.7, 3.0), rec(seven, "7x", 3.3, 7.0), rec(band, "=bert-mini", 9.0, floor=8.5)]
+    assert student_tokens(cfg, seven.arch_id, recs, 23.1) == 1_800_000
+    assert student_tokens(cfg, three.arch_id, recs, 23.1) == 600_000
+    assert student_tokens(cfg, band.arch_id, recs, 23.1) == 600_000
+    # a fast equal-latency band is still a comparison on the baselines' budget
+    assert student_tokens(cfg, band.arch_id, [rec(band, "=x", 3.0, floor=2.8)], 23.1) == 600_000
+    # 4 ms of a 23.1 ms teacher is 5.8x: fast; without the teacher's latency it cannot be told, so full
+    assert student_tokens(cfg, seven.arch_id, [rec(seven, "4 ms", 4.0)], 23.1) == 1_800_000
+    assert student_tokens(cfg, seven.arch_id, [rec(seven, "4 ms", 4.0)], None) == 600_000
+    assert student_tokens(cfg, seven.arch_id, [rec(seven, "5 ms", 5.0)], 23.1) == 600_000
+    # one arch for 3x and 7x: distilled once, on the larger budget
+    assert student_tokens(
+        cfg, three.arch_id, [rec(three, "3x", 7.7, 3.0), rec(three, "7x", 3.3, 7.0)], 23.1
+    ) == (1_800_000)
+    # off, or below full_tokens: full_tokens
+    off = DistillConfig(full_tokens=600_000, fast_tokens=None)
+    assert student_tokens(off, seven.arch_id, recs, 23.1) == 600_000
+    less = DistillConfig(full_tokens=3_600_000, fast_tokens=1_800_000)
+    assert student_tokens(less, seven.arch_id, recs, 23.1) == 3_600_000
+    assert any(p.startswith("fast_tokens") for p in DistillConfig(fast_tokens=0).check())
+    assert any(p.startswith("fast_speedup") for p in DistillConfig(fast_speedup=1.0).check())
