@@ -117,6 +117,7 @@ class _Search:
     ):
         self.study, self.storage, self.space, self.evaluator, self.cfg = study, storage, space, evaluator, cfg
         self.tokens, self.teacher_latency_ms = tokens, teacher_latency_ms
+        self.reward = search_reward(cfg, teacher_latency_ms)  # (kd_loss, latency_ms) -> the KD-NAS reward
         self.max_latency_ms = max_latency_ms
         self.max_params_m = space.constraints.max_params_m
         self.callback = callback
@@ -149,9 +150,6 @@ class _Search:
         return objective_values(
             self.cfg.objectives, kd_loss=kd_loss, latency_ms=latency_ms, params_m=params_m
         )
-
-    def reward(self, kd_loss: float, latency_ms: float) -> float:
-        return search_reward(self.cfg, self.teacher_latency_ms)(kd_loss, latency_ms)
 
     def complete(self, trial: optuna.Trial, latency_ms: float, params_m: float, kd_loss: float) -> None:
         cons = constraint_values(
