@@ -14,7 +14,9 @@ from kdnas.space.arch import Arch
 from kdnas.space.space import SearchSpace
 
 
-def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float], margin: float = 0.0) -> list[Arch]:
+def anchor_archs(
+    space: SearchSpace, budgets: Sequence[Budget | float], margin: float = 0.0, narrow: bool = False
+) -> list[Arch]:
     """`search.anchors`: per budget (loosest first), the deepest arch at the teacher's hidden size and heads
     with the smallest vocabulary choice whose predicted latency fits the budget, the widest FFN at that depth;
     none without a teacher-family space or a latency predictor.
@@ -31,6 +33,11 @@ def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float], margin: 
     the deepest (then widest-FFN) teacher-width arch predicted inside it, else the deepest one predicted under
     its top. The predictor and the side-by-side timing the band comes from disagree by 20% and more on a busy
     machine; in one unit, the anchor lands in the band it is meant for.
+
+    `narrow` (`search.narrow_anchors`): where the only teacher-width arch fitting a plain budget has one layer,
+    that budget also gets the deepest arch one width down that fits it deeper (the widest hidden size under the
+    teacher's where some arch of two or more layers fits under the margin, at the teacher's head size where the
+    space has it, then the widest FFN): at the fast end a second layer is worth more than width.
     """
     from kdnas.models.student import arch_of
 
@@ -61,8 +68,34 @@ def anchor_archs(space: SearchSpace, budgets: Sequence[Budget | float], margin: 
         deepest = [max(pool, key=lambda a: (a.num_layers, a.ffn_size))]
         if lo == 0.0 and margin > 0:  # and the one at the budget's edge: the predictor errs both ways
             deepest.append(max(fit, key=lambda a: (a.num_layers, a.ffn_size)))
+        if narrow and lo == 0.0 and max(a.num_layers for a in pool) == 1:
+            deeper = _narrow_anchor(archs, predict, t, smallest, hi * (1 - margin))
+            if deeper is not None:
+                deepest.append(deeper)
         out.extend(a for a in dict.fromkeys(deepest) if a not in out)
     return out
+
+
+def _narrow_anchor(
+    archs: Sequence[Arch], predict: Callable[[Arch], float], teacher: Arch, vocab: int | None, ms: float
+) -> Arch | None:
+    """The deepest arch of two or more layers predicted at or under `ms` at the widest hidden size under the
+    teacher's that has one: the teacher's head size where that width has it, the widest FFN at that depth."""
+    head = teacher.hidden_size // teacher.num_heads
+    fit = [
+        a
+        for a in archs
+        if a.hidden_size < teacher.hidden_size
+        and a.vocab_size == vocab
+        and a.num_layers >= 2
+        and float(predict(a)) <= ms
+    ]
+    if not fit:
+        return None
+    width = max(a.hidden_size for a in fit)
+    at = [a for a in fit if a.hidden_size == width]
+    same_head = [a for a in at if a.hidden_size == a.num_heads * head]
+    return max(same_head or at, key=lambda a: (a.num_layers, a.ffn_size))
 
 
 def _band(budget: Budget | float, predict: Callable[[Arch], float]) -> tuple[float, float]:

@@ -121,6 +121,14 @@ class SearchConfig:
     predicted inside 7x, was timed at 6.5x (most of that miss was a slow reading of the teacher, see
     `target.teacher_readings`); in a family headline the 3x anchor under the margin was timed at 4.0x. 0: one
     anchor, at the edge. Equal-latency bands are anchored inside the band, without a margin."""
+    narrow_anchors: bool = True
+    """With `anchors`: a plain budget whose only teacher-width anchor has one layer also gets the deepest arch of
+    two or more layers at the widest narrower hidden size that fits under its margin (at minilm-l6's 7x:
+    L2-H256-A8). At the fast end depth pays more than width: of the 8 archs with a final placed at 6-10.5x on
+    minilm-l6 (`benchmarks/data/band_finals-default-21.json`, docs/benchmarks.md, twenty-second session) the
+    2-layer ones scored 77.3-79.1 on the suite, the 1-layer ones 75.4-77.4; the search's proxy ranked a 1-layer
+    one first, and a 16-trial search's 7x pool may hold no 2-layer student at all (the headline of the
+    twenty-third session: its 1-layer pick kept 92.0%). False: teacher-width anchors only."""
 
     def loss_scale(self) -> float:
         """The reward's scale on the loss (`reward_loss_scale`, its None resolved)."""

@@ -550,7 +550,9 @@ def run_search(
     )
     search.resume()
     if cfg.anchors:
-        search.enqueue_anchors(anchor_archs(space, budgets, margin=cfg.anchor_margin))
+        search.enqueue_anchors(
+            anchor_archs(space, budgets, margin=cfg.anchor_margin, narrow=cfg.narrow_anchors)
+        )
     if needs_startup(cfg.strategy):
         search.enqueue_startup(seed)
     stopped = search.run(n_trials)

@@ -320,3 +320,35 @@ def test_a_resumed_study_is_scored_with_the_current_reward(minilm, fake, tmp_pat
     # the first four were recorded under alpha -0.5, and read under -1 now
     old = [t for t in study.trials if t.number < 4]
     assert all(t.user_attrs["reward"] != pytest.approx(r) for t, r in zip(old, rewards[:4], strict=True))
+
+
+def test_a_one_layer_budget_also_gets_a_deeper_narrower_anchor(minilm, fake):
+    """`search.narrow_anchors`: where the only teacher-width arch fitting a plain budget has one layer, the budget
+    also gets the deepest arch of 2+ layers at the widest narrower hidden size fitting under the margin, at the
+    teacher's head size; a budget a 2-layer teacher-width arch fits gets none, nor does narrow=False."""
+    space = default_space(minilm).replace(latency_fn=fake.predict_latency_ms)
+    archs = space.enumerate()
+    vocab = anchor_archs(space, [1e9])[0].vocab_size
+    wide = [a for a in archs if (a.hidden_size, a.num_heads, a.vocab_size) == (384, 12, vocab)]
+    two = min(fake.predict_latency_ms(a) for a in wide if a.num_layers == 2)
+    ms = two * 0.99  # only 1-layer teacher-width archs fit
+    plain = anchor_archs(space, [ms], margin=0.1)
+    assert all(a.num_layers == 1 for a in plain)
+    with_narrow = anchor_archs(space, [ms], margin=0.1, narrow=True)
+    (deeper,) = [a for a in with_narrow if a not in plain]
+    assert deeper.num_layers >= 2 and deeper.hidden_size < 384
+    assert deeper.hidden_size == deeper.num_heads * 32 and deeper.vocab_size == vocab
+    fits = [
+        a
+        for a in archs
+        if a.hidden_size < 384
+        and a.num_layers >= 2
+        and a.vocab_size == vocab
+        and fake.predict_latency_ms(a) <= ms * 0.9
+    ]
+    assert deeper.hidden_size == max(a.hidden_size for a in fits)
+    same = [a for a in fits if (a.hidden_size, a.num_heads) == (deeper.hidden_size, deeper.num_heads)]
+    assert (deeper.num_layers, deeper.ffn_size) == max((a.num_layers, a.ffn_size) for a in same)
+    # a budget a 2-layer teacher-width arch fits: no narrow anchor
+    loose = two * 1.5
+    assert anchor_archs(space, [loose], margin=0.1, narrow=True) == anchor_archs(space, [loose], margin=0.1)
