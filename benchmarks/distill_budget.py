@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", required=True, help="student arch id, e.g. L2-H256-A8-F256-gelu-V35319")
     ap.add_argument("--tokens", required=True, help="comma-separated token budgets, e.g. 600000,1800000")
     ap.add_argument(
+        "--losses",
+        default="",
+        help="loss weights to change, e.g. sentence=30,similarity=0.3 (the others keep the run's weights); "
+        "outputs go to <arch>-T<tokens>-<name><weight>... so runs with other weights stay apart",
+    )
+    ap.add_argument(
         "--teacher-scores", help="the teacher's evaluate json (default: RUN_DIR/evaluate/teacher.json)"
     )
     args = ap.parse_args(argv)
@@ -52,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     teacher = ModelReport.from_dict(json.loads(teacher_file.read_text()))
     arch = Arch.parse(args.arch)
     budgets = [int(t) for t in args.tokens.split(",")]
+    changed = _losses(args.losses)
+    losses = {**cfg.distill.losses, **changed}
+    suffix = "".join(f"-{k}{v:g}" for k, v in changed.items())
     tasks = load_tasks(cfg.evaluate.tasks, max_train=cfg.evaluate.max_train_examples)
 
     # one context for every budget: teacher, corpus split and vocabulary are loaded once; only the distill
@@ -59,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = RunContext(cfg=cfg, run_dir=run_dir, progress=sys.stderr.isatty())
     rows = []
     for tokens in budgets:
-        dcfg = dataclasses.replace(cfg.distill, full_tokens=tokens)
-        out = run_dir / "budgets" / f"{arch.arch_id}-T{tokens}"
+        dcfg = dataclasses.replace(cfg.distill, full_tokens=tokens, losses=losses)
+        out = run_dir / "budgets" / f"{arch.arch_id}-T{tokens}{suffix}"
         model_dir = distill_student(ctx, arch.arch_id, arch, out, distill=dcfg)
         result = json.loads((out / "result.json").read_text())
         report = score(ctx, model_dir, out / "eval.json", name=arch.arch_id, arch=arch.arch_id, tasks=tasks)
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     cols = table.tasks
     head = (f"{'tokens':>10} {'KD held-out':>11} {'distill s':>9} "
             + " ".join(f"{c.replace('wiki-vital-', ''):>8}" for c in cols) + f" {'avg':>6} {'zero-shot':>9} {'cosine':>6} {'R@10':>6}")  # fmt: skip
-    print(f"\nbudget sweep: {arch.arch_id} in {run_dir} (teacher {cfg.teacher.name})")
+    print(f"\nbudget sweep: {arch.arch_id} in {run_dir} (teacher {cfg.teacher.name}; losses {losses})")
     print(
         "avg: mean in-language retention; zero-shot: mean zero-shot retention; distill s: training time, "
         "without building the teacher cache"
@@ -89,6 +98,20 @@ def main(argv: list[str] | None = None) -> int:
               + f" {100 * (r.avg_retention or 0):5.1f}% " + (f"{100 * zs:8.1f}%" if zs is not None else f"{'-':>9}")
               + f" {_num((report.fidelity or {}).get('mean_cosine'))} {_num((report.fidelity or {}).get('recall_at_10'))}")  # fmt: skip
     return 0
+
+
+def _losses(text: str) -> dict[str, float]:
+    """`--losses`: "name=weight,..." -> {name: weight}; a clear error for anything else."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, weight = part.partition("=")
+        try:
+            if not eq:
+                raise ValueError
+            out[name.strip()] = float(weight)
+        except ValueError:
+            raise KdnasError(f"--losses: {part!r} is not NAME=WEIGHT (e.g. sentence=30)") from None
+    return out
 
 
 def _num(v: float | None) -> str:
