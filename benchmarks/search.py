@@ -115,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--budgets", default="10,20,40")
     p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a search config key for every replayed strategy, e.g. predictor_ensemble=5 (repeatable)",
+    )
+    p.add_argument(
         "--quick", action="store_true", help="2 seeds, budgets 10,20, no bo (a check that it runs)"
     )
     args = p.parse_args(argv)
@@ -129,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         seeds, budgets = 2, [10, 20]
         strategies = [s for s in strategies if s != "bo"]
+    overrides = _overrides(args.set)
     table = synthetic_table(args.n_archs, 0) if args.synthetic else read_table(args.table)
     if args.synthetic:
         print("NOTE: synthetic table from the fake evaluator; these figures say nothing about real searches")
@@ -140,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"table: {len(table.rows)} archs, teacher {table.teacher_latency_ms:.3g} ms, "
         f"HV reference (kd_loss {ref[0]:.3f}, latency {ref[1]:.3g} ms); {seeds} seeds"
+        + (f"; search {overrides}" if overrides else "")
     )
     curves: dict[str, np.ndarray] = {}
     for s in strategies:
         t0 = time.time()
-        curves[s] = np.stack([replay(table, s, seed=k, n_evals=n_max, reference=ref) for k in range(seeds)])
+        curves[s] = np.stack(
+            [replay(table, s, seed=k, n_evals=n_max, reference=ref, **overrides) for k in range(seeds)]
+        )
         print(f"  {s}: {time.time() - t0:.1f} s", file=sys.stderr)
     mean = {s: c.mean(axis=0) for s, c in curves.items()}
     head = "strategy  " + "".join(f"  HV@{b:<6}" for b in budgets) + "  evals to random@" + str(n_max)
@@ -161,6 +172,26 @@ def main(argv: list[str] | None = None) -> int:
     tau, n = kendall_tau_table(table)
     print(f"Kendall tau short vs long proxy: {'n/a' if tau is None else f'{tau:.3f}'} over {n} archs")
     return 0
+
+
+def _overrides(items: list[str]) -> dict[str, object]:
+    """`--set KEY=VALUE` pairs -> SearchConfig keyword arguments (values read as YAML: 5, 0.5, true)."""
+    import dataclasses
+
+    import yaml
+
+    from kdnas.search.config import SearchConfig
+
+    keys = {f.name for f in dataclasses.fields(SearchConfig)}
+    out: dict[str, object] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in keys:
+            raise SystemExit(
+                f"--set {item!r}: want KEY=VALUE with KEY a search config key (e.g. predictor_ensemble=5)"
+            )
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 if __name__ == "__main__":

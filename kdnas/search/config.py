@@ -31,6 +31,11 @@ class SearchConfig:
     """kdnas: share of each episode filled at random at the start."""
     epsilon_decay: float = 0.7
     """kdnas: epsilon is multiplied by this after each episode."""
+    predictor_ensemble: int = 1
+    """kdnas: reward predictors per episode. 1: one MLP on every observation (KD-NAS). N > 1: N, the first on
+    every observation and the rest on bootstrap resamples, and a pool arch is ranked by their mean minus their
+    spread (in log reward), so an arch that only one of them rates high (one far from anything observed) is not
+    taken on that extrapolation."""
     reward_alpha: float = -0.5
     """KD-NAS reward exponent on the latency ratio (negative: faster is better)."""
     reward_beta: float = 0.25
@@ -156,6 +161,8 @@ class SearchConfig:
             )
         if self.episode_size < 1 or self.pool_factor < 1:
             out.append("episode_size, pool_factor: must be >= 1")
+        if self.predictor_ensemble < 1:
+            out.append(f"predictor_ensemble: {self.predictor_ensemble} must be >= 1 (1: one predictor)")
         if not 0 <= self.epsilon <= 1 or not 0 < self.epsilon_decay <= 1:
             out.append("epsilon: must be in [0, 1] and epsilon_decay in (0, 1]")
         if self.reward_alpha >= 0:

@@ -175,9 +175,10 @@ class KDNASSampler(SpaceSampler):
         seed: int | None = None,
         budgets_ms: Sequence[float] = (),
         latency_margin: float = 0.1,
+        ensemble: int = 1,
     ):
-        if episode_size < 1 or pool_factor < 1:
-            raise ValueError("episode_size and pool_factor must be >= 1")
+        if episode_size < 1 or pool_factor < 1 or ensemble < 1:
+            raise ValueError("episode_size, pool_factor and ensemble must be >= 1")
         super().__init__(space=space, seed=seed)
         self.bands = latency_bands(budgets_ms, latency_margin) if space.latency_fn is not None else []
         self.episode_size, self.pool_factor = episode_size, pool_factor
@@ -185,6 +186,7 @@ class KDNASSampler(SpaceSampler):
         self.reward_attr = reward_attr
         self.reward_fn = reward_fn
         self.hidden_size, self.train_steps = hidden_size, train_steps
+        self.ensemble = ensemble
         self._queue: list[tuple[Arch, dict[str, Any]]] = []  # planned archs, each with how it was picked
         self.episodes: list[Episode] = []
 
@@ -239,14 +241,7 @@ class KDNASSampler(SpaceSampler):
         )
         scores = None
         if n_random < k and pool:
-            pred = RewardPredictor(
-                self._space.encoding_dim,
-                hidden_size=self.hidden_size,
-                steps=self.train_steps,
-                seed=int(self._rng.integers(2**31)),
-            ).fit(self._space.encode_many(archs), rewards)
-            scores = pred.predict(self._space.encode_many(pool))
-            ep.train_loss = pred.train_loss
+            scores, ep.train_loss = self._scores(archs, rewards, pool)
         taken: set[int] = set()
         chosen: list[tuple[Arch, dict[str, Any]]] = []
         fill: list[tuple[Arch, dict[str, Any]]] = []
@@ -272,6 +267,37 @@ class KDNASSampler(SpaceSampler):
         self._queue.extend(chosen + fill)
         self.episodes.append(ep)
         return ep
+
+    def _scores(
+        self, archs: list[Arch], rewards: np.ndarray, pool: list[Arch]
+    ) -> tuple[np.ndarray, float | None]:
+        """Predicted reward of every `pool` arch, and the (first) predictor's training loss.
+
+        With `ensemble` > 1, the first member is fitted on every observation, the others on bootstrap resamples
+        (each with its own seed), and an arch's score is the members' mean minus their standard deviation, in log
+        space where every reward is positive: an arch only one member rates high, typically one far from
+        anything observed, is not taken on that member's extrapolation.
+        """
+        x, xp = self._space.encode_many(archs), self._space.encode_many(pool)
+        preds: list[np.ndarray] = []
+        loss: float | None = None
+        for m in range(self.ensemble):
+            idx = np.arange(len(archs)) if m == 0 else self._rng.integers(len(archs), size=len(archs))
+            pred = RewardPredictor(
+                self._space.encoding_dim,
+                hidden_size=self.hidden_size,
+                steps=self.train_steps,
+                seed=int(self._rng.integers(2**31)),
+            ).fit(x[idx], rewards[idx])
+            preds.append(pred.predict(xp))
+            loss = pred.train_loss if loss is None else loss
+        if len(preds) == 1:
+            return preds[0], loss
+        p = np.stack(preds)  # [members, pool]
+        if np.all(p > 0):
+            logs = np.log(p)
+            return np.exp(logs.mean(axis=0) - logs.std(axis=0)), loss
+        return p.mean(axis=0) - p.std(axis=0), loss
 
     def _band_start(self, index: int) -> int:
         """The band of episode `index`'s first slot. Episodes continue the rotation where the one before stopped,

@@ -79,7 +79,7 @@ def _kdnas(a: StrategyArgs) -> BaseSampler:
     return KDNASSampler(
         space=a.space, episode_size=c.episode_size, pool_factor=c.pool_factor, epsilon=c.epsilon,
         epsilon_decay=c.epsilon_decay, seed=a.seed, budgets_ms=a.budgets_ms, latency_margin=c.latency_margin,
-        reward_fn=a.reward,
+        reward_fn=a.reward, ensemble=c.predictor_ensemble,
     )  # fmt: skip
 
 

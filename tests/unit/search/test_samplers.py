@@ -242,3 +242,46 @@ def test_a_registered_strategy_is_configurable_and_runs(minilm, fake):
         assert all(a.hidden_size <= widths[1] for a in done)  # it chose, not the search
     finally:
         samplers.STRATEGIES.pop("narrowest")
+
+
+def test_an_ensemble_ranks_by_the_members_mean_less_their_spread(minilm):
+    """`search.predictor_ensemble`: member 0 is the single predictor (fitted on every observation with the seed
+    the one-predictor controller would draw), the rest fit bootstrap resamples; the score is exp(mean - sd) of
+    their log predictions; one member is exactly the single-predictor controller."""
+    space = default_space(minilm)
+    train = space.sample_many(12, 0)
+    pool = space.sample_many(40, 1, exclude={a.arch_id for a in train})
+    y = np.exp(-(8.0 - 3.0 * _synthetic_reward(space, train)))
+    one = KDNASSampler(space=space, seed=3)
+    single, loss1 = one._scores(train, y, pool)
+    three = KDNASSampler(space=space, seed=3, ensemble=3)
+    got, loss3 = three._scores(train, y, pool)
+
+    rng = np.random.default_rng(3)  # the sampler's generator, replayed by hand: the naive reference
+    x, xp, preds = space.encode_many(train), space.encode_many(pool), []
+    for m in range(3):
+        idx = np.arange(len(train)) if m == 0 else rng.integers(len(train), size=len(train))
+        member = RewardPredictor(space.encoding_dim, seed=int(rng.integers(2**31))).fit(x[idx], y[idx])
+        preds.append(np.log(member.predict(xp)))
+    np.testing.assert_allclose(preds[0], np.log(single), rtol=1e-6)
+    want = np.exp(np.mean(preds, axis=0) - np.std(preds, axis=0))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert loss1 == loss3 and (got <= np.exp(np.mean(preds, axis=0)) + 1e-12).all()
+    assert not np.allclose(preds[1], preds[0])  # the resampled members differ
+    with pytest.raises(ValueError, match="ensemble"):
+        KDNASSampler(space=space, ensemble=0)
+    assert any("predictor_ensemble" in p for p in SearchConfig(predictor_ensemble=0).check())
+
+
+def test_the_kdnas_strategy_runs_with_an_ensemble(minilm, fake):
+    cfg = SearchConfig(
+        strategy="kdnas", n_trials=8, episode_size=2, promote_fraction=0.0, predictor_ensemble=4
+    )
+    sampler = make_sampler("kdnas", space=default_space(minilm), cfg=cfg, seed=0)
+    assert isinstance(sampler, KDNASSampler) and sampler.ensemble == 4
+    res = run_search(
+        default_space(minilm), fake, cfg, tokens=100, teacher_latency_ms=fake.teacher_latency_ms, seed=1
+    )
+    assert res.n_evaluated == 8
+    picks = [r for r in res.records if r.state == "complete"]
+    assert len({r.arch.arch_id for r in picks}) == 8
