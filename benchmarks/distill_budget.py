@@ -54,12 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     teacher_file = Path(args.teacher_scores or run_dir / "evaluate" / "teacher.json")
     if not teacher_file.is_file():
         raise KdnasError(f"{teacher_file} is missing: run the pipeline's evaluate stage in {run_dir} first")
-    cfg = config.load(str(run_dir / "config.yaml"))
+    changed = _losses(args.losses)
+    # the run's config with the changed weights, checked as any config is (a misspelt loss name is an error)
+    cfg = config.load(str(run_dir / "config.yaml"), {f"distill.losses.{k}": v for k, v in changed.items()})
     teacher = ModelReport.from_dict(json.loads(teacher_file.read_text()))
     arch = Arch.parse(args.arch)
     budgets = [int(t) for t in args.tokens.split(",")]
-    changed = _losses(args.losses)
-    losses = {**cfg.distill.losses, **changed}
     suffix = "".join(f"-{k}{v:g}" for k, v in changed.items())
     tasks = load_tasks(cfg.evaluate.tasks, max_train=cfg.evaluate.max_train_examples)
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = RunContext(cfg=cfg, run_dir=run_dir, progress=sys.stderr.isatty())
     rows = []
     for tokens in budgets:
-        dcfg = dataclasses.replace(cfg.distill, full_tokens=tokens, losses=losses)
+        dcfg = dataclasses.replace(cfg.distill, full_tokens=tokens)
         out = run_dir / "budgets" / f"{arch.arch_id}-T{tokens}{suffix}"
         model_dir = distill_student(ctx, arch.arch_id, arch, out, distill=dcfg)
         result = json.loads((out / "result.json").read_text())
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     cols = table.tasks
     head = (f"{'tokens':>10} {'KD held-out':>11} {'distill s':>9} "
             + " ".join(f"{c.replace('wiki-vital-', ''):>8}" for c in cols) + f" {'avg':>6} {'zero-shot':>9} {'cosine':>6} {'R@10':>6}")  # fmt: skip
-    print(f"\nbudget sweep: {arch.arch_id} in {run_dir} (teacher {cfg.teacher.name}; losses {losses})")
+    print(
+        f"\nbudget sweep: {arch.arch_id} in {run_dir} (teacher {cfg.teacher.name}; losses {cfg.distill.losses})"
+    )
     print(
         "avg: mean in-language retention; zero-shot: mean zero-shot retention; distill s: training time, "
         "without building the teacher cache"

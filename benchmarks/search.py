@@ -175,22 +175,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _overrides(items: list[str]) -> dict[str, object]:
-    """`--set KEY=VALUE` pairs -> SearchConfig keyword arguments (values read as YAML: 5, 0.5, true)."""
+    """`--set KEY=VALUE` pairs -> SearchConfig keyword arguments (values read as `kdnas run` overrides are)."""
     import dataclasses
 
-    import yaml
-
+    from kdnas.config import parse_overrides
     from kdnas.search.config import SearchConfig
 
     keys = {f.name for f in dataclasses.fields(SearchConfig)}
-    out: dict[str, object] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in keys:
-            raise SystemExit(
-                f"--set {item!r}: want KEY=VALUE with KEY a search config key (e.g. predictor_ensemble=5)"
-            )
-        out[key] = yaml.safe_load(value)
+    out = parse_overrides([f"--{item}" for item in items])
+    unknown = [k for k in out if k not in keys]
+    if unknown:
+        raise SystemExit(f"--set {', '.join(unknown)}: not a search config key (e.g. predictor_ensemble=5)")
     return out
 
 

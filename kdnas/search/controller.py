@@ -290,7 +290,8 @@ class KDNASSampler(SpaceSampler):
                 seed=int(self._rng.integers(2**31)),
             ).fit(x[idx], rewards[idx])
             preds.append(pred.predict(xp))
-            loss = pred.train_loss if loss is None else loss
+            if m == 0:
+                loss = pred.train_loss
         if len(preds) == 1:
             return preds[0], loss
         p = np.stack(preds)  # [members, pool]
