@@ -126,6 +126,7 @@ class RunConfig:
 _RESOURCE_KEYS = (
     ("export", "overwrite"),
     ("distill", "teacher_cache_mb"),
+    ("distill", "keep_teacher_cache"),
     ("distill", "nproc"),
     ("distill", "device"),  # the same result up to float noise on any device; a run may resume on another
     ("target", "cache_dir"),

@@ -153,6 +153,20 @@ def run(
         summary = result.to_dict() if isinstance(result, res.StageResult) else result
         write_json_atomic(marker, {"stage": stage.name, "seconds": round(seconds, 2), "summary": summary})
         say(f"{head}: done in {seconds:.1f} s")
+        if stage.name == "distill" and not cfg.distill.keep_teacher_cache:
+            _free_scratch(run_dir, say)
         if until == stage.name:
             break
     return ctx
+
+
+def _free_scratch(run_dir: Path, say: Callable[[str], None]) -> None:
+    """After the distill stage: the teacher cache and the finished models' checkpoints are not read again
+    (`run_dir.scratch`); a kill before this leaves them for `kdnas clean`."""
+    items = [s for s in rd.scratch(run_dir) if s.kept is None]
+    if items:
+        freed = rd.free(items)
+        say(
+            f"  freed {freed / 2**30:.1f} GiB: the teacher cache and the distilled models' training checkpoints "
+            "(distill.keep_teacher_cache: true keeps them for a rerun after a config change)"
+        )

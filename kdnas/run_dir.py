@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -238,3 +239,92 @@ def search_independent(run_dir: Path, old: RunConfig, new: RunConfig, stage: str
         if p.stem not in students and not (run_dir / STUDENTS / p.stem).exists():
             out.add(p)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ scratch space
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A part of a run dir that only makes a resume or a rerun faster, never a result: what `kdnas clean`
+    deletes, and `kdnas run` after its distill stage (unless `distill.keep_teacher_cache`)."""
+
+    path: Path
+    what: str
+    bytes: int
+    kept: str | None = None
+    """Why it must stay (an unfinished stage still uses it); None: it may go."""
+
+
+def disk_bytes(path: Path) -> int:
+    """Disk space under `path` (allocated blocks: the teacher cache's memory-mapped files may be sparse)."""
+    if path.is_symlink() or not path.exists():
+        return 0
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    total = 0
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:  # removed meanwhile
+            continue
+        total += getattr(st, "st_blocks", 0) * 512 or st.st_size
+    return total
+
+
+def scratch(run_dir: Path, *, previous: bool = False, force: bool = False) -> list[Scratch]:
+    """What `run_dir` holds only to resume or rerun faster:
+
+    - `teacher_cache/`: the teacher's outputs on the corpus (GBs). The search and distill stages read it; once
+      the distill stage has finished only a rerun after a config change would (it then runs the teacher
+      again). Kept while that stage is unfinished unless `force` (a resume then runs the teacher again too;
+      never with a run still working in the dir).
+    - the training checkpoints of finished distillations (students/, baselines/): the model dir is final.
+      An unfinished one's checkpoints are its progress and always stay.
+    - with `previous`: `previous/`, what stages rerun after a config change had written before it (results of
+      the earlier config, kept for comparison).
+    """
+    from kdnas.distill.checkpoint import checkpoint_files
+
+    run_dir = Path(run_dir)
+    distilled = marker(run_dir, "distill").exists()
+    out: list[Scratch] = []
+    cache = run_dir / TEACHER_CACHE
+    if cache.is_dir():
+        kept = (
+            None
+            if distilled or force
+            else "the distill stage has not finished and reads it (resume the run, or --force: a resume then "
+            "runs the teacher again)"
+        )
+        out.append(
+            Scratch(
+                cache, "teacher outputs cached for the search and distill stages", disk_bytes(cache), kept
+            )
+        )
+    for group in (STUDENTS, BASELINES):
+        for d in sorted(p for p in (run_dir / group).glob("*") if p.is_dir()):
+            files = checkpoint_files(d)
+            if not files:
+                continue
+            done = distilled or ((d / "result.json").is_file() and (d / "model" / "config.json").is_file())
+            why = None if done else "its distillation has not finished: they are its progress"
+            for f in files:
+                out.append(Scratch(f, f"training checkpoints of {group}/{d.name}", disk_bytes(f), why))
+    if previous and (run_dir / PREVIOUS).is_dir():
+        for d in sorted(p for p in (run_dir / PREVIOUS).iterdir() if p.is_dir()):
+            out.append(Scratch(d, f"outputs of stages rerun after config {d.name} changed", disk_bytes(d)))
+    return out
+
+
+def free(items: list[Scratch]) -> int:
+    """Delete every item that may go (`kept` None); returns the bytes freed."""
+    freed = 0
+    for item in items:
+        if item.kept is not None:
+            continue
+        if item.path.is_dir() and not item.path.is_symlink():
+            shutil.rmtree(item.path, ignore_errors=True)
+        else:
+            item.path.unlink(missing_ok=True)
+        freed += item.bytes
+    return freed

@@ -26,6 +26,7 @@ COMMANDS = (
     "evaluate",
     "export",
     "report",
+    "clean",
     "worker",
 )
 

@@ -90,6 +90,14 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def checkpoint_files(directory: str | Path) -> list[Path]:
+    """Every file of the checkpoint layout in `directory` (kept checkpoints, their manifest, an earlier layout's
+    file, half-written temporaries): what a finished distillation no longer needs."""
+    directory = Path(directory)
+    names = ("checkpoint-*.pt", "checkpoint-*.pt.tmp*", CHECKPOINT, MANIFEST)
+    return sorted({p for pattern in names for p in directory.glob(pattern) if p.is_file()})
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

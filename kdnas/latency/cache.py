@@ -84,6 +84,17 @@ class LatencyCache:
         with closing(self._connect()) as db:
             return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
+    def drop(self, *, before: float | None = None, dry_run: bool = False) -> int:
+        """Delete the entries cached before the Unix time `before` (every entry when None); returns how many
+        there were. `dry_run`: count only. Readings a loaded machine or an old kdnas cached stay valid to the
+        cache until dropped (it only guards new ones)."""
+        where, params = ("WHERE created < ?", (before,)) if before is not None else ("", ())
+        with closing(self._connect()) as db, db:
+            n = int(db.execute(f"SELECT COUNT(*) FROM results {where}", params).fetchone()[0])
+            if not dry_run and n:
+                db.execute(f"DELETE FROM results {where}", params)
+        return n
+
     def clear(self) -> None:
         with closing(self._connect()) as db, db:
             db.execute("DELETE FROM results")

@@ -454,3 +454,41 @@ def test_a_baseline_the_search_recommends_is_distilled_scored_and_timed_once(tmp
     assert rows["every-other-layer-kd"]["speedup"] == rows[student["name"]]["speedup"] is not None
     assert list(rows).index("every-other-layer-kd") < list(rows).index(student["name"])  # baselines first
     assert "every-other-layer-kd is the same model as" in (run / "retention.md").read_text()
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_teacher_cache_and_checkpoints_go_once_the_distill_stage_is_done(
+    tmp_path: Path, keep: bool
+) -> None:
+    """Nothing after the distill stage reads them (`distill.keep_teacher_cache` keeps them for a rerun)."""
+    from kdnas import run_dir as rd
+
+    seen: dict[str, bool] = {}
+
+    def make(name: str) -> pipeline.Stage:
+        def run(ctx: pipeline.RunContext) -> dict[str, Any]:
+            cache = ctx.run_dir / rd.TEACHER_CACHE / "k"
+            seen[name] = cache.exists()
+            if name == "search":
+                cache.mkdir(parents=True)
+                (cache / "hidden.1.npy").write_bytes(b"\1" * 4096)
+            if name == "distill":
+                d = ctx.run_dir / rd.STUDENTS / "s"
+                (d / "model").mkdir(parents=True)
+                (d / "model" / "config.json").write_text("{}")
+                (d / "checkpoint-000002.pt").write_bytes(b"\1" * 4096)
+                (d / "checkpoint.json").write_text("{}")
+            return {}
+
+        return pipeline.Stage(name, run, name)
+
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "STAGES", [make(n) for n in ("search", "distill", "evaluate")])
+        mp.setattr(pipeline.RunContext, "say", lambda self, msg: lines.append(msg))
+        pipeline.run(config.load("smoke", {"distill.keep_teacher_cache": keep}), run_dir=tmp_path / "r")
+    r = tmp_path / "r"
+    assert seen == {"search": False, "distill": True, "evaluate": keep}
+    assert (r / rd.STUDENTS / "s" / "model" / "config.json").is_file()
+    assert (r / rd.STUDENTS / "s" / "checkpoint-000002.pt").exists() == keep
+    assert any("freed" in line and "keep_teacher_cache" in line for line in lines) != keep
