@@ -48,6 +48,9 @@ def test_smoke_run_writes_every_stage(smoke_run: Path) -> None:
     assert (smoke_run / "peers" / "model2vec-static" / "model.safetensors").is_file()
     for f in ("pareto.png", "pareto.html", "trials.csv", "summary.md"):
         assert (smoke_run / "report" / f).exists(), f
+    # nothing after the distill stage reads the teacher cache or the finished models' checkpoints: freed then
+    assert not (smoke_run / "teacher_cache").exists()
+    assert not [*smoke_run.glob("students/*/checkpoint*"), *smoke_run.glob("baselines/*/checkpoint*")]
 
 
 def test_rerun_skips_finished_stages(smoke_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
