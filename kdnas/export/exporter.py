@@ -68,6 +68,9 @@ class ExportResult:
     """Export date (UTC)."""
     warnings: list[str] = field(default_factory=list)
     """Things the user should know (e.g. int8 lost more accuracy than expected)."""
+    card_args: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What the card was rendered from (info, name, family, input names), so `set_speedups` can render it again;
+    not written to export.json."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +115,7 @@ def export_model(
     target: TargetConfig | None = None,
     measure: bool = True,
     sentence_dir: str | Path | None = None,
+    beside_teacher: bool = True,
 ) -> ExportResult:
     """Export `model` (an HF base encoder) and `tokenizer` into `out_dir`; return what was written and measured.
 
@@ -121,6 +125,9 @@ def export_model(
     (default: CPU, 2 threads, batch 1, sequence 128) unless `measure=False`.
     `sentence_dir`: a model dir whose sentence-transformers files (modules.json, 1_Pooling, 2_Dense, ...) are
     copied along, so the export loads with `SentenceTransformer(out_dir)` and embeds as the student was trained.
+    `beside_teacher`: with `measure` and a card naming the teacher, also time the export side by side with the
+    teacher (`ExportResult.speedups`); off when the caller times several exports together (`export_run`, then
+    `set_speedups`).
     Raises ExportError if `out_dir` exists and `overwrite` is False, or if a check fails.
     """
     out = Path(out_dir)
@@ -155,6 +162,7 @@ def export_model(
             target=target,
             measure=measure,
             sentence_dir=sentence_dir,
+            beside_teacher=beside_teacher,
         )
         _swap_into_place(tmp, out)
     except BaseException:
@@ -163,6 +171,29 @@ def export_model(
     result.out_dir = out
     (out / "export.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def set_speedups(result: ExportResult, speedups: dict[str, dict[str, Any]]) -> None:
+    """Give a finished export (made with `beside_teacher=False`) its side-by-side speed-ups over the teacher:
+    export.json and the card are written again with them."""
+    result.speedups = speedups
+    out = Path(result.out_dir)
+    if result.card_args:
+        _replace_text(out / "README.md", render_card(result=result, **result.card_args))
+    _replace_text(out / "export.json", json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write `path` again in one step (a kill leaves the old file or the new one), keeping its permissions."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 SENTENCE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
@@ -214,6 +245,7 @@ def _write(
     target: TargetConfig | None,
     measure: bool,
     sentence_dir: str | Path | None = None,
+    beside_teacher: bool = True,
 ) -> ExportResult:
     from kdnas.latency.config import TargetConfig
 
@@ -280,7 +312,7 @@ def _write(
             ["torch"] + (["onnxruntime"] if onnx else []) + (["onnxruntime-int8"] if onnx and int8 else [])
         )
         result.latency = _measure(d, backends, target)
-        if card is not None and card.teacher:
+        if card is not None and card.teacher and beside_teacher:
             try:
                 result.speedups = measure_speedups(
                     d, card.teacher, backends, target, rounds=target.compare_rounds
@@ -299,7 +331,13 @@ def _write(
         with contextlib.suppress(Exception):  # an unsupported family still exports; the card lacks the arch
             info = _with_arch(info, arch_of(model.config))
     _normal_permissions(d)
-    text = render_card(info, result, name=name, family=str(model.config.model_type), input_names=names)
+    result.card_args = {
+        "info": info,
+        "name": name,
+        "family": str(model.config.model_type),
+        "input_names": names,
+    }
+    text = render_card(result=result, **result.card_args)
     (d / "README.md").write_text(text, encoding="utf-8")
     result.files["card"] = "README.md"
     return result

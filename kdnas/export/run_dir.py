@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdnas import run_dir as rd
+from kdnas.errors import KdnasError
 from kdnas.export.card import ModelCardInfo, TaskScore
 from kdnas.export.exporter import ExportResult, export_model
 from kdnas.export.onnx import ExportError
@@ -63,14 +64,15 @@ def export_model_dir(
     card: ModelCardInfo | None = None,
     target: TargetConfig | None = None,
     measure: bool = True,
+    beside_teacher: bool = True,
 ) -> ExportResult:
-    """Export one HF model folder (e.g. students/<name>/model of a run) into `out`."""
+    """Export one HF model folder (e.g. students/<name>/model of a run) into `out` (`export_model`'s options)."""
     src = Path(model_dir)
     if Path(out).resolve() == src.resolve():
         raise ExportError(f"--out {out} is the model dir itself; choose another folder")
     model, tok = load_model_dir(src)
     return export_model(model, tok, out, onnx=onnx, int8=int8, overwrite=overwrite, card=card, target=target,
-                        measure=measure, sentence_dir=src)  # fmt: skip
+                        measure=measure, sentence_dir=src, beside_teacher=beside_teacher)  # fmt: skip
 
 
 def recommended_students(run_dir: Path) -> list[dict[str, Any]]:
@@ -124,12 +126,47 @@ def export_run(
     if clash and not overwrite:  # refuse before exporting anything
         raise ExportError(f"{', '.join(clash)} already exist: choose another --out or pass --overwrite")
     results = []
+    teachers = set()
     for s, dest in zip(students, dests):
         log.info("exporting %s -> %s", s["name"], dest)
         card = card_info_from_run(run, s, cfg)
+        teachers.add(card.teacher)
         results.append(export_model_dir(s["model_dir"], dest, onnx=onnx, int8=int8, overwrite=overwrite,
-                                        card=card, target=target, measure=measure))  # fmt: skip
+                                        card=card, target=target, measure=measure,
+                                        beside_teacher=False))  # fmt: skip
+    teacher = next(iter(teachers))
+    if measure and teacher and len(teachers) == 1:
+        from kdnas.latency.config import TargetConfig
+
+        _time_beside_teacher(results, teacher, target or TargetConfig())
     return results
+
+
+def _time_beside_teacher(results: list[ExportResult], teacher: str, target: TargetConfig) -> None:
+    """Every export's speed-up over the teacher, all timed in one side-by-side per backend (the teacher once per
+    visit for all of them); the cards and export.json files get them."""
+    from kdnas.export.exporter import set_speedups
+    from kdnas.export.timing import measure_speedups_together
+
+    backends = list(results[0].latency)
+    log.info(
+        "timing %d export(s) side by side with the teacher %s (%s)",
+        len(results),
+        teacher,
+        ", ".join(backends),
+    )
+    try:
+        together = measure_speedups_together(
+            [Path(r.out_dir) for r in results], teacher, backends, target, rounds=target.compare_rounds
+        )
+    except KdnasError as e:  # the cards then say the teacher was not timed beside them
+        msg = f"the teacher {teacher} could not be timed beside the exports: {e}"
+        log.warning(msg)
+        together = [{} for _ in results]
+        for r in results:
+            r.warnings.append(msg)
+    for r, speedups in zip(results, together):
+        set_speedups(r, speedups)
 
 
 def _run_config(run: Path) -> RunConfig | None:

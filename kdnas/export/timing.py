@@ -48,19 +48,30 @@ def measure_speedups(
     fresh workers, order alternating; `kdnas.latency.measure_side_by_side`), with the target's settings
     (threads, attention implementation, first shape): speedup (median of per-round ratios), lo, hi, cv,
     teacher_ms, student_ms, reliable (more than one round and cv <= SPREAD_LIMIT)."""
+    return measure_speedups_together([model_dir], teacher, backends, target, rounds=rounds)[0]
+
+
+def measure_speedups_together(
+    model_dirs: list[Path], teacher: str, backends: list[str], target: TargetConfig, *, rounds: int = 3
+) -> list[dict[str, dict[str, float | bool]]]:
+    """`measure_speedups` of several folders at once: per backend one side-by-side of the teacher and every
+    folder, so a worker starts and the teacher is timed once per round for all of them (an export of a run's
+    students took 149 s per student one by one). Each folder's ratio is still taken against the teacher's
+    readings just before and after it (`target.compare_bracket`)."""
     from kdnas.latency import ModelSpec, load_teacher_config, measure_side_by_side
 
-    specs = [ModelSpec.for_config(load_teacher_config(teacher)), ModelSpec.for_dir(model_dir)]
-    out: dict[str, dict[str, float | bool]] = {}
+    specs = [ModelSpec.for_config(load_teacher_config(teacher)), *(ModelSpec.for_dir(d) for d in model_dirs)]
+    out: list[dict[str, dict[str, float | bool]]] = [{} for _ in model_dirs]
     for backend in backends:
         sbs = measure_side_by_side(
             specs, dataclasses.replace(target, backend=backend, device="cpu"), rounds=rounds
         )
-        lo, hi = sbs.speedup_range[1]
-        cv = sbs.speedup_cv[1] if sbs.speedup_cv else 0.0
-        out[backend] = {"speedup": sbs.speedup[1], "lo": lo, "hi": hi, "cv": cv, "teacher_ms": sbs.median_ms[0],
-                        "student_ms": sbs.median_ms[1], "rounds": rounds,
-                        "reliable": rounds > 1 and cv <= SPREAD_LIMIT}  # fmt: skip
+        for i in range(1, len(specs)):
+            lo, hi = sbs.speedup_range[i]
+            cv = sbs.speedup_cv[i] if sbs.speedup_cv else 0.0
+            out[i - 1][backend] = {"speedup": sbs.speedup[i], "lo": lo, "hi": hi, "cv": cv,
+                                   "teacher_ms": sbs.median_ms[0], "student_ms": sbs.median_ms[i], "rounds": rounds,
+                                   "reliable": rounds > 1 and cv <= SPREAD_LIMIT}  # fmt: skip
     return out
 
 

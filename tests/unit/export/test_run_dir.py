@@ -167,3 +167,30 @@ def test_a_tampered_summary_cannot_point_outside_the_run_dir(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"student name '\.\./escape' must be a plain name"):
         export_run(run, tmp_path / "out", measure=False)
     assert not (tmp_path / "escape").exists()
+
+
+def test_a_runs_exports_are_timed_beside_the_teacher_together(tmp_path: Path) -> None:
+    """`export_run` times every student in one side-by-side per backend (the teacher once per visit for all):
+    each card and export.json gets its own ratio to the same teacher readings."""
+    from kdnas.latency import TargetConfig
+
+    run = _run_dir(tmp_path, ["s7x", "s3x"])
+    teacher = save_tiny_teacher(tmp_path / "teacher", "bert", num_layers=4)
+    (run / "teacher.json").write_text(json.dumps({"teacher": str(teacher)}))
+    target = TargetConfig(
+        threads=1, seq_lens=[16], max_time_s=0.3, cache_dir=str(tmp_path / "cache"), compare_rounds=2
+    )
+    results = export_run(run, tmp_path / "out", onnx=False, int8=False, target=target)
+    assert [r.out_dir.name for r in results] == ["s7x", "s3x"]
+    a, b = (r.speedups["torch"] for r in results)
+    assert a["teacher_ms"] == b["teacher_ms"] > 0  # one measurement of the teacher for both
+    assert a["student_ms"] != b["student_ms"]
+    for r, s in zip(results, (a, b)):
+        assert s["lo"] <= s["speedup"] <= s["hi"] and s["rounds"] == 2
+        saved = json.loads((r.out_dir / "export.json").read_text())
+        assert saved["speedups"]["torch"] == s and "card_args" not in saved
+        text = (r.out_dir / "README.md").read_text()
+        assert f"{s['speedup']:.2f}x ({s['lo']:.2f}-{s['hi']:.2f}x)" in text
+        assert oct((r.out_dir / "README.md").stat().st_mode & 0o777) == oct(
+            (r.out_dir / "config.json").stat().st_mode & 0o777
+        )
