@@ -157,16 +157,23 @@ def run(
             _free_scratch(run_dir, say)
         if until == stage.name:
             break
+    if role == "join" and rd.marker(run_dir, "search").exists() and not cfg.distill.keep_teacher_cache:
+        _free_scratch(
+            run_dir, say, force=True
+        )  # a joined worker stops after the search: nothing reads it again
     return ctx
 
 
-def _free_scratch(run_dir: Path, say: Callable[[str], None]) -> None:
-    """After the distill stage: the teacher cache and the finished models' checkpoints are not read again
-    (`run_dir.scratch`); a kill before this leaves them for `kdnas clean`."""
-    items = [s for s in rd.scratch(run_dir) if s.kept is None]
+def _free_scratch(run_dir: Path, say: Callable[[str], None], *, force: bool = False) -> None:
+    """After the distill stage (or a joined worker's search, `force`): the teacher cache and the finished
+    models' checkpoints are not read again (`run_dir.scratch`); a kill before this leaves them for `kdnas clean`."""
+    items = [s for s in rd.scratch(run_dir, force=force) if s.kept is None]
     if items:
+        models = {s.path.parent for s in items if s.path.name != rd.TEACHER_CACHE}
+        what = ["the teacher cache"] if any(s.path.name == rd.TEACHER_CACHE for s in items) else []
+        what += [f"the training checkpoints of {len(models)} distilled model(s)"] if models else []
         freed = rd.free(items)
         say(
-            f"  freed {freed / 2**30:.1f} GiB: the teacher cache and the distilled models' training checkpoints "
-            "(distill.keep_teacher_cache: true keeps them for a rerun after a config change)"
+            f"  freed {freed / 2**30:.1f} GiB: {' and '.join(what)} (distill.keep_teacher_cache: true keeps them "
+            "for a rerun after a config change)"
         )

@@ -157,6 +157,9 @@ def test_kdnas_run_on_a_shared_study_distils_once(pg_url: str, tmp_path: Path) -
         not (tmp_path / "help" / "stages" / "distill.json").exists()
         and not (tmp_path / "help" / "students").exists()
     )
+    # neither keeps its teacher cache: the worker stops after its search, the leader is past its distill stage
+    assert not (tmp_path / "help" / "teacher_cache").exists() and "freed" in helper.stdout
+    assert not (tmp_path / "lead" / "teacher_cache").exists()
     assert len(_distilled(_trials_of(pg_url, "search-kdnas"))) == 6
     summary = json.loads((tmp_path / "lead" / "summary.json").read_text())
     assert summary["students"]
