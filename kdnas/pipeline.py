@@ -158,9 +158,8 @@ def run(
         if until == stage.name:
             break
     if role == "join" and rd.marker(run_dir, "search").exists() and not cfg.distill.keep_teacher_cache:
-        _free_scratch(
-            run_dir, say, force=True
-        )  # a joined worker stops after the search: nothing reads it again
+        # a joined worker stops after the search (the leader distils): nothing reads its cache again
+        _free_scratch(run_dir, say, force=True)
     return ctx
 
 

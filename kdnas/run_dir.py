@@ -1,5 +1,6 @@
 """The layout of a `kdnas run` dir, in one place: every file name, stage markers, and the dir's lifecycle
-(create with its config, check a resumed one, rewind the stages a config change reaches).
+(create with its config, check a resumed one, rewind the stages a config change reaches, free the scratch space
+only a resume reads: `scratch`, `free`).
 
 Readers (report, export, the Python API, resume) take names from here; no other module spells them.
 """
