@@ -177,9 +177,8 @@ def test_a_runs_exports_are_timed_beside_the_teacher_together(tmp_path: Path) ->
     run = _run_dir(tmp_path, ["s7x", "s3x"])
     teacher = save_tiny_teacher(tmp_path / "teacher", "bert", num_layers=4)
     (run / "teacher.json").write_text(json.dumps({"teacher": str(teacher)}))
-    target = TargetConfig(
-        threads=1, seq_lens=[16], max_time_s=0.3, cache_dir=str(tmp_path / "cache"), compare_rounds=2
-    )
+    target = TargetConfig(threads=1, seq_lens=[16], max_time_s=0.2, cache_dir=str(tmp_path / "cache"),
+                          compare_rounds=2, compare_slices=2, compare_slice_s=0.2)  # fmt: skip
     results = export_run(run, tmp_path / "out", onnx=False, int8=False, target=target)
     assert [r.out_dir.name for r in results] == ["s7x", "s3x"]
     a, b = (r.speedups["torch"] for r in results)
