@@ -153,8 +153,10 @@ def run(
         summary = result.to_dict() if isinstance(result, res.StageResult) else result
         write_json_atomic(marker, {"stage": stage.name, "seconds": round(seconds, 2), "summary": summary})
         say(f"{head}: done in {seconds:.1f} s")
-        if stage.name == "distill" and not cfg.distill.keep_teacher_cache:
-            _free_scratch(run_dir, say)
+        if stage.name in ("search", "distill") and not cfg.distill.keep_teacher_cache:
+            # the search's cache holds the proxy split's teacher outputs, which the distill stage never reads (it
+            # distils on the train split): freed here, the run's disk peaks at the larger stage's, not their sum
+            _free_scratch(run_dir, say, force=stage.name == "search")
         if until == stage.name:
             break
     if role == "join" and rd.marker(run_dir, "search").exists() and not cfg.distill.keep_teacher_cache:
@@ -164,8 +166,9 @@ def run(
 
 
 def _free_scratch(run_dir: Path, say: Callable[[str], None], *, force: bool = False) -> None:
-    """After the distill stage (or a joined worker's search, `force`): the teacher cache and the finished
-    models' checkpoints are not read again (`run_dir.scratch`); a kill before this leaves them for `kdnas clean`."""
+    """After the search stage (`force`: the distill stage fills its own blocks) and after the distill stage: the
+    teacher cache and the finished models' checkpoints are not read again (`run_dir.scratch`); a kill before this
+    leaves them for `kdnas clean`."""
     items = [s for s in rd.scratch(run_dir, force=force) if s.kept is None]
     if items:
         models = {s.path.parent for s in items if s.path.name != rd.TEACHER_CACHE}

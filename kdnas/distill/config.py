@@ -99,10 +99,11 @@ class DistillConfig:
     """Memory budget for the teacher-output cache (fp16, memory-mapped on disk)."""
     keep_teacher_cache: bool = False
     """`kdnas run`: keep the run's teacher cache (the teacher's outputs on the corpus, 12 GB on disk in the default
-    run) after the distill stage. Off: it is deleted when that stage has finished, with the finished models'
-    training checkpoints, and the run log says how much was freed; only a rerun from the search or distill stage
-    after a config change would read it (that rerun then runs the teacher again). `kdnas clean RUN_DIR` frees
-    the same in a run dir made before."""
+    run) after the search and distill stages. Off: the search's part (the proxy split's outputs, which the distill
+    stage never reads) is deleted when the search stage has finished, the rest with the finished models'
+    training checkpoints when the distill stage has, and the run log says how much was freed; only a rerun from
+    the search or distill stage after a config change would read them (that rerun then runs the teacher again).
+    `kdnas clean RUN_DIR` frees the same in a run dir made before."""
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
     """Compute dtype of the teacher-cache forward and the student forward: `auto` uses bf16 autocast where the
     hardware has bf16 units (CPU flags amx_bf16 / avx512_bf16, CUDA compute 8.0+) and fp32 elsewhere; losses,

@@ -460,7 +460,8 @@ def test_a_baseline_the_search_recommends_is_distilled_scored_and_timed_once(tmp
 def test_the_teacher_cache_and_checkpoints_go_once_the_distill_stage_is_done(
     tmp_path: Path, keep: bool
 ) -> None:
-    """Nothing after the distill stage reads them (`distill.keep_teacher_cache` keeps them for a rerun)."""
+    """Nothing after the distill stage reads them, and the distill stage nothing of the search's cache
+    (`distill.keep_teacher_cache` keeps them for a rerun)."""
     from kdnas import run_dir as rd
 
     seen: dict[str, bool] = {}
@@ -469,9 +470,9 @@ def test_the_teacher_cache_and_checkpoints_go_once_the_distill_stage_is_done(
         def run(ctx: pipeline.RunContext) -> dict[str, Any]:
             cache = ctx.run_dir / rd.TEACHER_CACHE / "k"
             seen[name] = cache.exists()
-            if name == "search":
-                cache.mkdir(parents=True)
-                (cache / "hidden.1.npy").write_bytes(b"\1" * 4096)
+            if name in ("search", "distill"):
+                cache.mkdir(parents=True, exist_ok=True)
+                (cache / f"hidden.{name}.npy").write_bytes(b"\1" * 4096)
             if name == "distill":
                 d = ctx.run_dir / rd.STUDENTS / "s"
                 (d / "model").mkdir(parents=True)
@@ -488,7 +489,10 @@ def test_the_teacher_cache_and_checkpoints_go_once_the_distill_stage_is_done(
         mp.setattr(pipeline.RunContext, "say", lambda self, msg: lines.append(msg))
         pipeline.run(config.load("smoke", {"distill.keep_teacher_cache": keep}), run_dir=tmp_path / "r")
     r = tmp_path / "r"
-    assert seen == {"search": False, "distill": True, "evaluate": keep}
+    assert seen == {"search": False, "distill": keep, "evaluate": keep}
+    if keep:
+        kept = {p.name for p in (r / rd.TEACHER_CACHE / "k").iterdir()}
+        assert kept == {"hidden.search.npy", "hidden.distill.npy"}
     assert (r / rd.STUDENTS / "s" / "model" / "config.json").is_file()
     assert (r / rd.STUDENTS / "s" / "checkpoint-000002.pt").exists() == keep
-    assert any("freed" in line and "keep_teacher_cache" in line for line in lines) != keep
+    assert sum("freed" in line and "keep_teacher_cache" in line for line in lines) == (0 if keep else 2)
