@@ -45,6 +45,9 @@ class Stage:
     """The earlier stages whose results it takes, passed by stage name."""
     result: type[res.StageResult] | None = None
     """The type of its result (read back from the marker of a finished stage); None: a plain dict."""
+    frees_scratch: bool = False
+    """No later stage reads the teacher cache it filled (nor the checkpoints of the models it finished): they are
+    deleted once it has finished (`run_dir.scratch`), unless `distill.keep_teacher_cache`."""
 
     def inputs(self, cfg: RunConfig, done: dict[str, Any]) -> dict[str, Any]:
         return {**{s: getattr(cfg, s) for s in self.reads}, **{n: done[n] for n in self.needs}}
@@ -75,6 +78,7 @@ STAGES: list[Stage] = [
         reads=("search", "target", "distill", "evaluate"),
         needs=("latency",),
         result=res.SearchOutcome,
+        frees_scratch=True,  # its cache is the proxy split's; the distill stage distils on the train split
     ),
     Stage(
         "distill",
@@ -83,6 +87,7 @@ STAGES: list[Stage] = [
         reads=("distill", "evaluate"),
         needs=("search", "latency"),
         result=res.DistillResult,
+        frees_scratch=True,
     ),
     Stage(
         "evaluate",
@@ -153,29 +158,23 @@ def run(
         summary = result.to_dict() if isinstance(result, res.StageResult) else result
         write_json_atomic(marker, {"stage": stage.name, "seconds": round(seconds, 2), "summary": summary})
         say(f"{head}: done in {seconds:.1f} s")
-        if stage.name in ("search", "distill") and not cfg.distill.keep_teacher_cache:
-            # the search's cache holds the proxy split's teacher outputs, which the distill stage never reads (it
-            # distils on the train split): freed here, the run's disk peaks at the larger stage's, not their sum
-            _free_scratch(run_dir, say, force=stage.name == "search")
+        if stage.frees_scratch and not cfg.distill.keep_teacher_cache:
+            _free_scratch(run_dir, say)  # the run's disk peaks at one stage's cache, not the sum
         if until == stage.name:
             break
-    if role == "join" and rd.marker(run_dir, "search").exists() and not cfg.distill.keep_teacher_cache:
-        # a joined worker stops after the search (the leader distils): nothing reads its cache again
-        _free_scratch(run_dir, say, force=True)
     return ctx
 
 
-def _free_scratch(run_dir: Path, say: Callable[[str], None], *, force: bool = False) -> None:
-    """After the search stage (`force`: the distill stage fills its own blocks) and after the distill stage: the
-    teacher cache and the finished models' checkpoints are not read again (`run_dir.scratch`); a kill before this
-    leaves them for `kdnas clean`."""
-    items = [s for s in rd.scratch(run_dir, force=force) if s.kept is None]
+def _free_scratch(run_dir: Path, say: Callable[[str], None]) -> None:
+    """After a stage that `frees_scratch`: its teacher cache and the finished models' checkpoints (`run_dir.scratch`;
+    `force`: whatever stage comes next fills its own cache); a kill before this leaves them for `kdnas clean`."""
+    items = [s for s in rd.scratch(run_dir, force=True) if s.kept is None]
     if items:
         models = {s.path.parent for s in items if s.path.name != rd.TEACHER_CACHE}
         what = ["the teacher cache"] if any(s.path.name == rd.TEACHER_CACHE for s in items) else []
         what += [f"the training checkpoints of {len(models)} distilled model(s)"] if models else []
         freed = rd.free(items)
         say(
-            f"  freed {freed / 2**30:.1f} GiB: {' and '.join(what)} (distill.keep_teacher_cache: true keeps them "
+            f"  freed {rd.size_text(freed)}: {' and '.join(what)} (distill.keep_teacher_cache: true keeps them "
             "for a rerun after a config change)"
         )

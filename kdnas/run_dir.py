@@ -257,6 +257,11 @@ class Scratch:
     """Why it must stay (an unfinished stage still uses it); None: it may go."""
 
 
+def size_text(n: int) -> str:
+    """Bytes for people: `12.04 GiB`, `1.0 MiB`."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
+
+
 def disk_bytes(path: Path) -> int:
     """Disk space under `path` (allocated blocks: the teacher cache's memory-mapped files may be sparse)."""
     if path.is_symlink() or not path.exists():

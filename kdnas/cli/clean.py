@@ -48,10 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
-
-
 def _run(args: argparse.Namespace) -> int:
     from kdnas import run_dir as rd
 
@@ -78,13 +74,13 @@ def _run(args: argparse.Namespace) -> int:
         for item in items:
             groups[(item.what, item.kept)] = groups.get((item.what, item.kept), 0) + item.bytes
         for (what, kept), n in groups.items():
-            print(f"  {_gib(n):>11}  {what}" + (f"  (kept: {kept})" if kept else ""))
+            print(f"  {rd.size_text(n):>11}  {what}" + (f"  (kept: {kept})" if kept else ""))
         freed = sum(i.bytes for i in items if i.kept is None) if args.dry_run else rd.free(items)
         total += freed
         if items:
-            print(f"  {verb} {_gib(freed)}")
+            print(f"  {verb} {rd.size_text(freed)}")
     if len(dirs) > 1:
-        print(f"{verb} {_gib(total)} in {len(dirs)} run dirs")
+        print(f"{verb} {rd.size_text(total)} in {len(dirs)} run dirs")
     if args.latency:
         from kdnas.latency.cache import LatencyCache
 

@@ -169,7 +169,7 @@ def export_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     result.out_dir = out
-    (out / "export.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    _replace_text(out / "export.json", json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 
 
@@ -184,12 +184,16 @@ def set_speedups(result: ExportResult, speedups: dict[str, dict[str, Any]]) -> N
 
 
 def _replace_text(path: Path, text: str) -> None:
-    """Write `path` again in one step (a kill leaves the old file or the new one), keeping its permissions."""
+    """Write `path` (again) in one step (a kill leaves the old file or the new one), keeping its permissions; a
+    new file gets the ones the umask gives (mkstemp's are private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -481,7 +481,7 @@ def test_the_teacher_cache_and_checkpoints_go_once_the_distill_stage_is_done(
                 (d / "checkpoint.json").write_text("{}")
             return {}
 
-        return pipeline.Stage(name, run, name)
+        return pipeline.Stage(name, run, name, frees_scratch=name in ("search", "distill"))
 
     lines: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
